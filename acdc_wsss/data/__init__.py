@@ -1,47 +1,40 @@
-"""ACDC data layer: reader, integrity check, preprocessing chain, 2D slice dataset, phantom generator."""
+"""ACDC data layer: reader, integrity check, preprocessing chain, 2D slice dataset, phantom generator.
+
+Names are imported lazily, so ``python -m acdc_wsss.data.check`` (and the other module commands) do not
+import their own module twice.
+"""
 
 from __future__ import annotations
 
-from acdc_wsss.data.acdc import (
-    ACDC_CLASSES,
-    ACDC_GROUPS,
-    DatasetError,
-    Frame,
-    Patient,
-    make_datalist,
-    parse_info_cfg,
-    read_datalist,
-    read_patient,
-    read_patients,
-    split_patients,
-    write_datalist,
-)
-from acdc_wsss.data.check import CheckReport, DatasetCheckError, Problem, check_dataset, validated_patients
-from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, invert
-from acdc_wsss.data.slices import SliceDataset, read_tag_csv, write_tag_csv
+import importlib
+from typing import Any
 
-__all__ = [
-    "ACDC_CLASSES",
-    "ACDC_GROUPS",
-    "CheckReport",
-    "DatasetCheckError",
-    "DatasetError",
-    "Frame",
-    "Patient",
-    "PreprocessConfig",
-    "Problem",
-    "SliceDataset",
-    "build_preprocessing",
-    "check_dataset",
-    "invert",
-    "make_datalist",
-    "parse_info_cfg",
-    "read_datalist",
-    "read_patient",
-    "read_patients",
-    "read_tag_csv",
-    "split_patients",
-    "validated_patients",
-    "write_datalist",
-    "write_tag_csv",
-]
+_EXPORTS = {
+    "acdc": (
+        "ACDC_CLASSES",
+        "ACDC_GROUPS",
+        "DatasetError",
+        "Frame",
+        "Patient",
+        "make_datalist",
+        "parse_info_cfg",
+        "read_datalist",
+        "read_patient",
+        "read_patients",
+        "split_patients",
+        "write_datalist",
+    ),
+    "check": ("CheckReport", "DatasetCheckError", "Problem", "check_dataset", "validated_patients"),
+    "preprocess": ("PreprocessConfig", "build_preprocessing", "invert"),
+    "slices": ("SliceDataset", "read_tag_csv", "write_tag_csv"),
+    "phantom": ("ensure_phantom", "make_phantom"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -13,6 +13,7 @@ Each is an array transform plus its dictionary ``...d`` wrapper, MONAI style. Ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -184,7 +185,8 @@ class HeartCentred(MapTransform):
 class CropPadAroundCentre(InvertibleTransform):
     """Crop and/or pad the two in-plane axes to ``roi_size`` around a centre; the slice axis is kept.
 
-    The output window is ``[round(c - size / 2), round(c - size / 2) + size)`` on each in-plane axis; the
+    The output window is ``[floor(c + 1 - size / 2), ... + size)`` on each in-plane axis (an even window puts
+    ``c`` just past its middle; the image centre ``(n - 1) / 2`` of an even ``n`` maps exactly); the
     parts outside the image are padded with ``pad_value`` (default: the image minimum, so padding looks like
     air in a standardised image rather than a bright frame). Implemented as MONAI's :class:`Pad` then
     :class:`Crop`, so the affine follows and :meth:`inverse` (and ``Invertd``) restore the input grid exactly.
@@ -206,7 +208,7 @@ class CropPadAroundCentre(InvertibleTransform):
         """Start and end of the window on each in-plane axis of a spatial ``shape`` (may exceed the image)."""
         if centre is None:
             centre = [(n - 1) / 2 for n in shape[:2]]
-        starts = [round(float(c) + 0.5 - s / 2) for c, s in zip(centre, self.roi_size, strict=True)]
+        starts = [math.floor(float(c) + 1 - s / 2) for c, s in zip(centre, self.roi_size, strict=True)]
         return [(st, st + s) for st, s in zip(starts, self.roi_size, strict=True)]
 
     def __call__(self, img: torch.Tensor, centre: Sequence[float] | None = None, pad_value: float | None = None):
