@@ -41,7 +41,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
+
+from acdc_wsss.data.acdc import ACDC_CLASSES, ACDC_GROUPS
+from acdc_wsss.utils import progress_bar, setup_cli_logging
 
 __all__ = [
     "CLASS_NAMES",
@@ -60,10 +62,10 @@ PHANTOM_VERSION = 1
 PHANTOM_JSON = "phantom.json"
 
 #: Foreground class names in label order (label value = index + 1; 0 is background), as in ACDC.
-CLASS_NAMES: tuple[str, ...] = ("RV", "Myo", "LV")
+CLASS_NAMES: tuple[str, ...] = ACDC_CLASSES
 LABEL_RV, LABEL_MYO, LABEL_LV = (CLASS_NAMES.index(name) + 1 for name in ("RV", "Myo", "LV"))
 #: The five ACDC pathology groups; patient i (0-based) gets ``GROUPS[i % len(GROUPS)]``.
-GROUPS: tuple[str, ...] = ("DCM", "HCM", "MINF", "NOR", "RV")
+GROUPS: tuple[str, ...] = ACDC_GROUPS
 
 # Info.cfg values.
 ED_FRAME = 1
@@ -653,7 +655,7 @@ def make_phantom(
     try:
         os.chmod(tmp, 0o755)
         logger.info("Generating %d phantom patient(s) (seed %d) in %s", patients, seed, out_dir)
-        for i in tqdm(range(1, patients + 1), desc="phantom", unit="patient", disable=not progress):
+        for i in progress_bar(range(1, patients + 1), "phantom patients", progress):
             p, frames = _make_patient(i, seed)
             _write_patient(p, frames, tmp / "training" / p.pid)
         (tmp / PHANTOM_JSON).write_text(
@@ -765,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed its usage error (code 2) or the help (code 0)
         return e.code if isinstance(e.code, int) else 2
+    setup_cli_logging()
     if args.patients < 1:
         print(f"error: --patients must be >= 1, got {args.patients}.", file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ class _Preprocessed(Dataset):
         item = self.items[i]
         d = self.chain({k: v for k, v in item.items() if k in ("image", "label", "pair")})
         vol = {
-            "image": forget_transform_ids(d["image"]),
+            "image": forget_transform_ids(d["image"].clone()),  # a compact copy, not a view of the padded volume
             "motion": d["motion"].as_tensor().to(torch.float16),
             "label": d["label"].as_tensor().to(torch.uint8) if "label" in d else None,
             "tags": d.get("tags"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -148,3 +150,12 @@ def test_quick_mode_skips_voxels_but_catches_headers(corrupted) -> None:
     label7 = sorted(root.glob("training/*"))[6].name
     assert label7 not in quick.bad_patients  # label values need the voxels
     assert sorted(root.glob("training/*"))[3].name in quick.bad_patients  # shape is in the header
+
+
+def test_module_command_runs_cleanly(acdc_dir: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "acdc_wsss.data.check", str(acdc_dir), "--quick"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "80 patients (80 training), 160 volumes" in run.stdout
+    assert "RuntimeWarning" not in run.stderr and "Traceback" not in run.stderr
