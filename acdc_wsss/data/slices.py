@@ -37,9 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 import acdc_wsss
 from acdc_wsss.data.acdc import ACDC_CLASSES, PATH_KEYS, DatasetError
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, forget_transform_ids, invert
+from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.utils import atomic_path, progress_bar
 
-__all__ = ["SliceDataset", "read_tag_csv", "volume_key", "write_tag_csv"]
+__all__ = ["SliceDataset", "label_round_trip", "read_tag_csv", "volume_key", "write_tag_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,3 +306,28 @@ class SliceDataset(Dataset):
         """
         chain = build_preprocessing(self.config, self.num_classes)
         return invert(values, self.volumes[volume]["image"], chain, nearest=nearest)
+
+
+def label_round_trip(ds: SliceDataset, atol: float = 1e-6) -> dict[str, Any]:
+    """Map every preprocessed mask of ``ds`` back to its source grid and compare with the source mask.
+
+    Returns:
+        ``{"dice": (V, C) array (NaN where a class is in neither), "heart_kept": (V,) fraction of the source
+        foreground voxels still foreground after the round trip (what the crop cut shows here),
+        "geometry_mismatch": [label paths whose inverted shape or affine differ from the source]}``.
+    """
+    import nibabel as nib
+
+    dice, kept, mismatch = [], [], []
+    for v, item in enumerate(ds.items):
+        if ds.volumes[v]["label"] is None:
+            continue
+        back = ds.to_original(v, ds.volumes[v]["label"].float())
+        src = nib.load(item["label"])
+        if tuple(back.shape[1:]) != src.shape or not np.allclose(back.affine.numpy(), src.affine, atol=atol):
+            mismatch.append(item["label"])
+            continue
+        ref = np.asarray(src.dataobj)
+        dice.append(dice_per_class(back[0], ref, range(1, ds.num_classes + 1)))
+        kept.append(float(((back[0].numpy() > 0) & (ref > 0)).sum()) / max(float((ref > 0).sum()), 1.0))
+    return {"dice": np.array(dice), "heart_kept": np.array(kept), "geometry_mismatch": mismatch}

@@ -1,0 +1,25 @@
+"""Metrics against hand-computed values (acdc_wsss.metrics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from acdc_wsss.metrics import dice_per_class
+
+
+def test_dice_hand_computed() -> None:
+    pred = np.array([[1, 1, 2, 0], [3, 3, 3, 0]])
+    ref = np.array([[1, 0, 2, 2], [3, 3, 0, 0]])
+    # class 1: |P|=2 |R|=1 overlap 1 -> 2/3; class 2: |P|=1 |R|=2 overlap 1 -> 2/3; class 3: 3, 2, 2 -> 4/5
+    np.testing.assert_allclose(dice_per_class(pred, ref, (1, 2, 3)), [2 / 3, 2 / 3, 4 / 5])
+    np.testing.assert_allclose(dice_per_class(torch.as_tensor(pred), torch.as_tensor(pred), (1, 3)), [1, 1])
+
+
+def test_dice_absent_class_is_nan_and_shapes_must_match() -> None:
+    d = dice_per_class(np.zeros((2, 2)), np.zeros((2, 2)), (1,))
+    assert np.isnan(d[0])
+    assert dice_per_class(np.ones((2, 2)), np.zeros((2, 2)), (1,))[0] == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        dice_per_class(np.zeros((2, 2)), np.zeros((2, 3)), (1,))
