@@ -30,7 +30,7 @@ from acdc_wsss.data.check import check_dataset, validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset
-from acdc_wsss.utils import atomic_path, setup_cli_logging
+from acdc_wsss.utils import atomic_path, setup_cli_logging, write_json
 
 __all__ = ["dataset_summary", "main", "save_preview"]
 
@@ -64,12 +64,14 @@ def save_preview(ds: SliceDataset, path: Path, volumes: int = 4) -> Path:
     for col, v in enumerate(picks):
         vol, item = ds.volumes[v], ds.items[v]
         z = vol["image"].shape[-1] // 2
-        axes[0, col].imshow(vol["image"][0, ..., z].T, cmap="gray", origin="lower")
+        axes[0, col].imshow(vol["image"].as_tensor()[0, ..., z].numpy().T, cmap="gray", origin="lower")
         if vol["label"] is not None:
-            axes[0, col].contour(vol["label"][0, ..., z].T, levels=[0.5, 1.5, 2.5], colors=["c", "m", "y"])
+            lab = vol["label"][0, ..., z].numpy().T
+            axes[0, col].contour(lab, levels=[0.5, 1.5, 2.5], colors=["c", "m", "y"])
         tags = ", ".join(c for c, on in zip(ds.classes, vol["tags"][z].tolist(), strict=True) if on) or "none"
         axes[0, col].set_title(f"{item['patient']} {item['phase']} z={z}\ntags: {tags}", fontsize=8)
-        axes[1, col].imshow(vol["motion"][0, ..., z].float().T, cmap="magma", origin="lower", vmin=0, vmax=1)
+        motion = vol["motion"][0, ..., z].float().numpy().T
+        axes[1, col].imshow(motion, cmap="magma", origin="lower", vmin=0, vmax=1)
         axes[1, col].set_title("ED-ES motion map", fontsize=8)
         for ax in axes[:, col]:
             ax.axis("off")
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=10, help="phantom patients (10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the split (0)")
     parser.add_argument("--output_dir", help="run folder (runs/demo, or runs/demo-NAME for a dataset NAME)")
-    parser.add_argument("--skip_bad", action="store_true", help="leave patients with problems out")
+    parser.add_argument(
+        "--skip_bad", "--skip-bad", dest="skip_bad", action="store_true", help="leave bad patients out"
+    )
     args = parser.parse_args(argv)
     setup_cli_logging()
     try:
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for key in splits for it in read_datalist(datalist, key)]
     ds = SliceDataset(items, PreprocessConfig(), ACDC_CLASSES, cache_dir=out / "cache")
     summary = dataset_summary(ds, splits)
-    (out / "dataset_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "dataset_summary.json")
     preview = save_preview(ds, out / "preview.png")
     print(json.dumps(summary, indent=2))
     print(f"datalist: {datalist}\ncached slices: {out / 'cache'}\npreview: {preview}")

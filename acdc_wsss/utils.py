@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["atomic_path", "progress_bar", "setup_cli_logging"]
+__all__ = ["atomic_path", "progress_bar", "setup_cli_logging", "write_json"]
 
 T = TypeVar("T")
 
@@ -32,3 +33,13 @@ def atomic_path(path: str | os.PathLike) -> Path:
     """A temporary sibling of ``path`` to write to before ``os.replace(tmp, path)``."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON atomically (temp file, then rename); create the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from acdc_wsss.utils import atomic_path
+from acdc_wsss.utils import write_json
 
 __all__ = [
     "ACDC_CLASSES",
@@ -56,7 +56,14 @@ ACDC_LABELS: tuple[int, ...] = tuple(range(len(ACDC_CLASSES) + 1))
 #: The five pathology groups of the ACDC training set.
 ACDC_GROUPS: tuple[str, ...] = ("DCM", "HCM", "MINF", "NOR", "RV")
 #: Keys every Info.cfg must hold, with their types.
-INFO_KEYS: dict[str, type] = {"ED": int, "ES": int, "Group": str, "Height": float, "NbFrame": int, "Weight": float}
+INFO_KEYS: dict[str, type] = {
+    "ED": int,
+    "ES": int,
+    "Group": str,
+    "Height": float,
+    "NbFrame": int,
+    "Weight": float,
+}
 #: The two annotated cardiac phases.
 PHASES: tuple[str, ...] = ("ED", "ES")
 #: Sub-folders of an ACDC release that hold patients.
@@ -328,12 +335,7 @@ def make_datalist(
 
 def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a datalist JSON atomically (temp file, then rename) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(datalist, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(datalist, path)
 
 
 def read_datalist(

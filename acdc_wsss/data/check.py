@@ -104,7 +104,9 @@ class CheckReport:
             "volumes": self.volumes,
             "slices": self.slices,
             "groups": dict(Counter(p.group for p in self.patients)),
-            "problems": [{"path": str(p.path), "patient": p.patient, "message": p.message} for p in self.problems],
+            "problems": [
+                {"path": str(p.path), "patient": p.patient, "message": p.message} for p in self.problems
+            ],
         }
 
 
@@ -141,7 +143,9 @@ def _check_frame_pair(
     img, _ = loaded
     if len(img.shape) != 3:
         problems.append(
-            Problem(image_path, f"has {len(img.shape)} dimensions {tuple(img.shape)}; expected a 3D frame.", pid)
+            Problem(
+                image_path, f"has {len(img.shape)} dimensions {tuple(img.shape)}; expected a 3D frame.", pid
+            )
         )
         return None
     if label_path is None:
@@ -169,7 +173,9 @@ def _check_frame_pair(
         if bad:
             shown = ", ".join(f"{v:g}" for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
             problems.append(
-                Problem(label_path, f"label values {shown} outside {{{', '.join(map(str, ACDC_LABELS))}}}.", pid)
+                Problem(
+                    label_path, f"label values {shown} outside {{{', '.join(map(str, ACDC_LABELS))}}}.", pid
+                )
             )
     return tuple(img.shape), img.affine
 
@@ -193,7 +199,9 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
         image = folder / f"{pid}_frame{idx:02d}.nii.gz"
         label = folder / f"{pid}_frame{idx:02d}_gt.nii.gz"
         if not 1 <= idx <= n_frames:
-            problems.append(Problem(folder / "Info.cfg", f"{phase}: {idx} is outside 1..NbFrame ({n_frames}).", pid))
+            problems.append(
+                Problem(folder / "Info.cfg", f"{phase}: {idx} is outside 1..NbFrame ({n_frames}).", pid)
+            )
         if not image.is_file():
             problems.append(Problem(image, f"missing; Info.cfg names frame {idx} as {phase}.", pid))
             continue
@@ -210,7 +218,9 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
         (s0, a0), (s1, a1) = grids.values()
         if s0 != s1 or not np.allclose(a0, a1, atol=_AFFINE_ATOL):
             problems.append(
-                Problem(folder, f"ED and ES frames lie on different grids ({s0} vs {s1}); expected one scan.", pid)
+                Problem(
+                    folder, f"ED and ES frames lie on different grids ({s0} vs {s1}); expected one scan.", pid
+                )
             )
     cine = folder / f"{pid}_4d.nii.gz"
     if cine.is_file():
@@ -219,7 +229,9 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
             shape = tuple(loaded[0].shape)
             ref = next(iter(grids.values()))[0] if grids else None
             if len(shape) != 4:
-                problems.append(Problem(cine, f"has {len(shape)} dimensions {shape}; expected 4D (X, Y, Z, t).", pid))
+                problems.append(
+                    Problem(cine, f"has {len(shape)} dimensions {shape}; expected 4D (X, Y, Z, t).", pid)
+                )
             elif ref is not None and shape[:3] != ref:
                 problems.append(Problem(cine, f"grid {shape[:3]} differs from the frames' {ref}.", pid))
     try:
@@ -252,7 +264,9 @@ def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: b
     seen: dict[str, Path] = {}
     for subset, folder in progress_bar(dirs, desc="checking patients", enabled=progress):
         if folder.name in seen:
-            report.problems.append(Problem(folder, f"patient id also used by {seen[folder.name]}.", folder.name))
+            report.problems.append(
+                Problem(folder, f"patient id also used by {seen[folder.name]}.", folder.name)
+            )
             continue
         seen[folder.name] = folder
         _check_patient(folder, subset, deep, report)
@@ -299,10 +313,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Check an ACDC dataset folder and list every problem, each with its file.",
     )
     parser.add_argument("dataset_dir", help="ACDC folder with training/ and/or testing/ patient folders")
-    parser.add_argument("--skip-bad", action="store_true", help="leave bad patients out (warning) and exit 0")
-    parser.add_argument("--quick", action="store_true", help="read headers only (no truncation or label check)")
+    parser.add_argument(
+        "--skip-bad",
+        "--skip_bad",
+        dest="skip_bad",
+        action="store_true",
+        help="leave bad patients out, exit 0",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="read headers only (no truncation or label check)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--datalist", metavar="FILE", help="also write a split datalist JSON of the good patients")
+    parser.add_argument(
+        "--datalist", metavar="FILE", help="also write a split datalist JSON of the good patients"
+    )
     parser.add_argument("--val", type=float, default=0.2, help="validation fraction of the patients (0.2)")
     parser.add_argument("--test", type=float, default=0.2, help="test fraction of the patients (0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (0)")
@@ -316,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.datalist:
         good = [p for p in report.patients if p.id not in report.bad_patients]
         if Path(args.datalist).resolve().is_relative_to(Path(args.dataset_dir).resolve()):
-            print(f"error: --datalist {args.datalist} lies inside the dataset folder; write it elsewhere.", file=sys.stderr)
+            print(
+                f"error: --datalist {args.datalist} lies inside the dataset folder; write it elsewhere.",
+                file=sys.stderr,
+            )
             return 2
         fractions = {"training": 1 - args.val - args.test, "validation": args.val, "testing": args.test}
         try:
@@ -332,4 +359,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -89,7 +89,9 @@ def build_preprocessing(config: PreprocessConfig | None = None, num_classes: int
     c = config or PreprocessConfig()
     keys = ["image", "label", "pair"]
     steps: list[Any] = [
-        LoadImaged(keys, reader="NibabelReader", image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+        LoadImaged(
+            keys, reader="NibabelReader", image_only=True, ensure_channel_first=True, allow_missing_keys=True
+        ),
         SliceTagsd("label", num_classes=num_classes),
         Spacingd(
             keys,
@@ -106,7 +108,10 @@ def build_preprocessing(config: PreprocessConfig | None = None, num_classes: int
     steps += [
         DeleteItemsd("pair"),
         CropPadAroundCentred(
-            ["image", "label", "motion"], roi_size=c.roi_size, pad_value=(None, 0.0, 0.0), allow_missing_keys=True
+            ["image", "label", "motion"],
+            roi_size=c.roi_size,
+            pad_value=(None, 0.0, 0.0),
+            allow_missing_keys=True,
         ),
     ]
     return Compose(steps)
@@ -124,7 +129,9 @@ def forget_transform_ids(x: MetaTensor) -> MetaTensor:
     def strip(ops: Any) -> None:
         for op in ops:
             op[TraceKeys.ID] = TraceKeys.NONE
-            strip(op.get(TraceKeys.EXTRA_INFO, {}).get("applied_operations", []) if isinstance(op, dict) else [])
+            strip(
+                op.get(TraceKeys.EXTRA_INFO, {}).get("applied_operations", []) if isinstance(op, dict) else []
+            )
 
     strip(x.applied_operations)
     return x
@@ -149,9 +156,8 @@ def invert(
     """
     if tuple(values.shape[1:]) != tuple(reference.shape[1:]):
         raise ValueError(
-            f"values of shape {tuple(values.shape)} do not lie on the reference grid {tuple(reference.shape)}."
+            f"values of shape {tuple(values.shape)} are not on the reference grid {tuple(reference.shape)}."
         )
     inverter = Invertd("pred", transform=transform, orig_keys="image", nearest_interp=nearest)
     data: Mapping[Hashable, Any] = {"image": reference, "pred": MetaTensor(torch.as_tensor(values))}
     return inverter(dict(data))["pred"]
-

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -78,7 +79,9 @@ def read_tag_csv(
             reader = csv.DictReader(f)
             missing = {"patient", "frame", "slice", "tags"} - set(reader.fieldnames or [])
             if missing:
-                raise DatasetError(f"{path}: missing column(s) {sorted(missing)}; expected patient,frame,slice,tags.")
+                raise DatasetError(
+                    f"{path}: missing column(s) {sorted(missing)}; expected patient,frame,slice,tags."
+                )
             for row in reader:
                 where = f"{path}, line {reader.line_num}"
                 try:
@@ -109,7 +112,9 @@ def write_tag_csv(
         w.writerow(["patient", "frame", "slice", "tags"])
         for (patient, frame), arr in sorted(tags.items()):
             for z, row in enumerate(np.asarray(arr)):
-                w.writerow([patient, frame, z, " ".join(c for c, on in zip(classes, row, strict=True) if on > 0)])
+                w.writerow(
+                    [patient, frame, z, " ".join(c for c, on in zip(classes, row, strict=True) if on > 0)]
+                )
     os.replace(tmp, path)
     return path
 
@@ -126,7 +131,9 @@ def _identity(x: Any) -> Any:
 class _Preprocessed(Dataset):
     """Runs the chain on datalist items (the workers of a DataLoader call it)."""
 
-    def __init__(self, items: Sequence[Mapping[str, Any]], config: PreprocessConfig, num_classes: int) -> None:
+    def __init__(
+        self, items: Sequence[Mapping[str, Any]], config: PreprocessConfig, num_classes: int
+    ) -> None:
         self.items, self.chain = list(items), build_preprocessing(config, num_classes)
 
     def __len__(self) -> int:
@@ -136,7 +143,8 @@ class _Preprocessed(Dataset):
         item = self.items[i]
         d = self.chain({k: v for k, v in item.items() if k in ("image", "label", "pair")})
         vol = {
-            "image": forget_transform_ids(d["image"].clone()),  # a compact copy, not a view of the padded volume
+            # a compact copy, not a view into the larger padded volume
+            "image": forget_transform_ids(d["image"].clone()),
             "motion": d["motion"].as_tensor().to(torch.float16),
             "label": d["label"].as_tensor().to(torch.uint8) if "label" in d else None,
             "tags": d.get("tags"),
@@ -179,7 +187,9 @@ class SliceDataset(Dataset):
         self.items = [dict(it) for it in items]
         keys = [volume_key(it) for it in self.items]
         if len(set(keys)) != len(keys):
-            raise DatasetError(f"the datalist lists a volume twice: {sorted({k for k in keys if keys.count(k) > 1})}.")
+            raise DatasetError(
+                f"the datalist lists a volume twice: {sorted({k for k in keys if keys.count(k) > 1})}."
+            )
         self.config = config or PreprocessConfig()
         self.classes = tuple(classes)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -223,7 +233,9 @@ class SliceDataset(Dataset):
             ds = _Preprocessed([self.items[i] for i in todo], self.config, len(self.classes))
             workers = self.num_workers if len(todo) > 1 else 0
             loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)
-            for i, vol in zip(todo, progress_bar(loader, "preprocessing volumes", progress, len(todo)), strict=True):
+            for i, vol in zip(
+                todo, progress_bar(loader, "preprocessing volumes", progress, len(todo)), strict=True
+            ):
                 volumes[i] = vol
                 path = self._cache_path(self.items[i])
                 if path is not None:
@@ -231,7 +243,10 @@ class SliceDataset(Dataset):
                     torch.save(vol, tmp)
                     os.replace(tmp, path)
         logger.info(
-            "%d volumes ready (%d preprocessed, %d from cache).", len(volumes), len(todo), len(volumes) - len(todo)
+            "%d volumes ready (%d preprocessed, %d from cache).",
+            len(volumes),
+            len(todo),
+            len(volumes) - len(todo),
         )
         return [v for v in volumes if v is not None]
 
@@ -271,7 +286,7 @@ class SliceDataset(Dataset):
             "image": image,
             "motion": vol["motion"][..., z].float(),
             "tags": vol["tags"][z],
-            "label": label[..., z].long() if label is not None else torch.full_like(image, IGNORE_INDEX).long(),
+            "label": torch.full_like(image, IGNORE_INDEX).long() if label is None else label[..., z].long(),
             "has_label": label is not None,
             "volume": v,
             "slice": z,
@@ -316,8 +331,6 @@ def label_round_trip(ds: SliceDataset, atol: float = 1e-6) -> dict[str, Any]:
         foreground voxels still foreground after the round trip (what the crop cut shows here),
         "geometry_mismatch": [label paths whose inverted shape or affine differ from the source]}``.
     """
-    import nibabel as nib
-
     dice, kept, mismatch = [], [], []
     for v, item in enumerate(ds.items):
         if ds.volumes[v]["label"] is None:

@@ -211,7 +211,9 @@ class CropPadAroundCentre(InvertibleTransform):
         starts = [math.floor(float(c) + 1 - s / 2) for c, s in zip(centre, self.roi_size, strict=True)]
         return [(st, st + s) for st, s in zip(starts, self.roi_size, strict=True)]
 
-    def __call__(self, img: torch.Tensor, centre: Sequence[float] | None = None, pad_value: float | None = None):
+    def __call__(
+        self, img: torch.Tensor, centre: Sequence[float] | None = None, pad_value: float | None = None
+    ):
         """Args: img: ``(C, H, W, S)``; centre: in-plane voxel centre or None (image centre).
 
         Returns: ``(C, *roi_size, S)``, with the operations recorded for inversion.
@@ -221,12 +223,13 @@ class CropPadAroundCentre(InvertibleTransform):
         if len(shape) != 3:
             raise ValueError(f"expected a (C, H, W, S) volume, got shape {tuple(img.shape)}.")
         win = self.window(shape, centre)
-        to_pad = [(0, 0)] + [(max(0, -a), max(0, b - n)) for (a, b), n in zip(win, shape[:2])] + [(0, 0)]
+        in_plane = [(max(0, -a), max(0, b - n)) for (a, b), n in zip(win, shape[:2], strict=True)]
+        to_pad = [(0, 0), *in_plane, (0, 0)]
         value = pad_value if pad_value is not None else self.pad_value
         if value is None:
             value = float(img.min()) if img.numel() else 0.0
         img = self.padder(img, to_pad=to_pad, value=value)
-        slices = tuple(slice(a + p[0], b + p[0]) for (a, b), p in zip(win, to_pad[1:3])) + (slice(None),)
+        slices = (*(slice(a + p[0], b + p[0]) for (a, b), p in zip(win, in_plane, strict=True)), slice(None))
         return self.cropper(img, slices=slices)
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,15 @@ def test_parse_info_cfg_types(tmp_path: Path) -> None:
     cfg = tmp_path / "Info.cfg"
     cfg.write_text("ED: 1\nES: 12\nGroup: DCM\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\nExtra: x\n")
     info = parse_info_cfg(cfg)
-    assert info == {"ED": 1, "ES": 12, "Group": "DCM", "Height": 184.0, "NbFrame": 30, "Weight": 95.0, "Extra": "x"}
+    assert info == {
+        "ED": 1,
+        "ES": 12,
+        "Group": "DCM",
+        "Height": 184.0,
+        "NbFrame": 30,
+        "Weight": 95.0,
+        "Extra": "x",
+    }
     assert isinstance(info["ED"], int) and isinstance(info["Height"], float)
 
 

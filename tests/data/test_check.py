@@ -39,7 +39,9 @@ def corrupted(acdc_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, tuple[Pat
     for s in src:
         shutil.copytree(s, root / "training" / s.name)
     p = [root / "training" / s.name for s in src]
-    info = {d.name: dict(line.split(": ") for line in (d / "Info.cfg").read_text().split("\n") if line) for d in p}
+    info = {
+        d.name: dict(line.split(": ") for line in (d / "Info.cfg").read_text().split("\n") if line) for d in p
+    }
     ed = {d.name: int(info[d.name]["ED"]) for d in p}
     es = {d.name: int(info[d.name]["ES"]) for d in p}
     planted: dict[str, tuple[Path, str]] = {}
@@ -145,7 +147,7 @@ def test_missing_and_empty_dataset_folder(tmp_path: Path) -> None:
 
 
 def test_quick_mode_skips_voxels_but_catches_headers(corrupted) -> None:
-    root, planted = corrupted
+    root, _ = corrupted
     quick = check_dataset(root, deep=False, progress=False)
     label7 = sorted(root.glob("training/*"))[6].name
     assert label7 not in quick.bad_patients  # label values need the voxels
@@ -154,7 +156,9 @@ def test_quick_mode_skips_voxels_but_catches_headers(corrupted) -> None:
 
 def test_module_command_runs_cleanly(acdc_dir: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "acdc_wsss.data.check", str(acdc_dir), "--quick"], capture_output=True, text=True
+        [sys.executable, "-m", "acdc_wsss.data.check", str(acdc_dir), "--quick"],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     assert "80 patients (80 training), 160 volumes" in run.stdout

@@ -22,7 +22,9 @@ def test_chain_outputs(real_items: list[dict]) -> None:
     assert d["tags"].shape == (d["image"].shape[-1], 3)
     assert d["image"].dtype == torch.float32 and abs(float(d["image"].mean())) < 1.0
     assert 0.0 <= float(d["motion"].min()) and float(d["motion"].max()) <= 1.0
-    np.testing.assert_allclose(np.linalg.norm(d["image"].affine.numpy()[:3, :2], axis=0), [1.5, 1.5], atol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(d["image"].affine.numpy()[:3, :2], axis=0), [1.5, 1.5], atol=1e-6
+    )
     src = nib.load(real_items[0]["image"])
     assert np.linalg.norm(d["image"].affine.numpy()[:3, 2]) == pytest.approx(src.header.get_zooms()[2])
     assert "pair" not in d and d["centre"] is not None
@@ -44,7 +46,9 @@ def test_invert_round_trip_on_oblique_phantom(phantom_dir: Path, tmp_path: Path)
     ds = SliceDataset(items, progress=False)
     for item in items:
         aff = nib.load(item["image"]).affine
-        assert np.abs(aff[:3, :3] - np.diag(np.diag(aff[:3, :3]))).max() > 1e-3, "phantom affine is not oblique"
+        assert np.abs(aff[:3, :3] - np.diag(np.diag(aff[:3, :3]))).max() > 1e-3, (
+            "phantom affine is not oblique"
+        )
     rt = label_round_trip(ds)
     dice, bad = rt["dice"], rt["geometry_mismatch"]
     assert not bad and len(dice) == len(items)

@@ -31,7 +31,9 @@ def _hand_tags(label_path: str) -> np.ndarray:
 
 def test_real_tags_match_hand_counts_and_design_facts(real_slices: SliceDataset) -> None:
     for v in (0, 57, 159):
-        np.testing.assert_array_equal(real_slices.volumes[v]["tags"].numpy(), _hand_tags(real_slices.items[v]["label"]))
+        np.testing.assert_array_equal(
+            real_slices.volumes[v]["tags"].numpy(), _hand_tags(real_slices.items[v]["label"])
+        )
     tags = real_slices.tags().numpy()
     assert len(real_slices) == tags.shape[0] == 1552
     # DESIGN section 2: 80.6% of slices carry all three tags, 3.6% none; RV absent from 18.6%
@@ -78,7 +80,10 @@ def test_cache_is_reused_and_invalidated(phantom_items: list[dict], tmp_path: Pa
         assert "0 preprocessed, 4 from cache" in caplog.text
         assert torch.equal(first.volumes[1]["image"].as_tensor(), again.volumes[1]["image"].as_tensor())
         # cached volumes still invert (transform ids were made process-independent)
-        assert again.to_original(0, again.volumes[0]["label"].float()).shape[1:] == nib.load(items[0]["label"]).shape
+        assert (
+            again.to_original(0, again.volumes[0]["label"].float()).shape[1:]
+            == nib.load(items[0]["label"]).shape
+        )
         caplog.clear()
         SliceDataset(items, PreprocessConfig(spacing=1.8), cache_dir=tmp_path, progress=False)
         assert "4 preprocessed, 0 from cache" in caplog.text  # other settings, other key
@@ -95,7 +100,10 @@ def test_cache_is_reused_and_invalidated(phantom_items: list[dict], tmp_path: Pa
 
 def test_tag_csv_round_trip_and_masks_free_use(phantom_items: list[dict], tmp_path: Path) -> None:
     ds = SliceDataset(phantom_items[:2], progress=False)
-    tags = {(it["patient"], int(it["frame"])): v["tags"].numpy() for it, v in zip(ds.items, ds.volumes, strict=True)}
+    tags = {
+        (it["patient"], int(it["frame"])): v["tags"].numpy()
+        for it, v in zip(ds.items, ds.volumes, strict=True)
+    }
     path = write_tag_csv(tmp_path / "tags.csv", tags)
     back = read_tag_csv(path)
     assert set(back) == set(tags)
