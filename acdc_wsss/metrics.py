@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["dice_per_class"]
+__all__ = ["DiceAccumulator", "average_precision", "dice_per_class", "multilabel_scores"]
 
 
 def dice_per_class(
@@ -35,3 +36,71 @@ def dice_per_class(
         if denom:
             out[i] = 2.0 * int((a & b).sum()) / denom
     return out
+
+
+def average_precision(scores: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor) -> float:
+    """Average precision of one class: mean precision at the rank of each positive (scores descending).
+
+    Returns NaN when there is no positive. Ties are broken by input order (stable sort).
+    """
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    t = np.asarray(targets.detach().cpu() if isinstance(targets, torch.Tensor) else targets) > 0
+    if t.sum() == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    hits = t[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def multilabel_scores(
+    logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, classes: Sequence[str]
+) -> dict[str, Any]:
+    """Tag classification metrics: per-class AP, mAP, per-class F1 at logit 0, macro F1, and the prior.
+
+    The prior is the mAP of a constant score, i.e. the mean prevalence: what a classifier must beat.
+    """
+    z = np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
+    t = np.asarray(targets.detach().cpu() if isinstance(targets, torch.Tensor) else targets) > 0
+    ap = [average_precision(z[:, c], t[:, c]) for c in range(t.shape[1])]
+    f1 = []
+    for c in range(t.shape[1]):
+        pred = z[:, c] > 0
+        tp, fp, fn = int((pred & t[:, c]).sum()), int((pred & ~t[:, c]).sum()), int((~pred & t[:, c]).sum())
+        f1.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return {
+        "ap": dict(zip(classes, ap, strict=True)),
+        "map": float(np.nanmean(ap)),
+        "f1": dict(zip(classes, f1, strict=True)),
+        "macro_f1": float(np.mean(f1)),
+        "prior_map": float(np.mean(t.mean(axis=0))),
+    }
+
+
+class DiceAccumulator:
+    """Dice pooled over many label maps: intersections and sizes are summed, then divided once.
+
+    Args:
+        labels: label values to score.
+    """
+
+    def __init__(self, labels: Sequence[int]) -> None:
+        self.labels = list(labels)
+        self.inter = np.zeros(len(self.labels))
+        self.total = np.zeros(len(self.labels))
+
+    def update(self, pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor) -> None:
+        """Add a batch of label maps (any shape, equal shapes)."""
+        p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+        r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+        if p.shape != r.shape:
+            raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+        for i, c in enumerate(self.labels):
+            a, b = p == c, r == c
+            self.inter[i] += int((a & b).sum())
+            self.total[i] += int(a.sum()) + int(b.sum())
+
+    def compute(self) -> np.ndarray:
+        """Pooled Dice per label (NaN for a label seen in neither)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.total > 0, 2 * self.inter / self.total, np.nan)

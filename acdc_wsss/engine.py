@@ -1,0 +1,198 @@
+"""The training loop every stage uses: an ignite ``Engine`` with MONAI and ignite handlers.
+
+A stage supplies its iteration function (one batch in, a dict of float losses out), its data loader and
+a validation function; :func:`build_trainer` adds the rest: a progress bar, MONAI ``StatsHandler`` logging,
+optional TensorBoard, the learning-rate schedule (MONAI ``LrScheduleHandler``), validation every N epochs,
+a metrics JSON after every epoch, and atomic checkpoints (``last.pt`` every epoch, ``best.pt`` when the key
+metric improves). :func:`resume` restores a run from ``last.pt``: the model, the optimiser, the scheduler
+and the engine's epoch counter; with data order and random views derived from (seed, epoch, iteration), a
+resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from monai.handlers import LrScheduleHandler, StatsHandler
+
+from acdc_wsss.utils import atomic_path, write_json
+
+__all__ = ["CheckpointHandler", "build_trainer", "resume"]
+
+logger = logging.getLogger(__name__)
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class CheckpointHandler:
+    """Save ``last.pt`` after every epoch and ``best.pt`` when ``key_metric`` improves, atomically.
+
+    Args:
+        save_dir: checkpoint folder.
+        save_dict: name -> object with ``state_dict()`` (networks, optimiser, scheduler, the engine).
+        key_metric: name in ``engine.state.metrics`` that selects ``best.pt`` (None: no best).
+        greater_is_better: direction of the key metric.
+        enabled: False on non-zero DDP ranks.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        key_metric: str | None = None,
+        greater_is_better: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        self.save_dir, self.save_dict = Path(save_dir), dict(save_dict)
+        self.key_metric, self.sign = key_metric, 1.0 if greater_is_better else -1.0
+        self.enabled = enabled
+        self.best = -math.inf
+
+    def _save(self, name: str, extra: Mapping[str, Any]) -> Path:
+        path = self.save_dir / name
+        tmp = atomic_path(path)
+        torch.save({**{k: v.state_dict() for k, v in self.save_dict.items()}, **extra}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"metrics": dict(engine.state.metrics), "epoch": engine.state.epoch}
+        self._save(LAST, extra)
+        value = engine.state.metrics.get(self.key_metric) if self.key_metric else None
+        if value is not None and math.isfinite(value) and self.sign * value > self.best:
+            self.best = self.sign * value
+            self._save(BEST, extra)
+            logger.info(
+                "new best %s %.4f at epoch %d -> %s", self.key_metric, value, engine.state.epoch, BEST
+            )
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+
+def resume(path: str | os.PathLike, save_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Load a checkpoint written by :class:`CheckpointHandler` into ``save_dict``'s objects.
+
+    Returns the checkpoint's ``metrics`` and ``epoch``.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    Checkpoint.load_objects(to_load=dict(save_dict), checkpoint={k: ckpt[k] for k in save_dict})
+    return {"metrics": ckpt.get("metrics", {}), "epoch": ckpt.get("epoch", 0)}
+
+
+def build_trainer(
+    step: Callable[[Engine, Any], dict[str, float]],
+    *,
+    output_dir: str | os.PathLike,
+    save_dict: Mapping[str, Any],
+    scheduler: Any | None = None,
+    validate: Callable[[Engine], Mapping[str, float]] | None = None,
+    val_interval: int = 1,
+    key_metric: str | None = None,
+    progress: bool = True,
+    tensorboard: bool = False,
+    rank: int = 0,
+    on_epoch_start: Iterable[Callable[[Engine], Any]] = (),
+) -> Engine:
+    """An ignite trainer with the project's handlers attached.
+
+    Args:
+        step: iteration function returning float losses (``"loss"`` is the total).
+        output_dir: stage folder: checkpoints, ``metrics.json`` and TensorBoard logs go there.
+        save_dict: objects to checkpoint; the trainer itself is added as ``"trainer"``.
+        scheduler: epoch-level LR scheduler (MONAI ``LrScheduleHandler``).
+        validate: called every ``val_interval`` epochs (and after the last); its metrics land in
+            ``engine.state.metrics`` and ``metrics.json``.
+        val_interval: epochs between validations.
+        key_metric: metric that selects ``best.pt``.
+        progress: tqdm progress bar.
+        tensorboard: TensorBoard logs in ``output_dir/tb`` (needs the ``tensorboard`` package).
+        rank: DDP rank; only rank 0 writes files, logs and shows progress.
+        on_epoch_start: callables run at the start of every epoch (e.g. ``sampler.set_epoch``).
+    """
+    out = Path(output_dir)
+    trainer = Engine(step)
+    save_dict = {**save_dict, "trainer": trainer}
+    history: list[dict[str, Any]] = []
+    trainer.state_dict_user_keys.append("history")
+    timer = {"t0": 0.0}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _start(engine: Engine) -> None:
+        timer["t0"] = time.perf_counter()
+        engine.state.sums = {}
+        for fn in on_epoch_start:
+            fn(engine)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _accumulate(engine: Engine) -> None:
+        for k, v in engine.state.output.items():
+            total, n = engine.state.sums.get(k, (0.0, 0))
+            engine.state.sums[k] = (total + float(v), n + 1)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_end(engine: Engine) -> None:
+        row: dict[str, Any] = {"epoch": engine.state.epoch}
+        row.update({k: total / max(n, 1) for k, (total, n) in engine.state.sums.items()})
+        opt = save_dict.get("optimizer")
+        if opt is not None:
+            row["lr"] = opt.param_groups[0]["lr"]
+        last = engine.state.epoch == engine.state.max_epochs
+        if validate is not None and (engine.state.epoch % val_interval == 0 or last):
+            metrics = dict(validate(engine))
+            engine.state.metrics.update(metrics)
+            row["val"] = metrics
+        row["epoch_s"] = round(time.perf_counter() - timer["t0"], 2)
+        history[:] = [h for h in getattr(engine.state, "history", []) if h["epoch"] < engine.state.epoch]
+        history.append(row)
+        engine.state.history = list(history)
+        if rank == 0:
+            write_json({"epochs": history}, out / "metrics.json")
+            logger.info("epoch %d: %s", engine.state.epoch, _short(row))
+
+    if rank == 0:
+        # name=None logs through the engine's own logger (a named one would stop propagating to the root)
+        StatsHandler(iteration_log=False, output_transform=lambda o: o["loss"], name=None).attach(trainer)
+        if progress:
+            from ignite.handlers import ProgressBar
+
+            ProgressBar(persist=False, desc="train").attach(
+                trainer, output_transform=lambda o: {"loss": o["loss"]}
+            )
+        if tensorboard:
+            try:
+                from monai.handlers import TensorBoardStatsHandler
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError(
+                    "tensorboard=True needs the tensorboard package: pip install tensorboard"
+                ) from e
+            TensorBoardStatsHandler(
+                SummaryWriter(log_dir=str(out / "tb")), output_transform=lambda o: o["loss"]
+            ).attach(trainer)
+    if scheduler is not None:
+        LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
+    # registered after validation so that best.pt sees this epoch's metrics
+    CheckpointHandler(out, save_dict, key_metric, enabled=rank == 0).attach(trainer)
+    trainer.state.history = []
+    trainer.save_dict = save_dict  # type: ignore[attr-defined]
+    return trainer
+
+
+def _short(row: Mapping[str, Any]) -> str:
+    parts = [f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "epoch_s"]
+    val = row.get("val", {})
+    parts += [f"val_{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)]
+    return ", ".join(parts) + f" ({row.get('epoch_s', 0):.1f} s)"

@@ -1,0 +1,459 @@
+"""Stage 1: train the L2G global and local CAM classifiers (or the plain-CAM baseline) from slice tags.
+
+``run_l2g(L2GConfig(...))`` is what ``bundles/l2g_acdc/train.json`` calls. It writes ``output_dir/l2g/``:
+``last.pt`` and ``best.pt`` (networks, optimiser, scheduler, engine state), ``metrics.json`` (per-epoch
+losses and validation) and ``manifest.json`` (resolved config, seed, versions, data, splits, results).
+The run's datalist (``output_dir/datalist.json``) and preprocessed slices (``output_dir/cache``) are shared
+with the later stages.
+
+Deliberate changes to the reference L2G code, each a switch (``L2GConfig``):
+
+- ``global_cls``: the global classifier also gets the classification loss (the reference gives it none).
+- ``bg_weight``: the local network's background channel is trained (the reference never trains it):
+  ``MSE(softmax(local)[bg], 1 - S)`` with a saliency map ``S``, else against one minus the tagged classes'
+  normalised scores.
+- Random local views read height and width as such; training data are shuffled (seeded per epoch); class
+  counts come from the data; CAMs stay floating point (stage 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import monai
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from monai.utils import set_determinism
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+import acdc_wsss
+from acdc_wsss.cam import cam_labels, cam_scores
+from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist, split_patients, write_datalist
+from acdc_wsss.data.check import validated_patients
+from acdc_wsss.data.phantom import ensure_phantom
+from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.slices import SliceDataset
+from acdc_wsss.engine import LAST, build_trainer, resume
+from acdc_wsss.l2g.core import (
+    attention_loss,
+    attention_target,
+    background_loss,
+    classification_loss,
+    crop_views,
+    roi_align,
+    view_boxes,
+)
+from acdc_wsss.metrics import DiceAccumulator, multilabel_scores
+from acdc_wsss.networks import CAMNet
+from acdc_wsss.utils import write_json
+
+__all__ = ["L2GConfig", "L2GModel", "evaluate_classifier", "run_l2g"]
+
+logger = logging.getLogger(__name__)
+
+STAGE = "l2g"
+#: Constant background scores tried when CAM Dice is evaluated (the best is reported).
+BG_SWEEP: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclass
+class L2GConfig:
+    """Settings of stage 1 (every field can be overridden from the bundle command line).
+
+    Data: ``dataset_dir`` (None: the phantom in ``phantom_dir``), ``output_dir``, ``splits`` (patient
+    fractions), ``split_seed``, ``skip_bad``, ``tags_csv``, preprocessing ``spacing``/``roi_size``/``centre``.
+    Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
+    ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
+    ``saliency_key``. Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``,
+    ``weight_decay``, ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
+    ``device``, ``num_workers``, ``progress``, ``tensorboard``, ``distributed``.
+    """
+
+    dataset_dir: str | None = None
+    output_dir: str = "runs/l2g_acdc"
+    phantom_dir: str = "data/phantom"
+    phantom_patients: int = 10
+    splits: dict[str, float] = field(
+        default_factory=lambda: {"training": 0.6, "validation": 0.2, "testing": 0.2}
+    )
+    split_seed: int = 0
+    skip_bad: bool = False
+    tags_csv: str | None = None
+    spacing: float = 1.5
+    roi_size: list[int] = field(default_factory=lambda: [128, 128])
+    centre: str = "motion"
+    backbone: str = "resnet18"
+    width: float = 0.25
+    pcm: bool = True
+    pretrained: str | None = None
+    l2g: bool = True
+    num_views: int = 6
+    view_ratio: float = 0.625
+    att_weight: float = 10.0
+    att_threshold: float = 0.1
+    global_cls: bool = True
+    bg_weight: float = 1.0
+    saliency_key: str | None = "motion"
+    epochs: int = 8
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    new_lr_mult: float = 10.0
+    weight_decay: float = 5e-4
+    lr_schedule: str = "poly"
+    val_interval: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    progress: bool = True
+    tensorboard: bool = False
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        self.device = str(self.device)
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.num_views >= 1, "num_views must be >= 1"),
+            (0 < self.view_ratio <= 1, "view_ratio must be in (0, 1]"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
+            (self.lr_schedule in ("poly", "step", "none"), "lr_schedule must be 'poly', 'step' or 'none'"),
+            (self.val_interval >= 1, "val_interval must be >= 1"),
+            ("training" in self.splits, "splits needs a 'training' fraction"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"L2G config: {msg}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Refuse an override of the wrong type with a message naming the setting."""
+    origin = get_origin(hint)
+    options = get_args(hint) if origin in (Union, types.UnionType) else (hint,)
+    for opt in options:
+        base = get_origin(opt) or opt
+        if opt is type(None) and value is None:
+            return
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if (
+            base is not type(None)
+            and isinstance(value, base)
+            and not (base is int and isinstance(value, bool))
+        ):
+            return
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise TypeError(f"L2G config: {name} must be {names}, got {value!r} ({type(value).__name__}).")
+
+
+class L2GModel(nn.Module):
+    """The global and (with L2G) local CAM classifiers, trained together by one optimiser."""
+
+    def __init__(self, num_classes: int, in_channels: int, cfg: L2GConfig) -> None:
+        super().__init__()
+
+        def net() -> CAMNet:
+            return CAMNet(num_classes, cfg.backbone, in_channels, cfg.width, cfg.pcm, cfg.pretrained)
+
+        self.global_net = net()
+        self.local_net = net() if cfg.l2g else None
+
+
+def _setup_distributed(cfg: L2GConfig) -> tuple[int, int]:
+    if not cfg.distributed:
+        return 0, 1
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "distributed=True needs an initialised process group: run through torchrun with "
+            "bundles/l2g_acdc/multi_gpu_train.json."
+        )
+    return dist.get_rank(), dist.get_world_size()
+
+
+def prepare_data(
+    cfg: L2GConfig, rank: int = 0
+) -> tuple[Path, dict[str, list[str]], SliceDataset, SliceDataset | None]:
+    """Dataset folder (the phantom when none is given), checked; patient split; datalist; slice datasets."""
+    out = Path(cfg.output_dir)
+    if cfg.dataset_dir is None:
+        data = Path(cfg.phantom_dir)
+        if rank == 0:
+            ensure_phantom(data, cfg.phantom_patients, cfg.seed, progress=cfg.progress)
+        if dist.is_initialized():
+            dist.barrier()
+    else:
+        data = Path(cfg.dataset_dir)
+        if out.resolve().is_relative_to(data.resolve()):
+            raise DatasetError(
+                f"output_dir {out} lies inside the dataset {data}; choose a folder outside it."
+            )
+    patients = validated_patients(data, skip_bad=cfg.skip_bad, progress=cfg.progress and rank == 0)
+    splits = split_patients(patients, cfg.splits, seed=cfg.split_seed)
+    if not splits["training"]:
+        raise DatasetError(f"{data}: no patient left for training with splits {cfg.splits}.")
+    datalist = out / "datalist.json"
+    if rank == 0:
+        write_datalist(make_datalist(patients, data, splits), datalist)
+    if dist.is_initialized():
+        dist.barrier()
+    pre = PreprocessConfig(spacing=cfg.spacing, roi_size=tuple(cfg.roi_size), centre=cfg.centre)
+    kw = {"config": pre, "tags_csv": cfg.tags_csv, "cache_dir": out / "cache", "progress": cfg.progress}
+    train = SliceDataset(read_datalist(datalist, "training"), **kw)
+    val = SliceDataset(read_datalist(datalist, "validation"), **kw) if splits.get("validation") else None
+    return data, splits, train, val
+
+
+@torch.no_grad()
+def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device, classes: list[str]) -> dict:
+    """Tag mAP/F1 of a CAM classifier, and CAM Dice against the masks (evaluation only).
+
+    CAM Dice: single-scale PCM maps, ReLU, per-class max normalisation, tagged classes only, a constant
+    background score (the best of :data:`BG_SWEEP` is reported), 2D Dice pooled over all slices; ``heart``
+    is the Dice of any-class vs background.
+    """
+    was_training = net.training
+    net.eval()
+    logits, tags = [], []
+    acc = {bg: DiceAccumulator(range(1, len(classes) + 1)) for bg in BG_SWEEP}
+    heart = {bg: DiceAccumulator([1]) for bg in BG_SWEEP}
+    for batch in loader:
+        x, t = batch["image"].to(device), batch["tags"].to(device)
+        out = net(x)
+        logits.append(out["logits"].cpu())
+        tags.append(t.cpu())
+        scores = cam_scores(out["pcm"], tuple(x.shape[2:]), t)
+        has = batch["has_label"].bool()
+        if not has.any():
+            continue
+        ref = batch["label"][has, 0]
+        for bg in BG_SWEEP:
+            pred = cam_labels(scores[has.to(scores.device)], bg).cpu()
+            acc[bg].update(pred, ref)
+            heart[bg].update((pred > 0).long(), (ref > 0).long())
+    net.train(was_training)
+    result: dict[str, Any] = multilabel_scores(torch.cat(logits), torch.cat(tags), classes)
+    dice = {bg: a.compute() for bg, a in acc.items()}
+    best = max(BG_SWEEP, key=lambda bg: np.nan_to_num(np.nanmean(dice[bg]), nan=-1.0))
+    result.update(
+        {
+            "cam_dice": {c: float(d) for c, d in zip(classes, dice[best], strict=True)},
+            "cam_dice_mean": float(np.nanmean(dice[best])),
+            "cam_bg_score": best,
+            "heart_dice": float(heart[best].compute()[0]),
+        }
+    )
+    return result
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, float]:
+    keys = ("map", "prior_map", "macro_f1", "cam_dice_mean", "heart_dice")
+    return {k: float(metrics[k]) for k in keys if k in metrics}
+
+
+def _optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
+    groups = []
+    for net in (model.global_net, model.local_net):
+        if net is None:
+            continue
+        new = net.new_parameters()
+        new_ids = {id(p) for p in new}
+        groups.append({"params": [p for p in net.parameters() if id(p) not in new_ids], "lr": cfg.lr})
+        groups.append({"params": new, "lr": cfg.lr * cfg.new_lr_mult})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: L2GConfig) -> Any:
+    if cfg.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=cfg.epochs, power=0.9)
+    if cfg.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 2), gamma=0.1)
+    return None
+
+
+def _config_digest(cfg: L2GConfig) -> str:
+    """Hash of the settings a resumed run must share with the run it continues."""
+    volatile = {
+        "epochs",
+        "resume",
+        "overwrite",
+        "progress",
+        "device",
+        "num_workers",
+        "tensorboard",
+        "distributed",
+    }
+    d = {k: v for k, v in cfg.to_dict().items() if k not in volatile}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) -> Path:
+    """Train stage 1 and return ``output_dir/l2g``.
+
+    Args:
+        config: settings (a dict is turned into :class:`L2GConfig`).
+        handlers: extra callables ``f(trainer)`` attached before the run (tests use it to interrupt one).
+
+    Raises:
+        FileExistsError: the stage folder holds a finished or partial run and neither ``resume`` nor
+            ``overwrite`` is set.
+        DatasetError: the data set fails its check.
+    """
+    cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
+    rank, world = _setup_distributed(cfg)
+    stage_dir = Path(cfg.output_dir) / STAGE
+    last = stage_dir / LAST
+    if last.exists() and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(
+            f"{stage_dir} holds a run: --resume true continues it, --overwrite true redoes it."
+        )
+    if cfg.resume and last.exists():
+        manifest = (
+            json.loads((stage_dir / "manifest.json").read_text())
+            if (stage_dir / "manifest.json").exists()
+            else {}
+        )
+        if manifest.get("config_digest") not in (None, _config_digest(cfg)):
+            raise ValueError(
+                f"{stage_dir} was trained with other settings; resume needs the same (epochs may grow)."
+            )
+    set_determinism(seed=cfg.seed)
+    device = torch.device(cfg.device)
+    data_dir, splits, train_ds, val_ds = prepare_data(cfg, rank)
+    classes = list(train_ds.classes)
+    in_channels = int(train_ds[0]["image"].shape[0])
+    model = L2GModel(len(classes), in_channels, cfg).to(device)
+    gnet, lnet = model.global_net, model.local_net
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        gnet = DistributedDataParallel(gnet, device_ids=ids)
+        lnet = DistributedDataParallel(lnet, device_ids=ids) if lnet is not None else None
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+    val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
+    stride = 8
+    ratio = cfg.view_ratio
+
+    def step(engine: Any, batch: dict[str, Any]) -> dict[str, float]:
+        model.train()
+        x, tags = batch["image"].to(device), batch["tags"].to(device)
+        sal = batch[cfg.saliency_key].to(device) if cfg.saliency_key and cfg.saliency_key in batch else None
+        g = gnet(x)
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.global_cls or not cfg.l2g:
+            losses["cls_global"] = classification_loss(g["logits"], tags)
+        if cfg.l2g:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + engine.state.iteration * 7919 + rank)
+            h, w = x.shape[2:]
+            boxes = torch.stack([view_boxes(h, w, ratio, cfg.num_views, gen) for _ in range(x.shape[0])]).to(
+                device
+            )
+            ltags = tags.repeat_interleave(cfg.num_views, dim=0)
+            local = lnet(crop_views(x, boxes))
+            lmap = local["pcm"]
+            s_local = None
+            if sal is not None:
+                s_local = F.adaptive_avg_pool2d(crop_views(sal, boxes), lmap.shape[2:]).clamp(0, 1)
+            target = attention_target(lmap, ltags, s_local, cfg.att_threshold)
+            gcrops = roi_align(g["pcm"], boxes, tuple(lmap.shape[2:]), stride)
+            losses["attention"] = attention_loss(gcrops, target, cfg.att_weight)
+            losses["cls_local"] = classification_loss(local["logits"], ltags)
+            if cfg.bg_weight > 0:
+                losses["bg_local"] = cfg.bg_weight * background_loss(lmap, ltags, s_local)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+
+    def validate(engine: Any) -> dict[str, float]:
+        if val_loader is None:
+            return {}
+        m = evaluate_classifier(model.global_net, val_loader, device, classes)
+        engine.state.val_detail = m
+        return _flat(m)
+
+    trainer = build_trainer(
+        step,
+        output_dir=stage_dir,
+        save_dict={"model": model, "optimizer": opt, **({"scheduler": sched} if sched else {})},
+        scheduler=sched,
+        validate=validate if val_loader is not None else None,
+        val_interval=cfg.val_interval,
+        key_metric="map" if val_loader is not None else None,
+        progress=cfg.progress,
+        tensorboard=cfg.tensorboard,
+        rank=rank,
+        on_epoch_start=[lambda e: sampler.set_epoch(e.state.epoch)],
+    )
+    if cfg.resume and last.exists():
+        info = resume(last, trainer.save_dict)
+        logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
+    for h in handlers:
+        h(trainer)
+    manifest = {
+        "stage": STAGE,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "config_digest": _config_digest(cfg),
+        "seed": cfg.seed,
+        "dataset_dir": str(data_dir.resolve()),
+        "classes": classes,
+        "in_channels": in_channels,
+        "splits": splits,
+        "preprocess": train_ds.config.to_dict(),
+        "versions": _versions(),
+    }
+    if rank == 0:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(manifest, stage_dir / "manifest.json")
+    trainer.run(loader, max_epochs=cfg.epochs)
+    manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
+    manifest["final_validation"] = getattr(trainer.state, "val_detail", None)
+    manifest["ddp"] = {"world_size": world, "ranks_identical": _ranks_identical(model) if world > 1 else True}
+    if rank == 0:
+        write_json(manifest, stage_dir / "manifest.json")
+    return stage_dir
+
+
+def _ranks_identical(model: nn.Module) -> bool:
+    """True when every DDP rank holds the same weights (checked by all-gathering a checksum)."""
+    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    local = torch.tensor([float(flat.sum()), float((flat * flat).sum())], dtype=torch.float64)
+    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "acdc_wsss": acdc_wsss.__version__,
+        "monai": monai.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
