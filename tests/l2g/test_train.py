@@ -1,0 +1,100 @@
+"""Stage 1 training: learning, baseline switch, resume equality, refusals (acdc_wsss.l2g.train)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+
+from acdc_wsss.l2g import L2GConfig, run_l2g
+
+TINY = {
+    "phantom_patients": 5,
+    "width": 0.125,
+    "num_views": 4,
+    "batch_size": 8,
+    "progress": False,
+    "splits": {"training": 0.6, "validation": 0.4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from acdc_wsss.data.phantom import make_phantom
+
+    return str(make_phantom(tmp_path_factory.mktemp("ph") / "acdc", patients=5, seed=0, progress=False))
+
+
+def _cfg(tmp_path: Path, phantom: str, **kw) -> L2GConfig:
+    return L2GConfig(**{**TINY, "dataset_dir": phantom, "output_dir": str(tmp_path / "run"), **kw})
+
+
+def test_l2g_learns_and_writes_its_outputs(tmp_path: Path, tiny_phantom: str) -> None:
+    stage = run_l2g(_cfg(tmp_path, tiny_phantom, epochs=4))
+    metrics = json.loads((stage / "metrics.json").read_text())["epochs"]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert {"attention", "cls_local", "cls_global", "bg_local"} <= set(metrics[0])
+    assert metrics[-1]["val"]["map"] > metrics[-1]["val"]["prior_map"]
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["classes"] == ["RV", "Myo", "LV"]
+    assert manifest["seed"] == 0 and manifest["config"]["l2g"] is True
+    assert set(manifest["splits"]["training"]).isdisjoint(manifest["splits"]["validation"])
+    ckpt = torch.load(stage / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "trainer"} <= set(ckpt) and ckpt["epoch"] == 4
+    assert (stage / "best.pt").is_file() and (tmp_path / "run" / "datalist.json").is_file()
+    assert any(k.startswith("local_net.") for k in ckpt["model"])
+
+
+def test_baseline_is_global_only_with_classification_loss(tmp_path: Path, tiny_phantom: str) -> None:
+    stage = run_l2g(_cfg(tmp_path, tiny_phantom, epochs=1, l2g=False))
+    row = json.loads((stage / "metrics.json").read_text())["epochs"][0]
+    assert set(row) >= {"loss", "cls_global"} and "attention" not in row and "cls_local" not in row
+    assert row["loss"] == pytest.approx(row["cls_global"])
+    ckpt = torch.load(stage / "last.pt", weights_only=False)
+    assert not any(k.startswith("local_net.") for k in ckpt["model"])
+
+
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_phantom: str) -> None:
+    straight = run_l2g(_cfg(tmp_path / "a", tiny_phantom, epochs=2))
+
+    def kill_in_epoch_2(trainer) -> None:
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _kill(engine) -> None:
+            if engine.state.epoch == 2 and engine.state.iteration % engine.state.epoch_length == 2:
+                raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2), handlers=(kill_in_epoch_2,))
+    interrupted = tmp_path / "b" / "run" / "l2g"
+    assert torch.load(interrupted / "last.pt", weights_only=False)["epoch"] == 1
+    with pytest.raises(FileExistsError, match="--resume true"):
+        run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2))
+    resumed = run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2, resume=True))
+    a = torch.load(straight / "last.pt", weights_only=False)["model"]
+    b = torch.load(resumed / "last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    history = json.loads((resumed / "metrics.json").read_text())["epochs"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    with pytest.raises(ValueError, match="other settings"):
+        run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=3, resume=True, lr=0.5))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": "three"}, "epochs must be int"),
+        ({"l2g": "false"}, "l2g must be bool"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"optimizer": "lbfgs"}, "optimizer must be"),
+        ({"dataset_dir": 3}, "dataset_dir must be str or NoneType"),
+    ],
+)
+def test_config_refuses_bad_overrides(override: dict, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        L2GConfig(**override)
