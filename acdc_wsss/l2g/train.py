@@ -59,7 +59,15 @@ from acdc_wsss.metrics import DiceAccumulator, multilabel_scores
 from acdc_wsss.networks import CAMNet
 from acdc_wsss.utils import write_json
 
-__all__ = ["L2GConfig", "L2GModel", "evaluate_classifier", "run_l2g"]
+__all__ = [
+    "L2GConfig",
+    "L2GModel",
+    "evaluate_classifier",
+    "evaluate_l2g",
+    "load_l2g",
+    "make_step",
+    "run_l2g",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +279,7 @@ def _flat(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
-def _optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
     groups = []
     for net in (model.global_net, model.local_net):
         if net is None:
@@ -307,6 +315,56 @@ def _config_digest(cfg: L2GConfig) -> str:
     }
     d = {k: v for k, v in cfg.to_dict().items() if k not in volatile}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_step(
+    cfg: L2GConfig,
+    model: L2GModel,
+    gnet: nn.Module,
+    lnet: nn.Module | None,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    rank: int = 0,
+) -> Any:
+    """The training iteration ``step(engine, batch) -> dict of float losses`` (L2G or, without ``l2g``,
+    the plain-CAM baseline). ``gnet``/``lnet`` are the model's networks, DDP-wrapped where distributed.
+
+    Local views come from a generator seeded by (seed, global iteration, rank), so a resumed run draws the
+    same views as an uninterrupted one.
+    """
+
+    def step(engine: Any, batch: dict[str, Any]) -> dict[str, float]:
+        model.train()
+        x, tags = batch["image"].to(device), batch["tags"].to(device)
+        sal = batch[cfg.saliency_key].to(device) if cfg.saliency_key and cfg.saliency_key in batch else None
+        g = gnet(x)
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.global_cls or not cfg.l2g:
+            losses["cls_global"] = classification_loss(g["logits"], tags)
+        if cfg.l2g and lnet is not None:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + engine.state.iteration * 7919 + rank)
+            h, w = x.shape[2:]
+            boxes = torch.stack([view_boxes(h, w, cfg.view_ratio, cfg.num_views, gen) for _ in range(len(x))])
+            boxes = boxes.to(device)
+            ltags = tags.repeat_interleave(cfg.num_views, dim=0)
+            local = lnet(crop_views(x, boxes))
+            lmap = local["pcm"]
+            s_local = None
+            if sal is not None:
+                s_local = F.adaptive_avg_pool2d(crop_views(sal, boxes), lmap.shape[2:]).clamp(0, 1)
+            target = attention_target(lmap, ltags, s_local, cfg.att_threshold)
+            gcrops = roi_align(g["pcm"], boxes, tuple(lmap.shape[2:]), CAMNet.stride)
+            losses["attention"] = attention_loss(gcrops, target, cfg.att_weight)
+            losses["cls_local"] = classification_loss(local["logits"], ltags)
+            if cfg.bg_weight > 0:
+                losses["bg_local"] = cfg.bg_weight * background_loss(lmap, ltags, s_local)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+
+    return step
 
 
 def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) -> Path:
@@ -350,45 +408,12 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         ids = [device.index] if device.type == "cuda" else None
         gnet = DistributedDataParallel(gnet, device_ids=ids)
         lnet = DistributedDataParallel(lnet, device_ids=ids) if lnet is not None else None
-    opt = _optimizer(model, cfg)
+    opt = build_optimizer(model, cfg)
     sched = _scheduler(opt, cfg)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
     val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
-    stride = 8
-    ratio = cfg.view_ratio
-
-    def step(engine: Any, batch: dict[str, Any]) -> dict[str, float]:
-        model.train()
-        x, tags = batch["image"].to(device), batch["tags"].to(device)
-        sal = batch[cfg.saliency_key].to(device) if cfg.saliency_key and cfg.saliency_key in batch else None
-        g = gnet(x)
-        losses: dict[str, torch.Tensor] = {}
-        if cfg.global_cls or not cfg.l2g:
-            losses["cls_global"] = classification_loss(g["logits"], tags)
-        if cfg.l2g:
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + engine.state.iteration * 7919 + rank)
-            h, w = x.shape[2:]
-            boxes = torch.stack([view_boxes(h, w, ratio, cfg.num_views, gen) for _ in range(x.shape[0])]).to(
-                device
-            )
-            ltags = tags.repeat_interleave(cfg.num_views, dim=0)
-            local = lnet(crop_views(x, boxes))
-            lmap = local["pcm"]
-            s_local = None
-            if sal is not None:
-                s_local = F.adaptive_avg_pool2d(crop_views(sal, boxes), lmap.shape[2:]).clamp(0, 1)
-            target = attention_target(lmap, ltags, s_local, cfg.att_threshold)
-            gcrops = roi_align(g["pcm"], boxes, tuple(lmap.shape[2:]), stride)
-            losses["attention"] = attention_loss(gcrops, target, cfg.att_weight)
-            losses["cls_local"] = classification_loss(local["logits"], ltags)
-            if cfg.bg_weight > 0:
-                losses["bg_local"] = cfg.bg_weight * background_loss(lmap, ltags, s_local)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+    step = make_step(cfg, model, gnet, lnet, opt, device, rank)
 
     def validate(engine: Any) -> dict[str, float]:
         if val_loader is None:
@@ -457,3 +482,64 @@ def _versions() -> dict[str, str]:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
+
+
+def load_l2g(
+    output_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], L2GModel]:
+    """Load a finished stage 1 of ``output_dir``: its manifest and its networks from ``checkpoint``.pt.
+
+    Raises:
+        FileNotFoundError: no stage 1 there, or no such checkpoint; the message gives the command that
+            makes it.
+        ValueError: the folder holds another stage's output, an unfinished run, or a checkpoint that does not
+            fit the recorded architecture.
+    """
+    stage = Path(output_dir) / STAGE
+    make = f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
+    manifest_path = stage / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{stage} holds no trained stage 1 (no manifest.json); make it with: {make}")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("stage") != STAGE:
+        raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {STAGE!r}.")
+    if manifest.get("status") != "complete":
+        raise ValueError(f"{stage} holds an unfinished stage 1; finish it with: {make} --resume true")
+    path = stage / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; make it with: {make}")
+    saved = {k: v for k, v in manifest["config"].items() if k in {f.name for f in fields(L2GConfig)}}
+    cfg = L2GConfig(**{**saved, "device": str(device), "pretrained": None})
+    model = L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ValueError(f"{path} does not fit the architecture in {manifest_path} ({first}).") from e
+    return manifest, model.to(device).eval()
+
+
+def evaluate_l2g(
+    config: L2GConfig | dict[str, Any], split: str = "validation", checkpoint: str = "best"
+) -> dict[str, Any]:
+    """Evaluate a finished stage 1 on one split of its datalist; write ``l2g/evaluation_<split>.json``.
+
+    Tag mAP/F1 against the tag prior, and CAM Dice against the masks (evaluation only).
+    """
+    cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
+    device = torch.device(cfg.device)
+    manifest, model = load_l2g(cfg.output_dir, checkpoint, device)
+    out = Path(cfg.output_dir)
+    items = read_datalist(out / "datalist.json", split)
+    if not items:
+        raise DatasetError(f"{out / 'datalist.json'}: split {split!r} is empty.")
+    pre = PreprocessConfig(
+        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
+    )
+    ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=cfg.progress)
+    result = evaluate_classifier(model.global_net, DataLoader(ds, batch_size=32), device, manifest["classes"])
+    result.update(split=split, checkpoint=checkpoint, slices=len(ds), l2g=manifest["config"]["l2g"])
+    write_json(result, out / STAGE / f"evaluation_{split}.json")
+    logger.info("stage 1 on %s (%d slices): %s", split, len(ds), _flat(result))
+    return result

@@ -33,6 +33,9 @@ class CAMNet(nn.Module):
         pretrained: optional local file of backbone weights, loaded strictly.
     """
 
+    #: Input pixels per CAM cell (every backbone runs at output stride 8).
+    stride: int = 8
+
     def __init__(
         self,
         num_classes: int,

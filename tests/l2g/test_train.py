@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from ignite.engine import Events
 
-from acdc_wsss.l2g import L2GConfig, run_l2g
+from acdc_wsss.l2g import L2GConfig, evaluate_l2g, load_l2g, run_l2g
 
 TINY = {
     "phantom_patients": 5,
@@ -98,3 +100,39 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_
 def test_config_refuses_bad_overrides(override: dict, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         L2GConfig(**override)
+
+
+def test_evaluate_and_refusals_of_missing_or_foreign_stage1(tmp_path: Path, tiny_phantom: str) -> None:
+    cfg = _cfg(tmp_path, tiny_phantom, epochs=1)
+    with pytest.raises(FileNotFoundError, match=r"bundles/l2g_acdc/train\.json"):
+        evaluate_l2g(cfg)
+    stage = run_l2g(cfg)
+    result = evaluate_l2g(cfg, split="validation", checkpoint="last")
+    assert result["split"] == "validation" and 0 <= result["map"] <= 1 and "cam_dice" in result
+    assert json.loads((stage / "evaluation_validation.json").read_text())["slices"] == result["slices"]
+    # another architecture's checkpoint
+    manifest = json.loads((stage / "manifest.json").read_text())
+    manifest["config"]["width"] = 0.25
+    (stage / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        load_l2g(tmp_path / "run", "last")
+    manifest["status"] = "running"
+    (stage / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="unfinished"):
+        load_l2g(tmp_path / "run", "last")
+    manifest["stage"] = "seg"
+    (stage / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="belongs to stage 'seg'"):
+        load_l2g(tmp_path / "run", "last")
+
+
+def test_train_bench_prints_both_methods(tiny_phantom: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    args = ["--data", tiny_phantom, "--width", "0.125", "--num_views", "4", "--model_batches", "2"]
+    run = subprocess.run(
+        [sys.executable, str(root / "bench" / "train.py"), *args], capture_output=True, text=True, check=True
+    )
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["baseline"]["slices_per_s"] > 0 and result["l2g"]["slices_per_s"] > 0
+    assert result["l2g_overhead"] > 0  # the local network and its views cost time
+    assert result["peak_rss_mb"] > 0
