@@ -31,8 +31,11 @@ test: lint
 demo: venv
 	$(PY) -m acdc_wsss.demo $(if $(DATASET_DIR),--dataset_dir "$(DATASET_DIR)",--phantom_dir "$(DEMO_DIR)" --patients $(DEMO_PATIENTS))
 
+BENCH_DATA = $(if $(DATASET_DIR),"$(DATASET_DIR)",../shared/data/acdc)
+
 bench: venv
-	$(PY) bench/preprocess.py --data $(if $(DATASET_DIR),"$(DATASET_DIR)",../shared/data/acdc)
+	$(PY) bench/preprocess.py --data $(BENCH_DATA) --roundtrip
+	$(PY) bench/train.py --data $(BENCH_DATA)
 
 clean:
 	rm -rf runs results .pytest_cache .ruff_cache
