@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 STAGE = "l2g"
 #: Constant background scores tried when CAM Dice is evaluated (the best is reported).
 BG_SWEEP: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+#: Thresholds on the learned background probability tried for the heart Dice of the background channel.
+BG_CHANNEL_SWEEP: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
 
 
 @dataclass
@@ -237,14 +239,17 @@ def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device
     """Tag mAP/F1 of a CAM classifier, and CAM Dice against the masks (evaluation only).
 
     CAM Dice: single-scale PCM maps, ReLU, per-class max normalisation, tagged classes only, a constant
-    background score (the best of :data:`BG_SWEEP` is reported), 2D Dice pooled over all slices; ``heart``
-    is the Dice of any-class vs background.
+    background score (the best of :data:`BG_SWEEP` is reported), 2D Dice pooled over all slices;
+    ``heart_dice`` is the Dice of any class vs background at that score. ``bg_channel_heart_dice``: the
+    heart as the pixels whose learned background probability (softmax over the PCM maps) is under a
+    threshold (the best of :data:`BG_CHANNEL_SWEEP`).
     """
     was_training = net.training
     net.eval()
     logits, tags = [], []
     acc = {bg: DiceAccumulator(range(1, len(classes) + 1)) for bg in BG_SWEEP}
     heart = {bg: DiceAccumulator([1]) for bg in BG_SWEEP}
+    bg_heart = {t: DiceAccumulator([1]) for t in BG_CHANNEL_SWEEP}
     for batch in loader:
         x, t = batch["image"].to(device), batch["tags"].to(device)
         out = net(x)
@@ -259,6 +264,10 @@ def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device
             pred = cam_labels(scores[has.to(scores.device)], bg).cpu()
             acc[bg].update(pred, ref)
             heart[bg].update((pred > 0).long(), (ref > 0).long())
+        maps = F.interpolate(out["pcm"][has.to(x.device)].float(), tuple(x.shape[2:]), mode="bilinear")
+        p_bg = torch.softmax(maps, dim=1)[:, 0].cpu()
+        for t in BG_CHANNEL_SWEEP:
+            bg_heart[t].update((p_bg < t).long(), (ref > 0).long())
     net.train(was_training)
     result: dict[str, Any] = multilabel_scores(torch.cat(logits), torch.cat(tags), classes)
     dice = {bg: a.compute() for bg, a in acc.items()}
@@ -271,11 +280,14 @@ def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device
             "heart_dice": float(heart[best].compute()[0]),
         }
     )
+    bg_dice = {t: float(a.compute()[0]) for t, a in bg_heart.items()}
+    best_t = max(BG_CHANNEL_SWEEP, key=lambda t: np.nan_to_num(bg_dice[t], nan=-1.0))
+    result.update(bg_channel_heart_dice=bg_dice[best_t], bg_channel_threshold=best_t)
     return result
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, float]:
-    keys = ("map", "prior_map", "macro_f1", "cam_dice_mean", "heart_dice")
+    keys = ("map", "prior_map", "macro_f1", "cam_dice_mean", "heart_dice", "bg_channel_heart_dice")
     return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
