@@ -53,6 +53,7 @@ from acdc_wsss.l2g.core import (
     classification_loss,
     crop_views,
     roi_align,
+    smooth_saliency,
     view_boxes,
 )
 from acdc_wsss.metrics import DiceAccumulator, multilabel_scores
@@ -86,8 +87,9 @@ class L2GConfig:
     fractions), ``split_seed``, ``skip_bad``, ``tags_csv``, preprocessing ``spacing``/``roi_size``/``centre``.
     Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
     ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
-    ``saliency_key``. Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``,
-    ``weight_decay``, ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
+    ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it).
+    Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``,
+    ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
     ``device``, ``num_workers``, ``progress``, ``tensorboard``, ``distributed``.
     """
 
@@ -116,6 +118,7 @@ class L2GConfig:
     global_cls: bool = True
     bg_weight: float = 1.0
     saliency_key: str | None = "motion"
+    saliency_sigma: float = 0.0
     epochs: int = 8
     batch_size: int = 8
     optimizer: str = "adamw"
@@ -349,6 +352,8 @@ def make_step(
         model.train()
         x, tags = batch["image"].to(device), batch["tags"].to(device)
         sal = batch[cfg.saliency_key].to(device) if cfg.saliency_key and cfg.saliency_key in batch else None
+        if sal is not None:
+            sal = smooth_saliency(sal, cfg.saliency_sigma)
         g = gnet(x)
         losses: dict[str, torch.Tensor] = {}
         if cfg.global_cls or not cfg.l2g:
