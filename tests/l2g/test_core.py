@@ -15,6 +15,7 @@ from acdc_wsss.l2g.core import (
     classification_loss,
     crop_views,
     roi_align,
+    smooth_saliency,
     view_boxes,
 )
 
@@ -95,3 +96,14 @@ def test_loss_values_hand_computed() -> None:
     p_bg = torch.softmax(maps, dim=1)[0, 0, 0]
     expected = F.mse_loss(p_bg, torch.tensor([0.0, 1.0]))
     assert float(background_loss(maps, torch.ones(1, 1))) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_smooth_saliency_fills_a_ring_and_keeps_the_peak() -> None:
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    r = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
+    ring = ((r > 6) & (r < 9)).float()[None, None] * 0.8  # a moving wall around a still blood pool
+    out = smooth_saliency(ring, sigma=3.0)
+    assert out.shape == ring.shape and float(out.max()) == pytest.approx(0.8, rel=1e-5)
+    assert float(out[0, 0, 16, 16]) > 0.2 > float(ring[0, 0, 16, 16])  # the chamber fills in
+    assert float(out[0, 0, 0, 0]) < 0.05  # far away stays low
+    assert torch.equal(smooth_saliency(ring, 0.0), ring)
