@@ -20,6 +20,7 @@ __all__ = [
     "classification_loss",
     "crop_views",
     "max_normalise",
+    "pooled_logits",
     "roi_align",
     "smooth_saliency",
     "view_boxes",
@@ -186,3 +187,20 @@ def smooth_saliency(saliency: torch.Tensor, sigma: float) -> torch.Tensor:
     s = F.conv2d(F.pad(s, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
     peak = saliency.amax(dim=(2, 3), keepdim=True)
     return s * peak / s.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def pooled_logits(
+    cams: torch.Tensor, weight: torch.Tensor | None = None, floor: float = 0.05
+) -> torch.Tensor:
+    """Image-level logits from ``(N, C+1, h, w)`` CAMs: the mean of each foreground channel, or with
+    ``weight`` ``(N, 1, H, W)`` (a saliency map, resized to the CAM) its weighted mean.
+
+    Weighted pooling keeps the classification loss on the salient region (on ACDC, the moving heart), so the
+    classifier cannot solve the tags from the image borders alone. ``floor`` keeps every pixel's weight
+    positive, so slices with no salient region still pool everywhere.
+    """
+    fg = cams[:, 1:]
+    if weight is None:
+        return fg.mean(dim=(2, 3))
+    w = F.adaptive_avg_pool2d(weight.to(fg.dtype), fg.shape[2:]).clamp_min(0) + floor
+    return (fg * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))

@@ -24,6 +24,7 @@ import json
 import logging
 import platform
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -52,6 +53,7 @@ from acdc_wsss.l2g.core import (
     background_loss,
     classification_loss,
     crop_views,
+    pooled_logits,
     roi_align,
     smooth_saliency,
     view_boxes,
@@ -87,7 +89,8 @@ class L2GConfig:
     fractions), ``split_seed``, ``skip_bad``, ``tags_csv``, preprocessing ``spacing``/``roi_size``/``centre``.
     Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
     ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
-    ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it).
+    ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it),
+    ``saliency_pool`` (image-level logits pooled with the saliency map as weights, not a plain mean).
     Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``,
     ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
     ``device``, ``num_workers``, ``progress``, ``tensorboard``, ``distributed``.
@@ -119,6 +122,7 @@ class L2GConfig:
     bg_weight: float = 1.0
     saliency_key: str | None = "motion"
     saliency_sigma: float = 0.0
+    saliency_pool: bool = False
     epochs: int = 8
     batch_size: int = 8
     optimizer: str = "adamw"
@@ -238,14 +242,21 @@ def prepare_data(
 
 
 @torch.no_grad()
-def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device, classes: list[str]) -> dict:
+def evaluate_classifier(
+    net: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    classes: list[str],
+    pool_weight: Callable[[dict[str, Any]], torch.Tensor | None] | None = None,
+) -> dict:
     """Tag mAP/F1 of a CAM classifier, and CAM Dice against the masks (evaluation only).
 
     CAM Dice: single-scale PCM maps, ReLU, per-class max normalisation, tagged classes only, a constant
     background score (the best of :data:`BG_SWEEP` is reported), 2D Dice pooled over all slices;
     ``heart_dice`` is the Dice of any class vs background at that score. ``bg_channel_heart_dice``: the
     heart as the pixels whose learned background probability (softmax over the PCM maps) is under a
-    threshold (the best of :data:`BG_CHANNEL_SWEEP`).
+    threshold (the best of :data:`BG_CHANNEL_SWEEP`). ``pool_weight(batch)`` gives the weights of
+    saliency-pooled logits when the classifier was trained with them.
     """
     was_training = net.training
     net.eval()
@@ -256,7 +267,9 @@ def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device
     for batch in loader:
         x, t = batch["image"].to(device), batch["tags"].to(device)
         out = net(x)
-        logits.append(out["logits"].cpu())
+        weight = pool_weight(batch) if pool_weight is not None else None
+        z = pooled_logits(out["cam"], weight.to(device)) if weight is not None else out["logits"]
+        logits.append(z.cpu())
         tags.append(t.cpu())
         scores = cam_scores(out["pcm"], tuple(x.shape[2:]), t)
         has = batch["has_label"].bool()
@@ -287,6 +300,14 @@ def evaluate_classifier(net: nn.Module, loader: DataLoader, device: torch.device
     best_t = max(BG_CHANNEL_SWEEP, key=lambda t: np.nan_to_num(bg_dice[t], nan=-1.0))
     result.update(bg_channel_heart_dice=bg_dice[best_t], bg_channel_threshold=best_t)
     return result
+
+
+def _pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | None] | None:
+    """The weights of saliency-pooled logits for a batch, as training used them (None: plain mean)."""
+    if not (cfg.saliency_pool and cfg.saliency_key):
+        return None
+    key, sigma = cfg.saliency_key, cfg.saliency_sigma
+    return lambda batch: smooth_saliency(batch[key], sigma) if key in batch else None
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, float]:
@@ -356,8 +377,10 @@ def make_step(
             sal = smooth_saliency(sal, cfg.saliency_sigma)
         g = gnet(x)
         losses: dict[str, torch.Tensor] = {}
+        pool = cfg.saliency_pool and sal is not None
         if cfg.global_cls or not cfg.l2g:
-            losses["cls_global"] = classification_loss(g["logits"], tags)
+            logits = pooled_logits(g["cam"], sal) if pool else g["logits"]
+            losses["cls_global"] = classification_loss(logits, tags)
         if cfg.l2g and lnet is not None:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + engine.state.iteration * 7919 + rank)
             h, w = x.shape[2:]
@@ -372,7 +395,8 @@ def make_step(
             target = attention_target(lmap, ltags, s_local, cfg.att_threshold)
             gcrops = roi_align(g["pcm"], boxes, tuple(lmap.shape[2:]), CAMNet.stride)
             losses["attention"] = attention_loss(gcrops, target, cfg.att_weight)
-            losses["cls_local"] = classification_loss(local["logits"], ltags)
+            local_logits = pooled_logits(local["cam"], crop_views(sal, boxes)) if pool else local["logits"]
+            losses["cls_local"] = classification_loss(local_logits, ltags)
             if cfg.bg_weight > 0:
                 losses["bg_local"] = cfg.bg_weight * background_loss(lmap, ltags, s_local)
         loss = sum(losses.values())
@@ -435,7 +459,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     def validate(engine: Any) -> dict[str, float]:
         if val_loader is None:
             return {}
-        m = evaluate_classifier(model.global_net, val_loader, device, classes)
+        m = evaluate_classifier(model.global_net, val_loader, device, classes, _pool_weight(cfg))
         engine.state.val_detail = m
         return _flat(m)
 
@@ -555,7 +579,9 @@ def evaluate_l2g(
         **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
     )
     ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=cfg.progress)
-    result = evaluate_classifier(model.global_net, DataLoader(ds, batch_size=32), device, manifest["classes"])
+    saved = L2GConfig(**{**manifest["config"], "device": cfg.device, "pretrained": None})
+    loader = DataLoader(ds, batch_size=32)
+    result = evaluate_classifier(model.global_net, loader, device, manifest["classes"], _pool_weight(saved))
     result.update(split=split, checkpoint=checkpoint, slices=len(ds), l2g=manifest["config"]["l2g"])
     write_json(result, out / STAGE / f"evaluation_{split}.json")
     logger.info("stage 1 on %s (%d slices): %s", split, len(ds), _flat(result))

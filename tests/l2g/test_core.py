@@ -14,6 +14,7 @@ from acdc_wsss.l2g.core import (
     background_loss,
     classification_loss,
     crop_views,
+    pooled_logits,
     roi_align,
     smooth_saliency,
     view_boxes,
@@ -107,3 +108,13 @@ def test_smooth_saliency_fills_a_ring_and_keeps_the_peak() -> None:
     assert float(out[0, 0, 16, 16]) > 0.2 > float(ring[0, 0, 16, 16])  # the chamber fills in
     assert float(out[0, 0, 0, 0]) < 0.05  # far away stays low
     assert torch.equal(smooth_saliency(ring, 0.0), ring)
+
+
+def test_pooled_logits_hand_computed() -> None:
+    cams = torch.zeros(1, 2, 2, 2)
+    cams[0, 1] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(pooled_logits(cams), torch.tensor([[1.0]]))  # plain mean
+    w = torch.tensor([[[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0] * 4, [0.0] * 4]]])  # (1, 1, 4, 4)
+    # weights pooled to the 2x2 CAM: [[1, 0], [0, 0]] + floor 0.05 -> (4 * 1.05) / (1.05 + 3 * 0.05)
+    expected = 4 * 1.05 / (1.05 + 0.15)
+    torch.testing.assert_close(pooled_logits(cams, w, floor=0.05), torch.tensor([[expected]]))
