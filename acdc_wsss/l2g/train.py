@@ -90,7 +90,8 @@ class L2GConfig:
     Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
     ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
     ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it),
-    ``saliency_pool`` (image-level logits pooled with the saliency map as weights, not a plain mean).
+    ``saliency_pool`` (with L2G, image-level logits pooled with the saliency map as weights, not a plain
+    mean; the baseline always pools plainly).
     Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``,
     ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
     ``device``, ``num_workers``, ``progress``, ``tensorboard``, ``distributed``.
@@ -121,8 +122,8 @@ class L2GConfig:
     global_cls: bool = True
     bg_weight: float = 1.0
     saliency_key: str | None = "motion"
-    saliency_sigma: float = 0.0
-    saliency_pool: bool = False
+    saliency_sigma: float = 4.0
+    saliency_pool: bool = True
     epochs: int = 8
     batch_size: int = 8
     optimizer: str = "adamw"
@@ -304,7 +305,7 @@ def evaluate_classifier(
 
 def _pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | None] | None:
     """The weights of saliency-pooled logits for a batch, as training used them (None: plain mean)."""
-    if not (cfg.saliency_pool and cfg.saliency_key):
+    if not (cfg.saliency_pool and cfg.l2g and cfg.saliency_key):
         return None
     key, sigma = cfg.saliency_key, cfg.saliency_sigma
     return lambda batch: smooth_saliency(batch[key], sigma) if key in batch else None
@@ -377,7 +378,7 @@ def make_step(
             sal = smooth_saliency(sal, cfg.saliency_sigma)
         g = gnet(x)
         losses: dict[str, torch.Tensor] = {}
-        pool = cfg.saliency_pool and sal is not None
+        pool = cfg.saliency_pool and cfg.l2g and sal is not None
         if cfg.global_cls or not cfg.l2g:
             logits = pooled_logits(g["cam"], sal) if pool else g["logits"]
             losses["cls_global"] = classification_loss(logits, tags)
