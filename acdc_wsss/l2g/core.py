@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from acdc_wsss.cam import max_normalise
+
 __all__ = [
     "attention_loss",
     "attention_target",
@@ -105,12 +107,6 @@ def roi_align(
     grid = torch.stack([nx, ny], dim=-1).reshape(b, k * oh, ow, 2)
     out = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.reshape(b, c, k, oh, ow).transpose(1, 2).reshape(b * k, c, oh, ow)
-
-
-def max_normalise(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU, then divide each ``(N, C, h, w)`` channel by its spatial maximum."""
-    maps = torch.relu(maps)
-    return maps / (maps.amax(dim=(2, 3), keepdim=True) + eps)
 
 
 def attention_target(
