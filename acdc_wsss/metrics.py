@@ -104,3 +104,8 @@ class DiceAccumulator:
         """Pooled Dice per label (NaN for a label seen in neither)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.total > 0, 2 * self.inter / self.total, np.nan)
+
+    def compute_iou(self) -> np.ndarray:
+        """Pooled IoU per label, ``I / (|P| + |R| - I)`` (NaN for a label seen in neither)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.total > 0, self.inter / (self.total - self.inter), np.nan)

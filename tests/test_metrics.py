@@ -23,3 +23,14 @@ def test_dice_absent_class_is_nan_and_shapes_must_match() -> None:
     assert dice_per_class(np.ones((2, 2)), np.zeros((2, 2)), (1,))[0] == 0.0
     with pytest.raises(ValueError, match="differ in shape"):
         dice_per_class(np.zeros((2, 2)), np.zeros((2, 3)), (1,))
+
+
+def test_pooled_dice_and_iou_hand_computed() -> None:
+    from acdc_wsss.metrics import DiceAccumulator
+
+    acc = DiceAccumulator([1, 2])
+    acc.update(np.array([[1, 1, 0]]), np.array([[1, 0, 0]]))  # class 1: I=1, |P|=2, |R|=1
+    acc.update(np.array([[2, 0, 1]]), np.array([[2, 2, 1]]))  # class 1: I=1, 1, 1; class 2: I=1, |P|=1, |R|=2
+    # class 1 pooled: I=2, |P|+|R|=5 -> Dice 4/5, IoU 2/3; class 2: I=1, 3 -> Dice 2/3, IoU 1/2
+    np.testing.assert_allclose(acc.compute(), [4 / 5, 2 / 3])
+    np.testing.assert_allclose(acc.compute_iou(), [2 / 3, 1 / 2])

@@ -1,0 +1,152 @@
+"""Stage 2, step 1: CAMs of every volume from a trained stage 1, stored as float16 arrays.
+
+``run_cam(CamConfig(output_dir=RUN))`` reads ``RUN/l2g/`` (refusing a missing, unfinished or foreign
+stage 1 with the command that makes it) and writes ``RUN/cam/``:
+
+- ``cams/<patientXXX_frameYY>.npz``: ``scores`` ``(C, H, W, S)`` float16 multi-scale, flip-averaged CAM
+  scores in [0, 1] (tagged classes only), ``bg_prob`` ``(H, W, S)`` float16 learned background probability,
+  ``tags`` ``(S, C)``; with the datalist item, each array goes back into its volume through
+  :meth:`acdc_wsss.data.slices.SliceDataset.to_original`.
+- ``manifest.json``: settings, the stage-1 checkpoint's fingerprint (a retrained stage 1 makes this stale),
+  volumes, versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from acdc_wsss.cam import CAM_SCALES, multiscale_cam
+from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.l2g.train import load_l2g
+from acdc_wsss.utils import atomic_path, progress_bar, write_json
+
+__all__ = ["CamConfig", "load_cams", "run_cam", "stage1_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+STAGE = "cam"
+
+
+@dataclass
+class CamConfig:
+    """Settings of CAM inference.
+
+    Attributes:
+        output_dir: the run folder holding ``l2g/`` (input) and getting ``cam/`` (output).
+        checkpoint: ``"best"`` or ``"last"`` stage-1 checkpoint.
+        scales: inference scales (each also flipped when ``flip``).
+        flip: add horizontal flips.
+        splits: datalist splits whose volumes get CAMs.
+        device: torch device.
+        progress: progress bar on a terminal.
+        overwrite: redo an existing ``cam/``.
+    """
+
+    output_dir: str = "runs/l2g_acdc"
+    checkpoint: str = "best"
+    scales: list[float] = field(default_factory=lambda: list(CAM_SCALES))
+    flip: bool = True
+    splits: list[str] = field(default_factory=lambda: ["training", "validation"])
+    device: str = "cpu"
+    progress: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.device = str(self.device)
+        self.scales = [float(s) for s in self.scales]
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"CAM config: scales must be positive, got {self.scales}.")
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"CAM config: checkpoint must be 'best' or 'last', got {self.checkpoint!r}.")
+
+
+def stage1_fingerprint(output_dir: str | os.PathLike, checkpoint: str) -> str:
+    """Hash of the stage-1 checkpoint file's name, size and modification time."""
+    path = Path(output_dir) / "l2g" / f"{checkpoint}.pt"
+    st = path.stat()
+    return hashlib.sha1(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def run_cam(config: CamConfig | dict[str, Any]) -> Path:
+    """Compute and store the CAMs of every volume of the chosen splits; return ``output_dir/cam``.
+
+    Raises:
+        FileNotFoundError / ValueError: stage 1 missing, unfinished or foreign (from
+            :func:`~acdc_wsss.l2g.train.load_l2g`).
+        FileExistsError: ``cam/`` exists for the same stage 1 and ``overwrite`` is False.
+    """
+    cfg = config if isinstance(config, CamConfig) else CamConfig(**config)
+    out = Path(cfg.output_dir)
+    device = torch.device(cfg.device)
+    manifest1, model = load_l2g(out, cfg.checkpoint, device)
+    stage = out / STAGE
+    fingerprint = stage1_fingerprint(out, cfg.checkpoint)
+    old = stage / "manifest.json"
+    if old.is_file() and not cfg.overwrite:
+        previous = json.loads(old.read_text(encoding="utf-8"))
+        if previous.get("stage1_fingerprint") == fingerprint and previous.get("config") == dataclasses.asdict(
+            cfg
+        ):
+            raise FileExistsError(f"{stage} already holds these CAMs; pass --overwrite True to redo them.")
+    classes = manifest1["classes"]
+    pre = PreprocessConfig(
+        **{**manifest1["preprocess"], "roi_size": tuple(manifest1["preprocess"]["roi_size"])}
+    )
+    items = [it for split in cfg.splits for it in read_datalist(out / "datalist.json", split)]
+    ds = SliceDataset(items, pre, classes, cache_dir=out / "cache", progress=cfg.progress)
+    cams = stage / "cams"
+    cams.mkdir(parents=True, exist_ok=True)
+    net = model.global_net
+    for v in progress_bar(range(len(ds.volumes)), "CAM inference", cfg.progress):
+        vol = ds.volumes[v]
+        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float().to(device)  # (S, 1, H, W)
+        tags = vol["tags"].to(device)
+        res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip)
+        path = cams / f"{volume_key(ds.items[v])}.npz"
+        tmp = atomic_path(path).with_suffix(".npz")
+        np.savez_compressed(
+            tmp,
+            scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
+            bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
+            tags=vol["tags"].numpy(),
+        )
+        os.replace(tmp, path)
+    write_json(
+        {
+            "stage": STAGE,
+            "status": "complete",
+            "config": dataclasses.asdict(cfg),
+            "stage1_fingerprint": fingerprint,
+            "stage1_l2g": manifest1["config"]["l2g"],
+            "classes": classes,
+            "preprocess": manifest1["preprocess"],
+            "volumes": [volume_key(it) for it in ds.items],
+            "splits": cfg.splits,
+        },
+        stage / "manifest.json",
+    )
+    logger.info("CAMs of %d volumes written to %s", len(ds.volumes), cams)
+    return stage
+
+
+def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
+    """Read the stored CAMs of one volume (``patientXXX_frameYY``) as float32 arrays."""
+    path = Path(output_dir) / STAGE / "cams" / f"{key}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; make the CAMs with the stage-2 infer bundle (infer.json)."
+        )
+    with np.load(path) as z:
+        return {k: z[k].astype(np.float32) for k in z.files}
