@@ -85,7 +85,9 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     Raises:
         FileNotFoundError / ValueError: stage 1 missing, unfinished or foreign (from
             :func:`~acdc_wsss.l2g.train.load_l2g`).
-        FileExistsError: ``cam/`` exists for the same stage 1 and ``overwrite`` is False.
+
+    CAMs already made from the same stage-1 checkpoint with the same settings are kept (nothing is redone)
+    unless ``overwrite``; a retrained stage 1 makes them stale and they are redone.
     """
     cfg = config if isinstance(config, CamConfig) else CamConfig(**config)
     out = Path(cfg.output_dir)
@@ -96,10 +98,13 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     old = stage / "manifest.json"
     if old.is_file() and not cfg.overwrite:
         previous = json.loads(old.read_text(encoding="utf-8"))
-        if previous.get("stage1_fingerprint") == fingerprint and previous.get("config") == dataclasses.asdict(
-            cfg
-        ):
-            raise FileExistsError(f"{stage} already holds these CAMs; pass --overwrite True to redo them.")
+        same_config = previous.get("config") == dataclasses.asdict(cfg)
+        if previous.get("stage1_fingerprint") == fingerprint and same_config:
+            logger.info(
+                "%s holds these CAMs already (same stage 1, same settings); --overwrite True redoes them.",
+                stage,
+            )
+            return stage
     classes = manifest1["classes"]
     pre = PreprocessConfig(
         **{**manifest1["preprocess"], "roi_size": tuple(manifest1["preprocess"]["roi_size"])}

@@ -1,0 +1,87 @@
+"""Stage 2 CAM inference and pseudo-label evaluation on a tiny phantom (acdc_wsss.pseudo)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acdc_wsss.l2g import run_l2g
+from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, load_cams, run_cam
+from acdc_wsss.pseudo.evaluate import labels_constant, labels_learned
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from acdc_wsss.data.phantom import make_phantom
+
+    root = tmp_path_factory.mktemp("s2")
+    phantom = make_phantom(root / "acdc", patients=5, seed=0, progress=False)
+    out = root / "run"
+    run_l2g(
+        {
+            "dataset_dir": str(phantom),
+            "output_dir": str(out),
+            "epochs": 1,
+            "width": 0.125,
+            "num_views": 4,
+            "progress": False,
+            "splits": {"training": 0.6, "validation": 0.4},
+        }
+    )
+    return out
+
+
+def test_cams_stored_as_float16_per_volume(stage1: Path) -> None:
+    stage = run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["volumes"]) == 10
+    key = manifest["volumes"][0]
+    with np.load(stage / "cams" / f"{key}.npz") as z:
+        assert z["scores"].dtype == np.float16 and z["bg_prob"].dtype == np.float16
+        scores, tags = z["scores"].astype(np.float32), z["tags"]
+    assert scores.shape[:3] == (3, 128, 128) and scores.shape[3] == tags.shape[0]
+    assert 0 <= scores.min() and scores.max() <= 1.001
+    absent = tags.T == 0  # (C, S): untagged classes carry no score
+    assert np.abs(scores.transpose(0, 3, 1, 2)[absent]).max(initial=0) == 0
+    assert load_cams(stage1, key)["bg_prob"].shape == scores.shape[1:]
+    stamp = (stage / "cams" / f"{key}.npz").stat().st_mtime_ns
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))  # up to date: kept
+    assert (stage / "cams" / f"{key}.npz").stat().st_mtime_ns == stamp
+    ckpt = stage1 / "l2g" / "best.pt"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # stage 1 retrained
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))  # stale: redone
+    assert (stage / "cams" / f"{key}.npz").stat().st_mtime_ns != stamp
+
+
+def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
+    result = evaluate_pseudo(stage1, "training", progress=False)
+    assert [r["row"] for r in result["rows"]] == ["constant", "learned"]
+    for r in result["rows"]:
+        assert set(r["dice"]) == {"RV", "Myo", "LV"} and 0 <= r["mean_dice"] <= 1
+        assert r["best"] in [float(t) for t in r["sweep"]]
+        assert len(r["per_volume"]) == result["volumes"]
+    md = (stage1 / "cam" / "evaluation_training.md").read_text()
+    assert "| CAM, constant background score |" in md and "mean Dice" in md
+
+
+def test_missing_stage1_is_refused_with_the_command(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"monai\.bundle run"):
+        run_cam(CamConfig(output_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match=r"infer\.json"):
+        evaluate_pseudo(tmp_path)
+
+
+def test_label_rules_hand_made() -> None:
+    scores = np.zeros((2, 1, 3, 1), np.float32)
+    scores[0, 0] = [[0.9], [0.2], [0.0]]
+    scores[1, 0] = [[0.1], [0.6], [0.0]]
+    bg = np.array([[[0.1], [0.95], [0.2]]], np.float32)  # (H=1, W=3, S=1)
+    assert labels_constant(scores, bg, 0.5)[0, :, 0].tolist() == [1, 2, 0]
+    assert labels_constant(scores, bg, 0.7)[0, :, 0].tolist() == [1, 0, 0]
+    # learned: background where P(bg) >= 0.8, or no class scores at all
+    assert labels_learned(scores, bg, 0.8)[0, :, 0].tolist() == [1, 0, 0]
