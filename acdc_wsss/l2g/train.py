@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import platform
+import shutil
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -427,7 +428,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     last = stage_dir / LAST
     if last.exists() and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(
-            f"{stage_dir} holds a run: --resume true continues it, --overwrite true redoes it."
+            f"{stage_dir} holds a run: --resume True continues it, --overwrite True redoes it."
         )
     if cfg.resume and last.exists():
         manifest = (
@@ -437,8 +438,10 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         )
         if manifest.get("config_digest") not in (None, _config_digest(cfg)):
             raise ValueError(
-                f"{stage_dir} was trained with other settings; resume needs the same (epochs may grow)."
+                f"{stage_dir} was trained with other settings; --resume True needs the same ones."
             )
+    if cfg.overwrite and not cfg.resume and stage_dir.exists() and rank == 0:
+        shutil.rmtree(stage_dir)  # asked for: no stale best.pt or evaluation of the old run survives
     set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
     data_dir, splits, train_ds, val_ds = prepare_data(cfg, rank)
@@ -546,7 +549,7 @@ def load_l2g(
     if manifest.get("stage") != STAGE:
         raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {STAGE!r}.")
     if manifest.get("status") != "complete":
-        raise ValueError(f"{stage} holds an unfinished stage 1; finish it with: {make} --resume true")
+        raise ValueError(f"{stage} holds an unfinished stage 1; finish it with: {make} --resume True")
     path = stage / f"{checkpoint}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {make}")

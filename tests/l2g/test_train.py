@@ -58,6 +58,9 @@ def test_baseline_is_global_only_with_classification_loss(tmp_path: Path, tiny_p
     assert row["loss"] == pytest.approx(row["cls_global"])
     ckpt = torch.load(stage / "last.pt", weights_only=False)
     assert not any(k.startswith("local_net.") for k in ckpt["model"])
+    (stage / "evaluation_validation.json").write_text("{}")  # an output of the old run
+    run_l2g(_cfg(tmp_path, tiny_phantom, epochs=1, l2g=False, overwrite=True))
+    assert not (stage / "evaluation_validation.json").exists() and (stage / "last.pt").is_file()
 
 
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_phantom: str) -> None:
@@ -73,7 +76,7 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2), handlers=(kill_in_epoch_2,))
     interrupted = tmp_path / "b" / "run" / "l2g"
     assert torch.load(interrupted / "last.pt", weights_only=False)["epoch"] == 1
-    with pytest.raises(FileExistsError, match="--resume true"):
+    with pytest.raises(FileExistsError, match="--resume True"):
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2))
     resumed = run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2, resume=True))
     a = torch.load(straight / "last.pt", weights_only=False)["model"]
