@@ -6,6 +6,8 @@ reported (2D Dice pooled over all slices of the split, 128 x 128 at the chain's 
 - ``constant``: background = a constant score against the class scores (the L2G reference).
 - ``learned``: background = pixels whose learned background probability is at least a threshold; the
   others get their highest class.
+- ``priors``: no CAM at all, anatomy and motion only (:func:`acdc_wsss.pseudo.priors.priors_labels`): the
+  label-free yardstick every learned row must beat.
 
 Later refinement steps (PCM revision, motion prior, dense CRF, anatomy rules) add rows here.
 """
@@ -26,6 +28,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.infer import STAGE, load_cams
+from acdc_wsss.pseudo.priors import priors_labels
 from acdc_wsss.utils import atomic_path, progress_bar, write_json
 
 __all__ = ["BG_CONSTANTS", "BG_THRESHOLDS", "evaluate_pseudo", "labels_constant", "labels_learned"]
@@ -49,9 +52,24 @@ def labels_learned(scores: np.ndarray, bg_prob: np.ndarray, value: float) -> np.
     return np.where(fg, scores.argmax(axis=0) + 1, 0)
 
 
-ROWS: dict[str, tuple[str, Callable[..., np.ndarray], Sequence[float]]] = {
-    "constant": ("CAM, constant background score", labels_constant, BG_CONSTANTS),
-    "learned": ("CAM, learned background channel", labels_learned, BG_THRESHOLDS),
+#: Row id -> (name, labels from a volume's context and the swept value, swept values). The context holds
+#: ``scores``, ``bg_prob`` (stored CAMs), ``image``, ``motion`` (preprocessed), ``tags`` and ``spacing``.
+ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence[Any]]] = {
+    "constant": (
+        "CAM, constant background score",
+        lambda ctx, t: labels_constant(ctx["scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "learned": (
+        "CAM, learned background channel",
+        lambda ctx, t: labels_learned(ctx["scores"], ctx["bg_prob"], t),
+        BG_THRESHOLDS,
+    ),
+    "priors": (
+        "Priors only (no CAM): motion centre, Otsu blood pools, LV blob, Myo ring, RV beside it",
+        lambda ctx, t: priors_labels(ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"]),
+        ("default",),
+    ),
 }
 
 
@@ -86,10 +104,17 @@ def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", prog
     per_volume: dict[tuple[str, float], dict[str, list[float]]] = {k: {} for k in acc}
     for v in progress_bar(range(len(ds.volumes)), "scoring pseudo labels", progress):
         key = volume_key(ds.items[v])
-        cams = load_cams(out, key)
-        ref = ds.volumes[v]["label"][0].numpy()
+        vol = ds.volumes[v]
+        ctx = {
+            **load_cams(out, key),
+            "image": vol["image"].as_tensor()[0].numpy(),
+            "motion": vol["motion"][0].float().numpy(),
+            "tags": vol["tags"].numpy(),
+            "spacing": pre.spacing,
+        }
+        ref = vol["label"][0].numpy()
         for (row, t), a in acc.items():
-            pred = ROWS[row][1](cams["scores"], cams["bg_prob"], t)
+            pred = ROWS[row][1](ctx, t)
             a.update(pred, ref)
             one = DiceAccumulator(labels[1:])
             one.update(pred, ref)
