@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from acdc_wsss.crf import CRF_MRI, dense_crf
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
@@ -70,7 +71,26 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence
         lambda ctx, t: priors_labels(ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"]),
         ("default",),
     ),
+    "priors_crf": (
+        "Priors only + dense CRF",
+        lambda ctx, t: crf_labels(
+            ctx["image"], priors_labels(ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"]), t
+        ),
+        (0.5, 0.7),
+    ),
 }
+
+
+def crf_labels(image: np.ndarray, labels: np.ndarray, confidence: float, num_labels: int = 4) -> np.ndarray:
+    """Dense-CRF refinement of a label volume, slice by slice: each pixel's label gets probability
+    ``confidence``, the others share the rest; grayscale MRI kernels (:data:`acdc_wsss.crf.CRF_MRI`)."""
+    out = np.zeros_like(labels)
+    rest = (1 - confidence) / (num_labels - 1)
+    for z in range(labels.shape[-1]):
+        onehot = np.eye(num_labels, dtype=np.float32)[labels[..., z]].transpose(2, 0, 1)
+        probs = onehot * (confidence - rest) + rest
+        out[..., z] = dense_crf(image[..., z], probs, CRF_MRI).argmax(0)
+    return out
 
 
 def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", progress: bool = True) -> dict:

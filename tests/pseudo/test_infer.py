@@ -60,7 +60,7 @@ def test_cams_stored_as_float16_per_volume(stage1: Path) -> None:
 def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
     result = evaluate_pseudo(stage1, "training", progress=False)
-    assert [r["row"] for r in result["rows"]] == ["constant", "learned", "priors"]
+    assert [r["row"] for r in result["rows"]] == ["constant", "learned", "priors", "priors_crf"]
     for r in result["rows"]:
         assert set(r["dice"]) == {"RV", "Myo", "LV"} and 0 <= r["mean_dice"] <= 1
         assert str(r["best"]) in r["sweep"]
