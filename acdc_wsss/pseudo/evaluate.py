@@ -93,6 +93,18 @@ def crf_labels(image: np.ndarray, labels: np.ndarray, confidence: float, num_lab
     return out
 
 
+def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int) -> dict[str, Any]:
+    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing."""
+    vol = ds.volumes[v]
+    return {
+        **load_cams(output_dir, volume_key(ds.items[v])),
+        "image": vol["image"].as_tensor()[0].numpy(),
+        "motion": vol["motion"][0].float().numpy(),
+        "tags": vol["tags"].numpy(),
+        "spacing": ds.config.spacing,
+    }
+
+
 def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", progress: bool = True) -> dict:
     """Score the stored CAMs of one split as pseudo labels; write ``cam/evaluation_<split>.{json,md}``.
 
@@ -124,15 +136,8 @@ def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", prog
     per_volume: dict[tuple[str, float], dict[str, list[float]]] = {k: {} for k in acc}
     for v in progress_bar(range(len(ds.volumes)), "scoring pseudo labels", progress):
         key = volume_key(ds.items[v])
-        vol = ds.volumes[v]
-        ctx = {
-            **load_cams(out, key),
-            "image": vol["image"].as_tensor()[0].numpy(),
-            "motion": vol["motion"][0].float().numpy(),
-            "tags": vol["tags"].numpy(),
-            "spacing": pre.spacing,
-        }
-        ref = vol["label"][0].numpy()
+        ctx = volume_context(out, ds, v)
+        ref = ds.volumes[v]["label"][0].numpy()
         for (row, t), a in acc.items():
             pred = ROWS[row][1](ctx, t)
             a.update(pred, ref)

@@ -12,6 +12,7 @@ import torch
 from acdc_wsss.data.acdc import make_datalist, read_datalist, read_patients, write_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import SliceDataset, label_round_trip
+from acdc_wsss.pseudo.export import save_nifti
 
 
 def test_chain_outputs(real_items: list[dict]) -> None:
@@ -62,3 +63,14 @@ def test_invert_round_trip_on_oblique_phantom(phantom_dir: Path, tmp_path: Path)
 def test_config_validation(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment):
         PreprocessConfig(**kwargs)
+
+
+def test_nifti_export_geometry_on_real_patients(real_slices: SliceDataset, tmp_path: Path) -> None:
+    for v in (0, 41, 159):  # three real volumes of different sizes and spacings
+        back = real_slices.to_original(v, real_slices.volumes[v]["label"].float())
+        path = save_nifti(back[0].numpy(), back.affine.numpy(), tmp_path / f"v{v}_pseudo.nii.gz")
+        src, out = nib.load(real_slices.items[v]["label"]), nib.load(path)
+        assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-5)
+        assert out.get_data_dtype() == np.uint8
+        assert nib.aff2axcodes(out.affine) == nib.aff2axcodes(src.affine)
+        assert not list(tmp_path.glob(".tmp-*"))  # written through a temporary name

@@ -6,11 +6,13 @@ import json
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
+from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.l2g import run_l2g
-from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, load_cams, run_cam
+from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cams, run_cam
 from acdc_wsss.pseudo.evaluate import labels_constant, labels_learned
 
 
@@ -85,3 +87,24 @@ def test_label_rules_hand_made() -> None:
     assert labels_constant(scores, bg, 0.7)[0, :, 0].tolist() == [1, 0, 0]
     # learned: background where P(bg) >= 0.8, or no class scores at all
     assert labels_learned(scores, bg, 0.8)[0, :, 0].tolist() == [1, 0, 0]
+
+
+def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
+    stage = export_pseudo(stage1, row="priors", value="default", progress=False)
+    listed = [
+        it for split in ("training", "validation") for it in read_datalist(stage1 / "datalist.json", split)
+    ]
+    items = {f"{it['patient']}_frame{int(it['frame']):02d}": it for it in listed}
+    nifti = sorted((stage / "nifti").glob("*_pseudo.nii.gz"))
+    assert len(nifti) == len(json.loads((stage / "pseudo" / "manifest.json").read_text())["volumes"])
+    for path in nifti[:4]:
+        key = path.name.removesuffix("_pseudo.nii.gz")
+        src = nib.load(items[key]["image"])
+        mask = nib.load(path)
+        assert mask.shape == src.shape and np.allclose(mask.affine, src.affine, atol=1e-5)  # oblique phantom
+        assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
+        with np.load(stage / "pseudo" / f"{key}.npz") as z:
+            assert z["labels"].shape[:2] == (128, 128) and z["labels"].shape[2] == src.shape[2]
+    with pytest.raises(ValueError, match="unknown pseudo-label row"):
+        export_pseudo(stage1, row="magic", progress=False)

@@ -1,0 +1,110 @@
+"""Stage 2 export: pseudo labels as 2D arrays for stage 3 and as 3D NIfTI masks for 3D Slicer.
+
+``export_pseudo(RUN, row, value)`` turns every volume with stored CAMs into labels with one evaluation
+row's rule (see :data:`acdc_wsss.pseudo.evaluate.ROWS`) and writes, atomically:
+
+- ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid;
+- ``cam/nifti/<patientXXX_frameYY>_pseudo.nii.gz``: the same labels mapped back through the inverse of the
+  preprocessing onto the source image's grid (same shape, affine and orientation; uint8; 0 background,
+  1 RV, 2 Myo, 3 LV), ready to lay over the scan in 3D Slicer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.pseudo.evaluate import ROWS, volume_context
+from acdc_wsss.pseudo.infer import STAGE
+from acdc_wsss.utils import atomic_path, progress_bar, write_json
+
+__all__ = ["export_pseudo", "save_nifti"]
+
+logger = logging.getLogger(__name__)
+
+
+def save_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 label volume with ``affine`` (qform and sform set) atomically; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    tmp = _nii_tmp(path)
+    nib.save(img, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _nii_tmp(path: Path) -> Path:
+    """A temporary sibling whose name still ends in ``.nii.gz`` (nibabel picks the format from it)."""
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def export_pseudo(
+    output_dir: str | os.PathLike,
+    row: str = "priors_crf",
+    value: Any = 0.7,
+    splits: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Export pseudo labels of every volume with CAMs (or of ``splits``); return ``cam/``.
+
+    Args:
+        output_dir: the run folder.
+        row: the evaluation row whose rule makes the labels.
+        value: that row's setting (background score, threshold or CRF confidence).
+        splits: datalist splits to export (default: those the CAMs were made for).
+        progress: progress bar on a terminal.
+    """
+    out = Path(output_dir)
+    manifest = json.loads((out / STAGE / "manifest.json").read_text(encoding="utf-8"))
+    if row not in ROWS:
+        raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
+    pre = PreprocessConfig(
+        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
+    )
+    items = [
+        it
+        for split in splits or manifest["splits"]
+        for it in read_datalist(out / "datalist.json", split)
+        if volume_key(it) in manifest["volumes"]
+    ]
+    ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+    stage = out / STAGE
+    for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
+        key = volume_key(ds.items[v])
+        labels = ROWS[row][1](volume_context(out, ds, v), value).astype(np.uint8)
+        npz = stage / "pseudo" / f"{key}.npz"
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_path(npz).with_suffix(".npz")
+        np.savez_compressed(tmp, labels=labels)
+        os.replace(tmp, npz)
+        back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
+        save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")
+    write_json(
+        {
+            "row": row,
+            "value": value,
+            "volumes": [volume_key(it) for it in ds.items],
+            "classes": manifest["classes"],
+        },
+        stage / "pseudo" / "manifest.json",
+    )
+    logger.info(
+        "pseudo labels of %d volumes written to %s (2D) and %s (NIfTI)",
+        len(ds.volumes),
+        stage / "pseudo",
+        stage / "nifti",
+    )
+    return stage
