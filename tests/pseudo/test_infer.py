@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -108,3 +110,16 @@ def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
             assert z["labels"].shape[:2] == (128, 128) and z["labels"].shape[2] == src.shape[2]
     with pytest.raises(ValueError, match="unknown pseudo-label row"):
         export_pseudo(stage1, row="magic", progress=False)
+
+
+def test_cam_bench_prints_one_json_line(stage1: Path) -> None:
+    data = json.loads((stage1 / "l2g" / "manifest.json").read_text())["dataset_dir"]
+    bench = Path(__file__).resolve().parents[2] / "bench" / "cam.py"
+    run = subprocess.run(
+        [sys.executable, str(bench), "--data", data, "--run", str(stage1), "--volumes", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["volumes"] == 2 and result["cam_slices_per_s"] > 0 and result["crf_slices_per_s"] > 0
