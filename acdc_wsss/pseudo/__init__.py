@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from acdc_wsss.pseudo.evaluate import evaluate_pseudo
 from acdc_wsss.pseudo.export import export_pseudo, save_nifti
+from acdc_wsss.pseudo.figures import figure_panels
 from acdc_wsss.pseudo.infer import CamConfig, load_cams, run_cam
 
-__all__ = ["CamConfig", "evaluate_pseudo", "export_pseudo", "load_cams", "run_cam", "save_nifti"]
+__all__ = [
+    "CamConfig",
+    "evaluate_pseudo",
+    "export_pseudo",
+    "figure_panels",
+    "load_cams",
+    "run_cam",
+    "save_nifti",
+]

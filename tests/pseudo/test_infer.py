@@ -14,7 +14,7 @@ import pytest
 
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.l2g import run_l2g
-from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cams, run_cam
+from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, figure_panels, load_cams, run_cam
 from acdc_wsss.pseudo.evaluate import labels_constant, labels_learned
 
 
@@ -123,3 +123,10 @@ def test_cam_bench_prints_one_json_line(stage1: Path) -> None:
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["volumes"] == 2 and result["cam_slices_per_s"] > 0 and result["crf_slices_per_s"] > 0
+
+
+def test_figure_panels_png(stage1: Path, tmp_path: Path) -> None:
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    export_pseudo(stage1, row="priors", value="default", progress=False)
+    png = figure_panels(stage1, stage1, tmp_path / "panels.png", slices=2)  # the run as its own baseline
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
