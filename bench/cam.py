@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest, model = load_l2g(run, "best", "cpu")
     if Path(manifest["dataset_dir"]).resolve() != Path(args.data).resolve():
         raise SystemExit(f"error: {run} was trained on {manifest['dataset_dir']}, not {args.data}.")
-    pre = PreprocessConfig(
-        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest["preprocess"])
     items = read_datalist(run / "datalist.json", "training")[: args.volumes]
     ds = SliceDataset(items, pre, manifest["classes"], cache_dir=run / "cache", progress=False)
     n = len(ds)

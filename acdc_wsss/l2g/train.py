@@ -236,7 +236,7 @@ def prepare_data(
         write_datalist(make_datalist(patients, data, splits), datalist)
     if dist.is_initialized():
         dist.barrier()
-    pre = PreprocessConfig(spacing=cfg.spacing, roi_size=tuple(cfg.roi_size), centre=cfg.centre)
+    pre = PreprocessConfig(spacing=cfg.spacing, roi_size=cfg.roi_size, centre=cfg.centre)
     kw = {"config": pre, "tags_csv": cfg.tags_csv, "cache_dir": out / "cache", "progress": cfg.progress}
     train = SliceDataset(read_datalist(datalist, "training"), **kw)
     val = SliceDataset(read_datalist(datalist, "validation"), **kw) if splits.get("validation") else None
@@ -579,9 +579,7 @@ def evaluate_l2g(
     items = read_datalist(out / "datalist.json", split)
     if not items:
         raise DatasetError(f"{out / 'datalist.json'}: split {split!r} is empty.")
-    pre = PreprocessConfig(
-        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest["preprocess"])
     ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=cfg.progress)
     saved = L2GConfig(**{**manifest["config"], "device": cfg.device, "pretrained": None})
     loader = DataLoader(ds, batch_size=32)

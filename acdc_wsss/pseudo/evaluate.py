@@ -121,9 +121,7 @@ def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", prog
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     classes = manifest["classes"]
     labels = list(range(len(classes) + 1))
-    pre = PreprocessConfig(
-        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it for it in read_datalist(out / "datalist.json", split) if volume_key(it) in manifest["volumes"]
     ]

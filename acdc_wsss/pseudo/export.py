@@ -71,9 +71,7 @@ def export_pseudo(
     manifest = json.loads((out / STAGE / "manifest.json").read_text(encoding="utf-8"))
     if row not in ROWS:
         raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
-    pre = PreprocessConfig(
-        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it
         for split in splits or manifest["splits"]

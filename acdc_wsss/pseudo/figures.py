@@ -49,9 +49,7 @@ def figure_panels(
 
     run = Path(run)
     manifest = json.loads((run / "cam" / "manifest.json").read_text(encoding="utf-8"))
-    pre = PreprocessConfig(
-        **{**manifest["preprocess"], "roi_size": tuple(manifest["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it for it in read_datalist(run / "datalist.json", split) if volume_key(it) in manifest["volumes"]
     ]

@@ -106,9 +106,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             )
             return stage
     classes = manifest1["classes"]
-    pre = PreprocessConfig(
-        **{**manifest1["preprocess"], "roi_size": tuple(manifest1["preprocess"]["roi_size"])}
-    )
+    pre = PreprocessConfig(**manifest1["preprocess"])
     items = [it for split in cfg.splits for it in read_datalist(out / "datalist.json", split)]
     ds = SliceDataset(items, pre, classes, cache_dir=out / "cache", progress=cfg.progress)
     cams = stage / "cams"
