@@ -30,7 +30,7 @@ from acdc_wsss.data.check import check_dataset, validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset
-from acdc_wsss.utils import atomic_path, setup_cli_logging, write_json
+from acdc_wsss.utils import atomic_write, setup_cli_logging, write_json
 
 __all__ = ["dataset_summary", "main", "save_preview"]
 
@@ -77,10 +77,9 @@ def save_preview(ds: SliceDataset, path: Path, volumes: int = 4) -> Path:
             ax.axis("off")
     fig.suptitle("preprocessed 128x128 slices (gt outline: RV cyan, Myo magenta, LV yellow)", fontsize=9)
     fig.tight_layout()
-    tmp = atomic_path(path).with_suffix(".png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -24,7 +24,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import LrScheduleHandler, StatsHandler
 
-from acdc_wsss.utils import atomic_path, write_json
+from acdc_wsss.utils import atomic_write, write_json
 
 __all__ = ["CheckpointHandler", "build_trainer", "resume"]
 
@@ -59,9 +59,8 @@ class CheckpointHandler:
 
     def _save(self, name: str, extra: Mapping[str, Any]) -> Path:
         path = self.save_dir / name
-        tmp = atomic_path(path)
-        torch.save({**{k: v.state_dict() for k, v in self.save_dict.items()}, **extra}, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            torch.save({**{k: v.state_dict() for k, v in self.save_dict.items()}, **extra}, tmp)
         return path
 
     def __call__(self, engine: Engine) -> None:

@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["atomic_path", "progress_bar", "setup_cli_logging", "write_json"]
+__all__ = ["atomic_write", "progress_bar", "setup_cli_logging", "write_json"]
 
 T = TypeVar("T")
 
@@ -29,17 +30,27 @@ def setup_cli_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
 
 
-def atomic_path(path: str | os.PathLike) -> Path:
-    """A temporary sibling of ``path`` to write to before ``os.replace(tmp, path)``."""
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` when the block succeeds.
+
+    The temporary name ends like ``path`` (``.tmp-PID-NAME``), so writers that pick the format from the
+    extension (nibabel, NumPy's ``.npz``, matplotlib) write the right thing. On an error the temporary
+    file is removed and ``path`` is left as it was. The parent folder is created.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON atomically (temp file, then rename); create the parent folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path

@@ -39,7 +39,7 @@ import acdc_wsss
 from acdc_wsss.data.acdc import ACDC_CLASSES, PATH_KEYS, DatasetError
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, forget_transform_ids, invert
 from acdc_wsss.metrics import dice_per_class
-from acdc_wsss.utils import atomic_path, progress_bar
+from acdc_wsss.utils import atomic_write, progress_bar
 
 __all__ = ["SliceDataset", "label_round_trip", "read_tag_csv", "volume_key", "write_tag_csv"]
 
@@ -106,8 +106,7 @@ def write_tag_csv(
 ) -> Path:
     """Write ``{(patient, frame): (S, C) multi-hot}`` as a tag CSV (atomically) and return its path."""
     path = Path(path)
-    tmp = atomic_path(path)
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_write(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["patient", "frame", "slice", "tags"])
         for (patient, frame), arr in sorted(tags.items()):
@@ -115,7 +114,6 @@ def write_tag_csv(
                 w.writerow(
                     [patient, frame, z, " ".join(c for c, on in zip(classes, row, strict=True) if on > 0)]
                 )
-    os.replace(tmp, path)
     return path
 
 
@@ -239,9 +237,8 @@ class SliceDataset(Dataset):
                 volumes[i] = vol
                 path = self._cache_path(self.items[i])
                 if path is not None:
-                    tmp = atomic_path(path)
-                    torch.save(vol, tmp)
-                    os.replace(tmp, path)
+                    with atomic_write(path) as tmp:
+                        torch.save(vol, tmp)
         logger.info(
             "%d volumes ready (%d preprocessed, %d from cache).",
             len(volumes),

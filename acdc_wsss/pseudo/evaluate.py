@@ -30,7 +30,7 @@ from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.infer import STAGE, load_cams
 from acdc_wsss.pseudo.priors import priors_labels
-from acdc_wsss.utils import atomic_path, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["BG_CONSTANTS", "BG_THRESHOLDS", "evaluate_pseudo", "labels_constant", "labels_learned"]
 
@@ -161,10 +161,8 @@ def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", prog
         )
     result = {"split": split, "volumes": len(ds.volumes), "slices": len(ds), "classes": classes, "rows": rows}
     write_json(result, out / STAGE / f"evaluation_{split}.json")
-    md = out / STAGE / f"evaluation_{split}.md"
-    tmp = atomic_path(md)
-    tmp.write_text(_markdown(result), encoding="utf-8")
-    os.replace(tmp, md)
+    with atomic_write(out / STAGE / f"evaluation_{split}.md") as tmp:
+        tmp.write_text(_markdown(result), encoding="utf-8")
     logger.info("pseudo labels on %s:\n%s", split, _markdown(result))
     return result
 

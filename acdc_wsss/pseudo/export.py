@@ -26,7 +26,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.pseudo.evaluate import ROWS, volume_context
 from acdc_wsss.pseudo.infer import STAGE
-from acdc_wsss.utils import atomic_path, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["export_pseudo", "save_nifti"]
 
@@ -36,19 +36,12 @@ logger = logging.getLogger(__name__)
 def save_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 label volume with ``affine`` (qform and sform set) atomically; return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
-    tmp = _nii_tmp(path)
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        nib.save(img, tmp)
     return path
-
-
-def _nii_tmp(path: Path) -> Path:
-    """A temporary sibling whose name still ends in ``.nii.gz`` (nibabel picks the format from it)."""
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
 def export_pseudo(
@@ -83,11 +76,8 @@ def export_pseudo(
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
         labels = ROWS[row][1](volume_context(out, ds, v), value).astype(np.uint8)
-        npz = stage / "pseudo" / f"{key}.npz"
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(npz).with_suffix(".npz")
-        np.savez_compressed(tmp, labels=labels)
-        os.replace(tmp, npz)
+        with atomic_write(stage / "pseudo" / f"{key}.npz") as tmp:
+            np.savez_compressed(tmp, labels=labels)
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")
     write_json(

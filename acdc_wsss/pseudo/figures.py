@@ -14,7 +14,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.pseudo.evaluate import labels_constant
 from acdc_wsss.pseudo.infer import load_cams
-from acdc_wsss.utils import atomic_path
+from acdc_wsss.utils import atomic_write
 
 __all__ = ["figure_panels"]
 
@@ -102,9 +102,7 @@ def figure_panels(
     fig.suptitle("RV cyan, Myo magenta, LV yellow", fontsize=8)
     fig.tight_layout()
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(out).with_suffix(".png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -30,7 +30,7 @@ from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.l2g.train import load_l2g
-from acdc_wsss.utils import atomic_path, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["CamConfig", "load_cams", "run_cam", "stage1_fingerprint"]
 
@@ -118,14 +118,13 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
         tags = vol["tags"].to(device)
         res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip)
         path = cams / f"{volume_key(ds.items[v])}.npz"
-        tmp = atomic_path(path).with_suffix(".npz")
-        np.savez_compressed(
-            tmp,
-            scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
-            bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
-            tags=vol["tags"].numpy(),
-        )
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            np.savez_compressed(
+                tmp,
+                scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
+                bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
+                tags=vol["tags"].numpy(),
+            )
     write_json(
         {
             "stage": STAGE,
