@@ -195,6 +195,9 @@ class L2GModel(nn.Module):
         def net() -> CAMNet:
             return CAMNet(num_classes, cfg.backbone, in_channels, cfg.width, cfg.pcm, cfg.pretrained)
 
+        self.cfg = (
+            cfg  # the settings it was built with (pooling and saliency are needed again to evaluate it)
+        )
         self.global_net = net()
         self.local_net = net() if cfg.l2g else None
 
@@ -581,9 +584,10 @@ def evaluate_l2g(
         raise DatasetError(f"{out / 'datalist.json'}: split {split!r} is empty.")
     pre = PreprocessConfig(**manifest["preprocess"])
     ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=cfg.progress)
-    saved = L2GConfig(**{**manifest["config"], "device": cfg.device, "pretrained": None})
     loader = DataLoader(ds, batch_size=32)
-    result = evaluate_classifier(model.global_net, loader, device, manifest["classes"], _pool_weight(saved))
+    result = evaluate_classifier(
+        model.global_net, loader, device, manifest["classes"], _pool_weight(model.cfg)
+    )
     result.update(split=split, checkpoint=checkpoint, slices=len(ds), l2g=manifest["config"]["l2g"])
     write_json(result, out / STAGE / f"evaluation_{split}.json")
     logger.info("stage 1 on %s (%d slices): %s", split, len(ds), _flat(result))
