@@ -19,18 +19,13 @@ Deliberate changes to the reference L2G code, each a switch (``L2GConfig``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import platform
-import shutil
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-import monai
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -40,8 +35,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-import acdc_wsss
 from acdc_wsss.cam import cam_labels, cam_scores
+from acdc_wsss.config import (
+    build_optimizer,
+    check_types,
+    config_digest,
+    lr_scheduler,
+    param_groups,
+    prepare_stage_dir,
+    setup_distributed,
+    versions,
+)
 from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist, split_patients, write_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
@@ -66,6 +70,7 @@ from acdc_wsss.utils import write_json
 __all__ = [
     "L2GConfig",
     "L2GModel",
+    "build_l2g_optimizer",
     "evaluate_classifier",
     "evaluate_l2g",
     "load_l2g",
@@ -144,9 +149,7 @@ class L2GConfig:
 
     def __post_init__(self) -> None:
         self.device = str(self.device)
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        check_types(self, "L2G")
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -166,26 +169,6 @@ class L2GConfig:
         return dataclasses.asdict(self)
 
 
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Refuse an override of the wrong type with a message naming the setting."""
-    origin = get_origin(hint)
-    options = get_args(hint) if origin in (Union, types.UnionType) else (hint,)
-    for opt in options:
-        base = get_origin(opt) or opt
-        if opt is type(None) and value is None:
-            return
-        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return
-        if (
-            base is not type(None)
-            and isinstance(value, base)
-            and not (base is int and isinstance(value, bool))
-        ):
-            return
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise TypeError(f"L2G config: {name} must be {names}, got {value!r} ({type(value).__name__}).")
-
-
 class L2GModel(nn.Module):
     """The global and (with L2G) local CAM classifiers, trained together by one optimiser."""
 
@@ -200,17 +183,6 @@ class L2GModel(nn.Module):
         )
         self.global_net = net()
         self.local_net = net() if cfg.l2g else None
-
-
-def _setup_distributed(cfg: L2GConfig) -> tuple[int, int]:
-    if not cfg.distributed:
-        return 0, 1
-    if not dist.is_initialized():
-        raise RuntimeError(
-            "distributed=True needs an initialised process group: run through torchrun with "
-            "bundles/l2g_acdc/multi_gpu_train.json."
-        )
-    return dist.get_rank(), dist.get_world_size()
 
 
 def prepare_data(
@@ -320,42 +292,12 @@ def _flat(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
-def build_optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
-    groups = []
-    for net in (model.global_net, model.local_net):
-        if net is None:
-            continue
-        new = net.new_parameters()
-        new_ids = {id(p) for p in new}
-        groups.append({"params": [p for p in net.parameters() if id(p) not in new_ids], "lr": cfg.lr})
-        groups.append({"params": new, "lr": cfg.lr * cfg.new_lr_mult})
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _scheduler(opt: torch.optim.Optimizer, cfg: L2GConfig) -> Any:
-    if cfg.lr_schedule == "poly":
-        return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=cfg.epochs, power=0.9)
-    if cfg.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 2), gamma=0.1)
-    return None
-
-
-def _config_digest(cfg: L2GConfig) -> str:
-    """Hash of the settings a resumed run must share with the run it continues."""
-    volatile = {
-        "epochs",
-        "resume",
-        "overwrite",
-        "progress",
-        "device",
-        "num_workers",
-        "tensorboard",
-        "distributed",
-    }
-    d = {k: v for k, v in cfg.to_dict().items() if k not in volatile}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+def build_l2g_optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
+    """The stage-1 optimiser: both networks, heads at ``new_lr_mult`` times the learning rate."""
+    nets = [n for n in (model.global_net, model.local_net) if n is not None]
+    return build_optimizer(
+        param_groups(nets, cfg.lr, cfg.new_lr_mult), cfg.optimizer, cfg.lr, cfg.weight_decay
+    )
 
 
 def make_step(
@@ -426,25 +368,9 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         DatasetError: the data set fails its check.
     """
     cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
-    rank, world = _setup_distributed(cfg)
+    rank, world = setup_distributed(cfg.distributed, "bundles/l2g_acdc/multi_gpu_train.json")
     stage_dir = Path(cfg.output_dir) / STAGE
-    last = stage_dir / LAST
-    if last.exists() and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(
-            f"{stage_dir} holds a run: --resume True continues it, --overwrite True redoes it."
-        )
-    if cfg.resume and last.exists():
-        manifest = (
-            json.loads((stage_dir / "manifest.json").read_text())
-            if (stage_dir / "manifest.json").exists()
-            else {}
-        )
-        if manifest.get("config_digest") not in (None, _config_digest(cfg)):
-            raise ValueError(
-                f"{stage_dir} was trained with other settings; --resume True needs the same ones."
-            )
-    if cfg.overwrite and not cfg.resume and stage_dir.exists() and rank == 0:
-        shutil.rmtree(stage_dir)  # asked for: no stale best.pt or evaluation of the old run survives
+    resuming = prepare_stage_dir(stage_dir, cfg, rank)
     set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
     data_dir, splits, train_ds, val_ds = prepare_data(cfg, rank)
@@ -456,8 +382,8 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         ids = [device.index] if device.type == "cuda" else None
         gnet = DistributedDataParallel(gnet, device_ids=ids)
         lnet = DistributedDataParallel(lnet, device_ids=ids) if lnet is not None else None
-    opt = build_optimizer(model, cfg)
-    sched = _scheduler(opt, cfg)
+    opt = build_l2g_optimizer(model, cfg)
+    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
     val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
@@ -483,8 +409,8 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         rank=rank,
         on_epoch_start=[lambda e: sampler.set_epoch(e.state.epoch)],
     )
-    if cfg.resume and last.exists():
-        info = resume(last, trainer.save_dict)
+    if resuming:
+        info = resume(stage_dir / LAST, trainer.save_dict)
         logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
     for h in handlers:
         h(trainer)
@@ -492,14 +418,14 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         "stage": STAGE,
         "status": "running",
         "config": cfg.to_dict(),
-        "config_digest": _config_digest(cfg),
+        "config_digest": config_digest(cfg),
         "seed": cfg.seed,
         "dataset_dir": str(data_dir.resolve()),
         "classes": classes,
         "in_channels": in_channels,
         "splits": splits,
         "preprocess": train_ds.config.to_dict(),
-        "versions": _versions(),
+        "versions": versions(),
     }
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -520,16 +446,6 @@ def _ranks_identical(model: nn.Module) -> bool:
     gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, local)
     return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "acdc_wsss": acdc_wsss.__version__,
-        "monai": monai.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def load_l2g(

@@ -1,0 +1,149 @@
+"""What every stage's settings and run folder share: typed checks of bundle overrides, the digest a resumed
+run must match, software versions for manifests, the stage folder's resume/overwrite rules, DDP set-up,
+optimiser parameter groups and the LR schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import types
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import monai
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import acdc_wsss
+from acdc_wsss.engine import LAST
+
+__all__ = [
+    "build_optimizer",
+    "check_types",
+    "config_digest",
+    "lr_scheduler",
+    "param_groups",
+    "prepare_stage_dir",
+    "setup_distributed",
+    "versions",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Settings that may differ between a run and its resumption.
+VOLATILE: frozenset[str] = frozenset(
+    {"epochs", "resume", "overwrite", "progress", "device", "num_workers", "tensorboard", "distributed"}
+)
+
+
+def _check_type(label: str, name: str, value: Any, hint: Any) -> None:
+    origin = get_origin(hint)
+    options = get_args(hint) if origin in (Union, types.UnionType) else (hint,)
+    for opt in options:
+        base = get_origin(opt) or opt
+        if opt is type(None) and value is None:
+            return
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if (
+            base is not type(None)
+            and isinstance(value, base)
+            and not (base is int and isinstance(value, bool))
+        ):
+            return
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise TypeError(f"{label} config: {name} must be {names}, got {value!r} ({type(value).__name__}).")
+
+
+def check_types(cfg: Any, label: str) -> None:
+    """Refuse a dataclass field of the wrong type (a bundle override) with a message naming the setting."""
+    hints = get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        _check_type(label, f.name, getattr(cfg, f.name), hints[f.name])
+
+
+def config_digest(cfg: Any) -> str:
+    """Hash of the settings a resumed run must share with the run it continues."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in VOLATILE}
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    """Software versions recorded in every manifest."""
+    return {
+        "acdc_wsss": acdc_wsss.__version__,
+        "monai": monai.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def prepare_stage_dir(stage_dir: Path, cfg: Any, rank: int = 0) -> bool:
+    """Apply the run-folder rules before any work; return True when the run resumes from ``last.pt``.
+
+    A folder holding a run is refused unless ``cfg.resume`` (continue it; the settings must match) or
+    ``cfg.overwrite`` (the folder is cleared, so no stale checkpoint or evaluation survives).
+    """
+    last = stage_dir / LAST
+    if last.exists() and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(
+            f"{stage_dir} holds a run: --resume True continues it, --overwrite True redoes it."
+        )
+    if cfg.resume and last.exists():
+        path = stage_dir / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if manifest.get("config_digest") not in (None, config_digest(cfg)):
+            raise ValueError(
+                f"{stage_dir} was trained with other settings; --resume True needs the same ones."
+            )
+        return True
+    if cfg.overwrite and stage_dir.exists() and rank == 0:
+        shutil.rmtree(stage_dir)
+    return False
+
+
+def setup_distributed(distributed: bool, bundle: str) -> tuple[int, int]:
+    """``(rank, world size)``: ``(0, 1)`` unless ``distributed``, which needs torchrun's process group."""
+    if not distributed:
+        return 0, 1
+    if not dist.is_initialized():
+        raise RuntimeError(
+            f"distributed=True needs an initialised process group: run through torchrun with {bundle}."
+        )
+    return dist.get_rank(), dist.get_world_size()
+
+
+def param_groups(nets: Iterable[nn.Module], lr: float, new_lr_mult: float) -> list[dict[str, Any]]:
+    """Two groups per network: pretrained-able parameters at ``lr``, its ``new_parameters()`` (the head)
+    at ``lr * new_lr_mult``."""
+    groups = []
+    for net in nets:
+        new = net.new_parameters()
+        new_ids = {id(p) for p in new}
+        groups.append({"params": [p for p in net.parameters() if id(p) not in new_ids], "lr": lr})
+        groups.append({"params": new, "lr": lr * new_lr_mult})
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(groups: list[dict[str, Any]], name: str, lr: float, weight_decay: float) -> Any:
+    """SGD (momentum 0.9, Nesterov) or AdamW over ``groups``."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int) -> Any:
+    """Epoch-level schedule: ``poly`` (power 0.9), ``step`` (x0.1 at half-way) or ``none``."""
+    if schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=epochs, power=0.9)
+    if schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, epochs // 2), gamma=0.1)
+    return None
