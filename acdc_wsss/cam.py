@@ -56,6 +56,8 @@ def multiscale_cam(
     For every scale (and its horizontal flip) the PCM output is computed, ReLU'd, upsampled to the input
     size and flipped back; the sum is max-normalised per class, and classes absent from the tag are zeroed.
     The learned background probability (softmax over the PCM maps, channel 0) is averaged the same way.
+    ``raw_scores`` are the same from the plain CAM (before PCM revision), for the PCM row of the stage-2
+    evaluation.
 
     Args:
         net: a :class:`~acdc_wsss.networks.CAMNet` (in eval mode).
@@ -65,12 +67,12 @@ def multiscale_cam(
         flip: add the horizontal flip of every scale.
 
     Returns:
-        ``scores`` ``(B, C, H, W)`` in [0, 1] and ``bg_prob`` ``(B, 1, H, W)`` in [0, 1].
+        ``scores`` and ``raw_scores`` ``(B, C, H, W)`` in [0, 1], ``bg_prob`` ``(B, 1, H, W)`` in [0, 1].
     """
     if not scales:
         raise ValueError("multiscale_cam needs at least one scale.")
     h, w = images.shape[2:]
-    total, bg, n = None, None, 0
+    total, raw, bg, n = None, None, None, 0
     for s in scales:
         size = (max(8, round(h * s)), max(8, round(w * s)))
         x = (
@@ -79,16 +81,21 @@ def multiscale_cam(
             else images
         )
         for flipped in (False, True) if flip else (False,):
-            out = net(x.flip(-1) if flipped else x)["pcm"].float()
-            up = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            res = net(x.flip(-1) if flipped else x)
+            both = torch.cat([res["pcm"], res["cam"]], dim=1).float()
+            up = F.interpolate(both, size=(h, w), mode="bilinear", align_corners=False)
             if flipped:
                 up = up.flip(-1)
+            up, up_raw = up.chunk(2, dim=1)
             fg = torch.relu(up[:, 1:])
+            fg_raw = torch.relu(up_raw[:, 1:])
             p_bg = torch.softmax(up, dim=1)[:, :1]
             total = fg if total is None else total + fg
+            raw = fg_raw if raw is None else raw + fg_raw
             bg = p_bg if bg is None else bg + p_bg
             n += 1
-    scores = max_normalise(total)
+    scores, raw_scores = max_normalise(total), max_normalise(raw)
     if tags is not None:
         scores = scores * tags.to(scores.dtype)[..., None, None]
-    return {"scores": scores, "bg_prob": bg / n}
+        raw_scores = raw_scores * tags.to(scores.dtype)[..., None, None]
+    return {"scores": scores, "raw_scores": raw_scores, "bg_prob": bg / n}

@@ -1,15 +1,22 @@
 """Stage 2 evaluation: pseudo-label Dice and IoU against the masks (evaluation only), as JSON and markdown.
 
-Each row is one way of turning stored CAMs into labels, with its parameter swept and the best value
-reported (2D Dice pooled over all slices of the split, 128 x 128 at the chain's spacing):
+Each row is one way of turning stored CAMs into labels. The L2G rows are cumulative, each adding one
+refinement step to the row above it; two yardsticks stand beside them:
 
-- ``constant``: background = a constant score against the class scores (the L2G reference).
-- ``learned``: background = pixels whose learned background probability is at least a threshold; the
-  others get their highest class.
-- ``priors``: no CAM at all, anatomy and motion only (:func:`acdc_wsss.pseudo.priors.priors_labels`): the
-  label-free yardstick every learned row must beat.
+- ``baseline``: the plain-CAM baseline run's CAMs, constant background score (only with ``baseline_run``).
+- ``cam``: L2G CAM before PCM revision, constant background score (the L2G reference's rule).
+- ``pcm``: + PCM revision (the CAM the reference keeps).
+- ``learned``: + background from the learned background channel (threshold swept) instead of a constant.
+- ``motion``: + background from the motion prior: everything outside the moving heart region.
+- ``anatomy``: + ACDC anatomy rules (:func:`acdc_wsss.pseudo.priors.priors_labels`, the LV blob picked with
+  the CAM's help, Myo ring, RV beside the septum, one component per class, holes filled, slices tracked
+  on the LV axis).
+- ``anatomy_crf``: + dense CRF on the image (confidence swept): the full refinement, what is exported.
+- ``priors``: no CAM at all, anatomy and motion only: the label-free yardstick.
 
-Later refinement steps (PCM revision, motion prior, dense CRF, anatomy rules) add rows here.
+A row with a swept setting is scored for every value; the value is chosen on ``select_split`` (the
+validation patients) and the scored split is reported at that value, so nothing is tuned on the patients
+it is scored on. Scores are 2D Dice pooled over all slices of the split, 128 x 128 at the chain's spacing.
 """
 
 from __future__ import annotations
@@ -29,17 +36,28 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.infer import STAGE, load_cams
-from acdc_wsss.pseudo.priors import priors_labels
+from acdc_wsss.pseudo.priors import es_lv_region, heart_region, priors_labels
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
-__all__ = ["BG_CONSTANTS", "BG_THRESHOLDS", "evaluate_pseudo", "labels_constant", "labels_learned"]
+__all__ = [
+    "BG_CONSTANTS",
+    "BG_THRESHOLDS",
+    "ROWS",
+    "cam_splits",
+    "evaluate_pseudo",
+    "labels_constant",
+    "labels_learned",
+    "row_labels",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Constant background scores swept by the ``constant`` row.
+#: Constant background scores swept by the constant-background rows.
 BG_CONSTANTS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
-#: Learned background probability thresholds swept by the ``learned`` row.
+#: Learned background probability thresholds swept by the learned-background rows.
 BG_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9)
+#: Dense-CRF confidences (probability of the rule's label) swept by the CRF row.
+CRF_CONFIDENCES: tuple[float, ...] = (0.6, 0.7, 0.8)
 
 
 def labels_constant(scores: np.ndarray, bg_prob: np.ndarray, value: float) -> np.ndarray:
@@ -53,32 +71,86 @@ def labels_learned(scores: np.ndarray, bg_prob: np.ndarray, value: float) -> np.
     return np.where(fg, scores.argmax(axis=0) + 1, 0)
 
 
+def _motion(ctx: dict[str, Any], t: float) -> np.ndarray:
+    labels = labels_learned(ctx["scores"], ctx["bg_prob"], t)
+    return labels * heart_region(ctx["motion"], ctx["spacing"])[..., None]
+
+
+def _rules(ctx: dict[str, Any], cams: bool) -> np.ndarray:
+    """Anatomy-rule labels of a volume (with or without the CAMs), computed once per volume; an ES frame
+    seeks its LV inside its ED frame's (``ctx["ed"]``, see :func:`volume_context`)."""
+    key = "_anatomy" if cams else "_priors"
+    if key not in ctx:
+        ed = ctx.get("ed")
+        ctx[key] = priors_labels(
+            ctx["image"],
+            ctx["motion"],
+            ctx["tags"],
+            ctx["spacing"],
+            ctx["scores"] if cams else None,
+            lv_within=None if ed is None else es_lv_region(_rules(ed, cams)),
+        )
+    return ctx[key]
+
+
+def _anatomy(ctx: dict[str, Any]) -> np.ndarray:
+    return _rules(ctx, cams=True)
+
+
+def _priors(ctx: dict[str, Any]) -> np.ndarray:
+    return _rules(ctx, cams=False)
+
+
 #: Row id -> (name, labels from a volume's context and the swept value, swept values). The context holds
-#: ``scores``, ``bg_prob`` (stored CAMs), ``image``, ``motion`` (preprocessed), ``tags`` and ``spacing``.
+#: ``scores``, ``raw_scores``, ``bg_prob`` (stored CAMs), ``image``, ``motion`` (preprocessed), ``tags``
+#: and ``spacing``. The ``baseline`` row uses the ``constant`` rule on another run's CAMs.
 ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence[Any]]] = {
-    "constant": (
-        "CAM, constant background score",
+    "baseline": (
+        "Baseline CAM (no L2G), constant background score",
+        lambda ctx, t: labels_constant(ctx["scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "cam": (
+        "L2G CAM, constant background score",
+        lambda ctx, t: labels_constant(ctx["raw_scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "pcm": (
+        "+ PCM revision",
         lambda ctx, t: labels_constant(ctx["scores"], ctx["bg_prob"], t),
         BG_CONSTANTS,
     ),
     "learned": (
-        "CAM, learned background channel",
+        "+ background from the learned background channel",
         lambda ctx, t: labels_learned(ctx["scores"], ctx["bg_prob"], t),
         BG_THRESHOLDS,
     ),
-    "priors": (
-        "Priors only (no CAM): motion centre, Otsu blood pools, LV blob, Myo ring, RV beside it",
-        lambda ctx, t: priors_labels(ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"]),
+    "motion": ("+ background outside the moving heart region (motion prior)", _motion, BG_THRESHOLDS),
+    "anatomy": (
+        "+ anatomy rules (LV blob picked by CAM and motion, Myo ring, RV beside the septum)",
+        lambda ctx, t: _anatomy(ctx),
         ("default",),
     ),
-    "priors_crf": (
-        "Priors only + dense CRF",
-        lambda ctx, t: crf_labels(
-            ctx["image"], priors_labels(ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"]), t
-        ),
-        (0.5, 0.7),
+    "anatomy_crf": (
+        "+ dense CRF (full refinement)",
+        lambda ctx, t: crf_labels(ctx["image"], _anatomy(ctx), t),
+        CRF_CONFIDENCES,
+    ),
+    "priors": (
+        "Priors only (no CAM): motion centre, blood pools, LV blob, Myo ring, RV beside it",
+        lambda ctx, t: _priors(ctx),
+        ("default",),
     ),
 }
+#: The row exported for stage 3 unless told otherwise.
+DEFAULT_ROW = "anatomy_crf"
+
+
+def row_labels(row: str, ctx: dict[str, Any], value: Any) -> np.ndarray:
+    """Labels of one volume by one row's rule, with a clear error for an unknown row."""
+    if row not in ROWS:
+        raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
+    return ROWS[row][1](ctx, value).astype(np.uint8)
 
 
 def crf_labels(image: np.ndarray, labels: np.ndarray, confidence: float, num_labels: int = 4) -> np.ndarray:
@@ -93,87 +165,186 @@ def crf_labels(image: np.ndarray, labels: np.ndarray, confidence: float, num_lab
     return out
 
 
-def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int) -> dict[str, Any]:
-    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing."""
+def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, partner: bool = True) -> dict:
+    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing;
+    for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"``."""
     vol = ds.volumes[v]
-    return {
+    ctx = {
         **load_cams(output_dir, volume_key(ds.items[v])),
         "image": vol["image"].as_tensor()[0].numpy(),
         "motion": vol["motion"][0].float().numpy(),
         "tags": vol["tags"].numpy(),
         "spacing": ds.config.spacing,
     }
+    item = ds.items[v]
+    if partner and item.get("phase") == "ES":
+        for u, other in enumerate(ds.items):
+            same = other["patient"] == item["patient"] and other.get("phase") == "ED"
+            if same and ds.volumes[u]["image"].shape == vol["image"].shape:
+                ctx["ed"] = volume_context(output_dir, ds, u, partner=False)
+                break
+    return ctx
 
 
-def evaluate_pseudo(output_dir: str | os.PathLike, split: str = "training", progress: bool = True) -> dict:
-    """Score the stored CAMs of one split as pseudo labels; write ``cam/evaluation_<split>.{json,md}``.
-
-    Returns:
-        ``{"rows": [{"row", "name", "best", "dice", "mean_dice", "iou", "miou", "per_volume"}], ...}``.
-    """
-    out = Path(output_dir)
-    manifest_path = out / STAGE / "manifest.json"
-    if not manifest_path.is_file():
+def read_cam_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``output_dir/cam/manifest.json``, or a FileNotFoundError naming the command that makes it."""
+    path = Path(output_dir) / STAGE / "manifest.json"
+    if not path.is_file():
         raise FileNotFoundError(
-            f"{manifest_path} not found: make the CAMs first with python -m monai.bundle run --config_file "
+            f"{path} not found: make the CAMs first with python -m monai.bundle run --config_file "
             f"\"['bundles/l2g_acdc/train.json','bundles/l2g_acdc/infer.json']\" --output_dir {output_dir}"
         )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    classes = manifest["classes"]
-    labels = list(range(len(classes) + 1))
-    pre = PreprocessConfig(**manifest["preprocess"])
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cam_splits(output_dir: str | os.PathLike) -> list[str]:
+    """The splits whose CAMs the run holds (none when stage 2 has not run)."""
+    path = Path(output_dir) / STAGE / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8"))["splits"] if path.is_file() else []
+
+
+def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = True) -> SliceDataset:
+    """The volumes of ``split`` that have stored CAMs, as a :class:`SliceDataset` on the run's cache."""
+    out = Path(output_dir)
+    manifest = read_cam_manifest(out)
     items = [
         it for it in read_datalist(out / "datalist.json", split) if volume_key(it) in manifest["volumes"]
     ]
     if not items:
         raise ValueError(f"{out / STAGE}: no CAMs for split {split!r}; it has {manifest['splits']}.")
-    ds = SliceDataset(items, pre, classes, cache_dir=out / "cache", progress=progress)
+    pre = PreprocessConfig(**manifest["preprocess"])
+    return SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+
+
+def _score(
+    out: Path,
+    split: str,
+    rows: Sequence[str],
+    baseline_run: str | os.PathLike | None,
+    progress: bool,
+) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
+    ds = split_dataset(out, split, progress)
     if any(v["label"] is None for v in ds.volumes):
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
-    acc = {(r, t): DiceAccumulator(labels) for r, (_, _, ts) in ROWS.items() for t in ts}
-    per_volume: dict[tuple[str, float], dict[str, list[float]]] = {k: {} for k in acc}
-    for v in progress_bar(range(len(ds.volumes)), "scoring pseudo labels", progress):
+    labels = list(range(ds.num_classes + 1))
+    acc = {(r, t): DiceAccumulator(labels) for r in rows for t in ROWS[r][2]}
+    per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
+    for v in progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress):
         key = volume_key(ds.items[v])
         ctx = volume_context(out, ds, v)
+        base = None
+        if "baseline" in rows:
+            base = {**ctx, **load_cams(baseline_run, key)}  # type: ignore[arg-type]
         ref = ds.volumes[v]["label"][0].numpy()
         for (row, t), a in acc.items():
-            pred = ROWS[row][1](ctx, t)
+            pred = ROWS[row][1](base if row == "baseline" else ctx, t)
             a.update(pred, ref)
             one = DiceAccumulator(labels[1:])
             one.update(pred, ref)
             per_volume[(row, t)][key] = [round(float(d), 4) for d in one.compute()]
-    rows = []
-    for row, (name, _, ts) in ROWS.items():
-        best = max(ts, key=lambda t: float(np.nanmean(acc[(row, t)].compute()[1:])))
+    return acc, per_volume, len(ds.volumes), len(ds)
+
+
+def _mean_dice(acc: DiceAccumulator) -> float:
+    return float(np.nanmean(acc.compute()[1:]))
+
+
+def evaluate_pseudo(
+    output_dir: str | os.PathLike,
+    split: str = "training",
+    select_split: str | None = "validation",
+    baseline_run: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score the stored CAMs of one split as pseudo labels; write ``cam/evaluation_<split>.{json,md}``.
+
+    Args:
+        output_dir: the run folder (its ``cam/`` made by ``infer.json``).
+        split: the split scored (its masks are read for scoring only).
+        select_split: the split on which each row's swept setting is chosen (validation patients); None,
+            or a split without CAMs, chooses on ``split`` itself (marked in the table).
+        baseline_run: a plain-CAM run (``--l2g False``) with CAMs of the same volumes: adds its row.
+        progress: progress bars on a terminal.
+
+    Returns:
+        ``{"rows": [{"row", "name", "setting", "dice", "mean_dice", "iou", "miou", "sweep", "per_volume"}],
+        "selected_on", ...}``.
+    """
+    out = Path(output_dir)
+    manifest = read_cam_manifest(out)
+    classes = manifest["classes"]
+    rows = [r for r in ROWS if r != "baseline"]
+    if baseline_run is not None:
+        base_manifest = read_cam_manifest(baseline_run)
+        missing = sorted(set(manifest["volumes"]) - set(base_manifest["volumes"]))
+        if missing:
+            raise ValueError(
+                f"baseline run {baseline_run} has no CAMs for {len(missing)} volumes of {out} "
+                f"(e.g. {missing[0]}); make them with the same infer.json run on the baseline."
+            )
+        rows.insert(0, "baseline")
+    acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress)
+    selected_on = split
+    chooser = acc
+    if select_split and select_split != split and select_split in manifest["splits"]:
+        chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress)
+        selected_on = select_split
+    table = []
+    for row in rows:
+        name, _, values = ROWS[row]
+        best = max(values, key=lambda t: _mean_dice(chooser[(row, t)]))
         dice, iou = acc[(row, best)].compute(), acc[(row, best)].compute_iou()
-        rows.append(
+        table.append(
             {
                 "row": row,
                 "name": name,
-                "best": best,
+                "setting": best,
                 "dice": {c: float(d) for c, d in zip(classes, dice[1:], strict=True)},
                 "mean_dice": float(np.nanmean(dice[1:])),
                 "iou": {c: float(d) for c, d in zip(["background", *classes], iou, strict=True)},
                 "miou": float(np.nanmean(iou)),
-                "sweep": {str(t): float(np.nanmean(acc[(row, t)].compute()[1:])) for t in ts},
+                "sweep": {str(t): _mean_dice(acc[(row, t)]) for t in values},
+                "sweep_selection": {str(t): _mean_dice(chooser[(row, t)]) for t in values},
                 "per_volume": per_volume[(row, best)],
             }
         )
-    result = {"split": split, "volumes": len(ds.volumes), "slices": len(ds), "classes": classes, "rows": rows}
+    result = {
+        "split": split,
+        "selected_on": selected_on,
+        "volumes": n_volumes,
+        "slices": n_slices,
+        "classes": classes,
+        "rows": table,
+    }
     write_json(result, out / STAGE / f"evaluation_{split}.json")
     with atomic_write(out / STAGE / f"evaluation_{split}.md") as tmp:
-        tmp.write_text(_markdown(result), encoding="utf-8")
-    logger.info("pseudo labels on %s:\n%s", split, _markdown(result))
+        tmp.write_text(markdown_table(result), encoding="utf-8")
+    logger.info("pseudo labels on %s:\n%s", split, markdown_table(result))
     return result
 
 
-def _markdown(result: dict[str, Any]) -> str:
+def chosen_setting(output_dir: str | os.PathLike, row: str) -> Any:
+    """The setting of ``row`` chosen by the latest evaluation (on the validation patients when it had
+    them); the row's first value when no evaluation holds it."""
+    paths = sorted((Path(output_dir) / STAGE).glob("evaluation_*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(paths):
+        for r in json.loads(path.read_text(encoding="utf-8")).get("rows", []):
+            if r["row"] == row:
+                return r["setting"]
+    return ROWS[row][2][0]
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The evaluation as a markdown table (one row per rule)."""
     classes = result["classes"]
-    head = f"| pseudo labels ({result['split']}, {result['slices']} slices) | best setting | "
-    head += " | ".join(classes) + " | mean Dice | mIoU |\n"
+    where = result["selected_on"]
+    head = (
+        f"| pseudo labels ({result['split']}: {result['volumes']} volumes, {result['slices']} slices) "
+        f"| setting (chosen on {where}) | " + " | ".join(classes) + " | mean Dice | mIoU |\n"
+    )
     head += "| --- | --- | " + " | ".join("---" for _ in classes) + " | --- | --- |\n"
     body = "".join(
-        f"| {r['name']} | {r['best']} | "
+        f"| {r['name']} | {r['setting']} | "
         + " | ".join(f"{r['dice'][c]:.3f}" for c in classes)
         + f" | {r['mean_dice']:.3f} | {r['miou']:.3f} |\n"
         for r in result["rows"]

@@ -3,7 +3,9 @@
 ``export_pseudo(RUN, row, value)`` turns every volume with stored CAMs into labels with one evaluation
 row's rule (see :data:`acdc_wsss.pseudo.evaluate.ROWS`) and writes, atomically:
 
-- ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid;
+- ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid, and
+  ``target``, the stage-3 training target: the same with uncertain pixels set to 255 (ignored by the
+  loss; see :func:`acdc_wsss.pseudo.priors.uncertain_to_ignore`);
 - ``cam/nifti/<patientXXX_frameYY>_pseudo.nii.gz``: the same labels mapped back through the inverse of the
   preprocessing onto the source image's grid (same shape, affine and orientation; uint8; 0 background,
   1 RV, 2 Myo, 3 LV), ready to lay over the scan in 3D Slicer.
@@ -11,7 +13,6 @@ row's rule (see :data:`acdc_wsss.pseudo.evaluate.ROWS`) and writes, atomically:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,8 +25,16 @@ import torch
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
-from acdc_wsss.pseudo.evaluate import ROWS, volume_context
+from acdc_wsss.pseudo.evaluate import (
+    DEFAULT_ROW,
+    ROWS,
+    chosen_setting,
+    read_cam_manifest,
+    row_labels,
+    volume_context,
+)
 from acdc_wsss.pseudo.infer import STAGE
+from acdc_wsss.pseudo.priors import uncertain_to_ignore
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["export_pseudo", "save_nifti"]
@@ -46,9 +55,10 @@ def save_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.PathLike) 
 
 def export_pseudo(
     output_dir: str | os.PathLike,
-    row: str = "priors_crf",
-    value: Any = 0.7,
+    row: str = DEFAULT_ROW,
+    value: Any = None,
     splits: list[str] | None = None,
+    ignore_band: int = 1,
     progress: bool = True,
 ) -> Path:
     """Export pseudo labels of every volume with CAMs (or of ``splits``); return ``cam/``.
@@ -56,14 +66,19 @@ def export_pseudo(
     Args:
         output_dir: the run folder.
         row: the evaluation row whose rule makes the labels.
-        value: that row's setting (background score, threshold or CRF confidence).
+        value: that row's setting (background score, threshold or CRF confidence); None takes the one the
+            latest evaluation chose on the validation patients.
         splits: datalist splits to export (default: those the CAMs were made for).
+        ignore_band: pixels each side of a class boundary ignored in ``target``.
         progress: progress bar on a terminal.
     """
     out = Path(output_dir)
-    manifest = json.loads((out / STAGE / "manifest.json").read_text(encoding="utf-8"))
-    if row not in ROWS:
-        raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
+    manifest = read_cam_manifest(out)
+    if row not in ROWS or row == "baseline":
+        names = sorted(r for r in ROWS if r != "baseline")
+        raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {names}.")
+    if value is None:
+        value = chosen_setting(out, row)
     pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it
@@ -75,15 +90,17 @@ def export_pseudo(
     stage = out / STAGE
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
-        labels = ROWS[row][1](volume_context(out, ds, v), value).astype(np.uint8)
+        labels = row_labels(row, volume_context(out, ds, v), value)
+        target = uncertain_to_ignore(labels, ds.volumes[v]["tags"].numpy(), ignore_band)
         with atomic_write(stage / "pseudo" / f"{key}.npz") as tmp:
-            np.savez_compressed(tmp, labels=labels)
+            np.savez_compressed(tmp, labels=labels, target=target)
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")
     write_json(
         {
             "row": row,
             "value": value,
+            "ignore_band": ignore_band,
             "volumes": [volume_key(it) for it in ds.items],
             "classes": manifest["classes"],
         },

@@ -4,7 +4,8 @@
 stage 1 with the command that makes it) and writes ``RUN/cam/``:
 
 - ``cams/<patientXXX_frameYY>.npz``: ``scores`` ``(C, H, W, S)`` float16 multi-scale, flip-averaged CAM
-  scores in [0, 1] (tagged classes only), ``bg_prob`` ``(H, W, S)`` float16 learned background probability,
+  scores in [0, 1] (tagged classes only; PCM output), ``raw_scores`` the same before PCM revision,
+  ``bg_prob`` ``(H, W, S)`` float16 learned background probability,
   ``tags`` ``(S, C)``; with the datalist item, each array goes back into its volume through
   :meth:`acdc_wsss.data.slices.SliceDataset.to_original`.
 - ``manifest.json``: settings, the stage-1 checkpoint's fingerprint (a retrained stage 1 makes this stale),
@@ -72,6 +73,10 @@ class CamConfig:
             raise ValueError(f"CAM config: checkpoint must be 'best' or 'last', got {self.checkpoint!r}.")
 
 
+#: Version of the stored arrays; CAMs of another version are redone.
+CAM_FORMAT = 2
+
+
 def stage1_fingerprint(output_dir: str | os.PathLike, checkpoint: str) -> str:
     """Hash of the stage-1 checkpoint file's name, size and modification time."""
     path = Path(output_dir) / "l2g" / f"{checkpoint}.pt"
@@ -99,7 +104,8 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     if old.is_file() and not cfg.overwrite:
         previous = json.loads(old.read_text(encoding="utf-8"))
         same_config = previous.get("config") == dataclasses.asdict(cfg)
-        if previous.get("stage1_fingerprint") == fingerprint and same_config:
+        same_format = previous.get("format") == CAM_FORMAT
+        if previous.get("stage1_fingerprint") == fingerprint and same_config and same_format:
             logger.info(
                 "%s holds these CAMs already (same stage 1, same settings); --overwrite True redoes them.",
                 stage,
@@ -122,6 +128,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             np.savez_compressed(
                 tmp,
                 scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
+                raw_scores=res["raw_scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
                 bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
                 tags=vol["tags"].numpy(),
             )
@@ -129,6 +136,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
         {
             "stage": STAGE,
             "status": "complete",
+            "format": CAM_FORMAT,
             "config": dataclasses.asdict(cfg),
             "stage1_fingerprint": fingerprint,
             "stage1_l2g": manifest1["config"]["l2g"],

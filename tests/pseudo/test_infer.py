@@ -15,7 +15,7 @@ import pytest
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.l2g import run_l2g
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, figure_panels, load_cams, run_cam
-from acdc_wsss.pseudo.evaluate import labels_constant, labels_learned
+from acdc_wsss.pseudo.evaluate import chosen_setting, labels_constant, labels_learned
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +63,22 @@ def test_cams_stored_as_float16_per_volume(stage1: Path) -> None:
 
 def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
-    result = evaluate_pseudo(stage1, "training", progress=False)
-    assert [r["row"] for r in result["rows"]] == ["constant", "learned", "priors", "priors_crf"]
+    result = evaluate_pseudo(stage1, "training", baseline_run=stage1, progress=False)  # its own baseline
+    rows = ["baseline", "cam", "pcm", "learned", "motion", "anatomy", "anatomy_crf", "priors"]
+    assert [r["row"] for r in result["rows"]] == rows and result["selected_on"] == "validation"
+    by = {r["row"]: r for r in result["rows"]}
     for r in result["rows"]:
         assert set(r["dice"]) == {"RV", "Myo", "LV"} and 0 <= r["mean_dice"] <= 1
-        assert str(r["best"]) in r["sweep"]
+        # the setting is the best on the validation patients, and the score is the training one at it
+        assert r["sweep_selection"][str(r["setting"])] == max(r["sweep_selection"].values())
+        assert r["mean_dice"] == pytest.approx(r["sweep"][str(r["setting"])])
         assert len(r["per_volume"]) == result["volumes"]
+    assert by["baseline"]["sweep"] == pytest.approx(by["pcm"]["sweep"])  # same CAMs, same rule
     md = (stage1 / "cam" / "evaluation_training.md").read_text()
-    assert "| CAM, constant background score |" in md and "mean Dice" in md
+    assert "| + dense CRF (full refinement) |" in md and "chosen on validation" in md
+    assert chosen_setting(stage1, "anatomy_crf") == by["anatomy_crf"]["setting"]
+    with pytest.raises(ValueError, match="no split 'testing'"):
+        evaluate_pseudo(stage1, "testing", progress=False)
 
 
 def test_missing_stage1_is_refused_with_the_command(tmp_path: Path) -> None:
@@ -100,6 +108,7 @@ def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
     items = {f"{it['patient']}_frame{int(it['frame']):02d}": it for it in listed}
     nifti = sorted((stage / "nifti").glob("*_pseudo.nii.gz"))
     assert len(nifti) == len(json.loads((stage / "pseudo" / "manifest.json").read_text())["volumes"])
+    keys = [p.name.removesuffix("_pseudo.nii.gz") for p in nifti]
     for path in nifti[:4]:
         key = path.name.removesuffix("_pseudo.nii.gz")
         src = nib.load(items[key]["image"])
@@ -108,6 +117,14 @@ def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
         assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
         with np.load(stage / "pseudo" / f"{key}.npz") as z:
             assert z["labels"].shape[:2] == (128, 128) and z["labels"].shape[2] == src.shape[2]
+    ignored = 0
+    for key in keys:
+        with np.load(stage / "pseudo" / f"{key}.npz") as z:
+            labels, target = z["labels"], z["target"]
+        kept = target != 255
+        assert (target[kept] == labels[kept]).all()  # the target only adds ignore, never changes a label
+        ignored += int((~kept).sum())
+    assert ignored > 0
     with pytest.raises(ValueError, match="unknown pseudo-label row"):
         export_pseudo(stage1, row="magic", progress=False)
 
