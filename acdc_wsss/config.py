@@ -31,6 +31,7 @@ __all__ = [
     "lr_scheduler",
     "param_groups",
     "prepare_stage_dir",
+    "ranks_identical",
     "setup_distributed",
     "versions",
 ]
@@ -147,3 +148,12 @@ def lr_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int) -> Any:
     if schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, epochs // 2), gamma=0.1)
     return None
+
+
+def ranks_identical(model: nn.Module) -> bool:
+    """True when every DDP rank holds the same weights (checked by all-gathering a checksum)."""
+    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    local = torch.tensor([float(flat.sum()), float((flat * flat).sum())], dtype=torch.float64)
+    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DiceAccumulator", "average_precision", "dice_per_class", "multilabel_scores"]
+__all__ = ["DiceAccumulator", "average_precision", "dice_per_class", "hd95_per_class", "multilabel_scores"]
 
 
 def dice_per_class(
@@ -35,6 +35,40 @@ def dice_per_class(
         denom = int(a.sum()) + int(b.sum())
         if denom:
             out[i] = 2.0 * int((a & b).sum()) / denom
+    return out
+
+
+def hd95_per_class(
+    pred: np.ndarray | torch.Tensor,
+    ref: np.ndarray | torch.Tensor,
+    labels: Sequence[int],
+    spacing: Sequence[float],
+) -> np.ndarray:
+    """95th-percentile symmetric Hausdorff distance (mm) of each label between two 3D label maps.
+
+    MONAI's ``compute_hausdorff_distance`` on the surfaces, with the voxel ``spacing`` (mm per axis).
+
+    Returns:
+        ``(len(labels),)`` float64; NaN where the label is missing from either map (undefined).
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+    out = np.full(len(labels), np.nan)
+    for i, c in enumerate(labels):
+        a, b = p == c, r == c
+        if a.any() and b.any():
+            hd = compute_hausdorff_distance(
+                torch.as_tensor(a[None, None]),
+                torch.as_tensor(b[None, None]),
+                include_background=True,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
+            out[i] = float(hd.item())
     return out
 
 

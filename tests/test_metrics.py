@@ -34,3 +34,15 @@ def test_pooled_dice_and_iou_hand_computed() -> None:
     # class 1 pooled: I=2, |P|+|R|=5 -> Dice 4/5, IoU 2/3; class 2: I=1, 3 -> Dice 2/3, IoU 1/2
     np.testing.assert_allclose(acc.compute(), [4 / 5, 2 / 3])
     np.testing.assert_allclose(acc.compute_iou(), [2 / 3, 1 / 2])
+
+
+def test_hd95_against_hand_computed_cases() -> None:
+    from acdc_wsss.metrics import hd95_per_class
+
+    ref = np.zeros((20, 20, 3), np.uint8)
+    ref[5:10, 5:10, :] = 1
+    shifted = np.roll(ref, 3, axis=0)  # every surface point moves 3 voxels along the first axis
+    assert hd95_per_class(shifted, ref, (1,), (2.0, 1.0, 1.0))[0] == pytest.approx(6.0)  # 3 voxels x 2 mm
+    assert hd95_per_class(shifted, ref, (1,), (1.0, 1.0, 1.0))[0] == pytest.approx(3.0)
+    assert hd95_per_class(ref, ref, (1,), (1.0, 1.0, 1.0))[0] == 0.0
+    assert np.isnan(hd95_per_class(np.zeros_like(ref), ref, (1, 2), (1.0, 1.0, 1.0))).all()

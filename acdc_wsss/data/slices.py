@@ -163,6 +163,8 @@ class SliceDataset(Dataset):
             sizes and times and by the chain settings), so later runs skip preprocessing.
         num_workers: parallel preprocessing workers (default: up to 2).
         progress: show a progress bar on a terminal.
+        require_tags: refuse volumes with neither a mask nor CSV tags; False (inference) gives them
+            all-zero tags.
 
     Each sample is a dict: ``image`` ``(1, H, W)`` float32, ``motion`` ``(1, H, W)`` float32 in [0, 1],
     ``tags`` ``(C,)`` float32, ``label`` ``(1, H, W)`` int64 (``255`` where the volume has no mask),
@@ -179,6 +181,7 @@ class SliceDataset(Dataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
         progress: bool = True,
+        require_tags: bool = True,
     ) -> None:
         if not items:
             raise DatasetError("SliceDataset got no volumes: the datalist split is empty.")
@@ -194,7 +197,7 @@ class SliceDataset(Dataset):
         self.num_workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
         csv_tags = read_tag_csv(tags_csv, self.classes) if tags_csv is not None else None
         self.volumes = self._preprocess(progress)
-        self._set_tags(csv_tags, tags_csv)
+        self._set_tags(csv_tags, tags_csv, require_tags)
         self.index = [(v, z) for v, vol in enumerate(self.volumes) for z in range(vol["image"].shape[-1])]
 
     # --- building ---------------------------------------------------------------------------------------
@@ -247,13 +250,15 @@ class SliceDataset(Dataset):
         )
         return [v for v in volumes if v is not None]
 
-    def _set_tags(self, csv_tags: dict | None, tags_csv: Any) -> None:
+    def _set_tags(self, csv_tags: dict | None, tags_csv: Any, required: bool = True) -> None:
         missing = []
         for item, vol in zip(self.items, self.volumes, strict=True):
             n = vol["image"].shape[-1]
             if csv_tags is None:
-                if vol["tags"] is None:
+                if vol["tags"] is None and required:
                     missing.append(f"{item['image']}: no mask to derive tags from")
+                elif vol["tags"] is None:
+                    vol["tags"] = torch.zeros(n, len(self.classes))
                 continue
             rows = csv_tags.get((item["patient"], int(item["frame"])), {})
             absent = [z for z in range(n) if z not in rows]

@@ -43,6 +43,7 @@ from acdc_wsss.config import (
     lr_scheduler,
     param_groups,
     prepare_stage_dir,
+    ranks_identical,
     setup_distributed,
     versions,
 )
@@ -433,19 +434,10 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     trainer.run(loader, max_epochs=cfg.epochs)
     manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
     manifest["final_validation"] = getattr(trainer.state, "val_detail", None)
-    manifest["ddp"] = {"world_size": world, "ranks_identical": _ranks_identical(model) if world > 1 else True}
+    manifest["ddp"] = {"world_size": world, "ranks_identical": ranks_identical(model) if world > 1 else True}
     if rank == 0:
         write_json(manifest, stage_dir / "manifest.json")
     return stage_dir
-
-
-def _ranks_identical(model: nn.Module) -> bool:
-    """True when every DDP rank holds the same weights (checked by all-gathering a checksum)."""
-    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
-    local = torch.tensor([float(flat.sum()), float((flat * flat).sum())], dtype=torch.float64)
-    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, local)
-    return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)
 
 
 def load_l2g(

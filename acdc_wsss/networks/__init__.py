@@ -10,5 +10,15 @@ from acdc_wsss.networks.backbones import (
     load_pretrained,
 )
 from acdc_wsss.networks.cam import CAMNet
+from acdc_wsss.networks.deeplab import ASPP, DeepLabV2
 
-__all__ = ["BACKBONES", "CAMNet", "DilatedResNet", "WideResNet38", "build_backbone", "load_pretrained"]
+__all__ = [
+    "ASPP",
+    "BACKBONES",
+    "CAMNet",
+    "DeepLabV2",
+    "DilatedResNet",
+    "WideResNet38",
+    "build_backbone",
+    "load_pretrained",
+]

@@ -1,0 +1,230 @@
+"""Stage 3 on a tiny phantom: the whole chain command, learning, NIfTI geometry, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acdc_wsss.chain import main, run_chain
+from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
+from acdc_wsss.seg.infer import write_colour_table
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_L2G = {"epochs": 1, "width": 0.125, "num_views": 4}
+TINY_SEG = {"epochs": 2, "width": 0.125, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def chain(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("chain") / "run"
+    summary = run_chain(str(phantom_dir), str(out), progress=False, l2g=TINY_L2G, seg=TINY_SEG)
+    return out, summary
+
+
+def test_chain_runs_every_stage_and_keeps_valid_outputs(chain: tuple[Path, dict], phantom_dir: Path) -> None:
+    out, summary = chain
+    assert set(summary["steps"].values()) == {"ran"} and len(summary["steps"]) == 8
+    assert 0 <= summary["test"]["dice_mean"] <= 1 and summary["total_wall_s"] > 0
+    for name in (
+        "l2g/best.pt",
+        "cam/evaluation_training.md",
+        "cam/panels.png",
+        "seg/last.pt",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    test_ids = {it["patient"] for it in read_datalist(out / "datalist.json", "testing")}
+    trained = json.loads((out / "seg" / "manifest.json").read_text())
+    assert trained["status"] == "complete" and trained["training_slices"] > 0
+    train_ids = {it["patient"] for it in read_datalist(out / "datalist.json", "training")}
+    assert test_ids and not test_ids & train_ids  # test patients never reach training
+    again = run_chain(str(phantom_dir), str(out), progress=False, l2g=TINY_L2G, seg=TINY_SEG)
+    kept = [k for k, v in again["steps"].items() if v == "kept"]
+    assert len(kept) == 7 and again["steps"]["stage 2: CAMs"] == "ran"  # run_cam found its CAMs up to date
+    assert again["test"] == pytest.approx(summary["test"], nan_ok=True)
+
+
+def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain: tuple[Path, dict]) -> None:
+    out, _ = chain
+    items = read_datalist(out / "datalist.json", "testing")
+    assert items
+    for it in items:
+        mask = nib.load(out / "predictions" / f"{it['patient']}_frame{int(it['frame']):02d}_seg.nii.gz")
+        src = nib.load(it["image"])
+        assert mask.shape == src.shape and np.allclose(mask.affine, src.affine, atol=1e-5)  # oblique phantom
+        assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
+    table = (out / "predictions" / "acdc_labels.ctbl").read_text().splitlines()
+    assert [line.split()[:2] for line in table if not line.startswith("#")] == [
+        ["0", "Background"],
+        ["1", "RV"],
+        ["2", "Myo"],
+        ["3", "LV"],
+    ]
+    result = json.loads((out / "seg" / "evaluation_testing.json").read_text())
+    assert result["volumes"] == len(items) and {"ED", "ES"} == set(result["by_phase"])
+    row = result["per_volume"][0]
+    assert set(row) >= {"patient", "phase", "dice_RV", "hd95_LV"}
+    assert (out / "seg" / "evaluation_testing.csv").read_text().startswith("patient,phase,dice_RV")
+
+
+def test_predict_a_folder_without_masks_and_a_single_file(
+    chain: tuple[Path, dict], phantom_dir: Path, tmp_path: Path
+) -> None:
+    out, _ = chain
+    nogt = tmp_path / "testing_layout" / "testing"
+    src = next(p for p in sorted((phantom_dir / "training").iterdir()) if p.is_dir())
+    shutil.copytree(src, nogt / src.name, ignore=shutil.ignore_patterns("*_gt.nii.gz"))
+    target = predict(out, dataset_dir=str(nogt.parent), progress=False)
+    written = json.loads((target / "manifest.json").read_text())["files"]
+    assert len(written) == 2 and all(name.startswith(src.name) for name in written)
+    frame = sorted(src.glob("*_frame??.nii.gz"))[0]
+    target = predict(out, images=[str(frame)], progress=False)
+    mask = nib.load(target / frame.name.replace(".nii.gz", "_seg.nii.gz"))
+    assert mask.shape == nib.load(frame).shape and np.allclose(mask.affine, nib.load(frame).affine, atol=1e-5)
+    with pytest.raises(Exception, match="inside the input folder"):
+        predict(phantom_dir / "run", dataset_dir=str(phantom_dir), progress=False)
+
+
+def test_segmentation_network_learns_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    net = SegNet(4, 1, SegConfig(width=0.125))
+    x = torch.randn(4, 1, 64, 64)
+    y = torch.zeros(4, 64, 64, dtype=torch.long)
+    y[:, 16:48, 16:48] = 3
+    y[:, 20:44, 20:44] = 2
+    y[:, :2] = 255  # ignored
+    x = x + (y == 3).float()[:, None] * 2
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    losses = []
+    for _ in range(25):
+        loss = F.cross_entropy(net(x)["logits"], y, ignore_index=255)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_largest_components_keeps_one_blob_per_class() -> None:
+    labels = np.zeros((10, 10, 2), np.uint8)
+    labels[1:4, 1:4, :] = 3  # 18 voxels
+    labels[7:9, 7:9, 0] = 3  # 4 voxels: dropped
+    labels[6, 1, 1] = 1  # a lone RV voxel: kept (largest of its class)
+    out = largest_components(labels, 3)
+    assert (out == 3).sum() == 18 and (out == 1).sum() == 1 and out[7, 7, 0] == 0
+
+
+def test_colour_table_format(tmp_path: Path) -> None:
+    path = write_colour_table(tmp_path / "t.ctbl", ["A", "B"])
+    rows = [line.split() for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert rows[1][:2] == ["1", "A"] and len(rows[1]) == 6 and all(v.isdigit() for v in rows[1][2:])
+
+
+def test_refusals_name_the_command(chain: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = chain
+    with pytest.raises(FileNotFoundError, match="python -m acdc_wsss run"):
+        run_seg({"output_dir": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match=r"deeplab_acdc/train\.json"):
+        load_seg(tmp_path)
+    with pytest.raises(FileExistsError, match="--resume True"):
+        run_seg({"output_dir": str(out), **TINY_SEG, "progress": False})
+    with pytest.raises(TypeError, match="epochs must be int"):
+        SegConfig(epochs="many")  # type: ignore[arg-type]
+    other = tmp_path / "other"
+    shutil.copytree(out / "seg", other / "seg")
+    manifest = json.loads((other / "seg" / "manifest.json").read_text())
+    manifest["config"]["width"] = 0.25  # the checkpoint no longer fits the recorded architecture
+    (other / "seg" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        load_seg(other)
+    with pytest.raises(FileNotFoundError, match="segment the split first"):
+        shutil.copy(out / "datalist.json", other / "datalist.json")
+        evaluate_seg(other, "testing", progress=False)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--dataset_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "does not exist" in err and "Traceback" not in err
+
+
+def _bundle(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_deeplab_bundles_through_monai_cli(chain: tuple[Path, dict]) -> None:
+    out, _ = chain
+    small = ["--output_dir", str(out), "--epochs", "1", "--width", "0.125", "--progress", "False"]
+    run = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
+    train = _bundle([*run, "bundles/deeplab_acdc/train.json", *small, "--overwrite", "True"])
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["epochs"] == 1
+    configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/inference.json']"
+    infer = _bundle([*run, configs, *small, "--infer_split", "validation", "--infer_crf", "True"])
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    assert json.loads((out / "predictions" / "manifest.json").read_text())["crf"] is True
+    configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/evaluate.json']"
+    ev = _bundle([*run, configs, *small, "--eval_split", "validation"])
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert (out / "seg" / "evaluation_validation.md").read_text().startswith("| validation")
+    bad = _bundle([*run, "bundles/deeplab_acdc/train.json", *small, "--overwrite", "True", "--lr", "fast"])
+    assert bad.returncode != 0 and "lr must be float" in bad.stderr
+
+
+def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(chain: tuple[Path, dict]) -> None:
+    out, _ = chain
+    configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/multi_gpu_train.json']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(out)]
+    run = _bundle([*cmd, "--epochs", "1", "--width", "0.125", "--batch_size", "4", "--progress", "False"])
+    assert "holds a run" in run.stderr  # an existing seg/ is refused on every rank, before any work
+    run = _bundle(
+        [
+            *cmd,
+            "--epochs",
+            "1",
+            "--width",
+            "0.125",
+            "--batch_size",
+            "4",
+            "--progress",
+            "False",
+            "--overwrite",
+            "True",
+        ]
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((out / "seg" / "manifest.json").read_text())
+    assert manifest["ddp"] == {"world_size": 2, "ranks_identical": True}
+
+
+def test_deeplab_metadata_verifies_offline() -> None:
+    schema = ROOT / "bundles" / "schema" / "metadata_schema.json"
+    meta = ROOT / "bundles" / "deeplab_acdc" / "metadata.json"
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--filepath", str(schema)]
+    ok = _bundle([*cmd, "--meta_file", str(meta)])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_fusion_with_the_anatomy_rules_by_hand() -> None:
+    from acdc_wsss.seg.infer import fuse_with_rules
+
+    probs = np.array([0.6, 0.4], np.float32).reshape(1, 2, 1, 1)
+    fused = fuse_with_rules(probs, np.ones((1, 1, 1), np.int64), 0.7)  # the rules say class 1
+    assert fused[0, :, 0, 0] == pytest.approx([0.18 / 0.46, 0.28 / 0.46])  # 0.6*0.3 and 0.4*0.7, renormalised
+    sure = np.array([0.95, 0.05], np.float32).reshape(1, 2, 1, 1)
+    assert (
+        fuse_with_rules(sure, np.ones((1, 1, 1), np.int64), 0.7)[0, :, 0, 0].argmax() == 0
+    )  # a sure net wins
