@@ -51,6 +51,7 @@ from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist, spli
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.registry import get_dataset
 from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.engine import LAST, build_trainer, resume
 from acdc_wsss.l2g.core import (
@@ -92,8 +93,10 @@ BG_CHANNEL_SWEEP: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
 class L2GConfig:
     """Settings of stage 1 (every field can be overridden from the bundle command line).
 
-    Data: ``dataset_dir`` (None: the phantom in ``phantom_dir``), ``output_dir``, ``splits`` (patient
-    fractions), ``split_seed``, ``skip_bad``, ``tags_csv``, preprocessing ``spacing``/``roi_size``/``centre``.
+    Data: ``dataset_dir`` (None: the phantom in ``phantom_dir``), ``output_dir``, ``dataset`` (``acdc`` or
+    one an adapter registers, e.g. ``voc``; see :mod:`acdc_wsss.data.registry`), ``image_size`` (training
+    crop of RGB data sets), ``splits`` (patient fractions), ``split_seed``, ``skip_bad``, ``tags_csv``,
+    preprocessing ``spacing``/``roi_size``/``centre``.
     Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
     ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
     ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it),
@@ -106,6 +109,8 @@ class L2GConfig:
 
     dataset_dir: str | None = None
     output_dir: str = "runs/l2g_acdc"
+    dataset: str = "acdc"
+    image_size: int = 321
     phantom_dir: str = "data/phantom"
     phantom_patients: int = 10
     splits: dict[str, float] = field(
@@ -189,8 +194,15 @@ class L2GModel(nn.Module):
 def prepare_data(
     cfg: L2GConfig, rank: int = 0
 ) -> tuple[Path, dict[str, list[str]], SliceDataset, SliceDataset | None]:
-    """Dataset folder (the phantom when none is given), checked; patient split; datalist; slice datasets."""
+    """Dataset folder (the phantom when none is given), checked; patient split; datalist; slice datasets.
+
+    A ``dataset`` other than ``acdc`` is built by its registered builder (:mod:`acdc_wsss.data.registry`).
+    """
     out = Path(cfg.output_dir)
+    if cfg.dataset != "acdc":
+        if cfg.dataset_dir is None:
+            raise DatasetError(f"dataset {cfg.dataset!r} needs --dataset_dir (there is no phantom of it).")
+        return get_dataset(cfg.dataset)(cfg, out, rank)
     if cfg.dataset_dir is None:
         data = Path(cfg.phantom_dir)
         if rank == 0:

@@ -1,0 +1,41 @@
+"""Data sets the training stages can read, by name: ``acdc`` (built in) and those an adapter registers.
+
+An adapter (``voc_adapter``) registers a builder on import; a stage's ``dataset`` setting picks it, so a
+stage takes a parameter instead of being copied per data set. A builder gets the stage config, the run
+folder and the DDP rank and returns ``(data_dir, splits, train, val)``: the data folder, the patient or
+image split, and the training and validation datasets. Their samples are dicts with ``image``
+``(C, H, W)``, ``tags`` ``(num_classes,)``, ``label`` ``(1, H, W)`` (255 where unknown), ``has_label`` and
+any saliency key the stage uses; the dataset has ``classes`` and a ``config`` with ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DATASETS", "get_dataset", "register_dataset"]
+
+#: name -> builder(config, output_dir, rank) -> (data_dir, splits, train, val)
+DATASETS: dict[str, Callable[..., tuple[Any, dict[str, list[str]], Any, Any]]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a data set builder under ``name``."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_dataset(name: str) -> Callable[..., Any]:
+    """The builder registered as ``name``; a clear error names the known ones and the adapter to import."""
+    if name not in DATASETS:
+        hint = (
+            ' (add "$import voc_adapter" to the bundle\'s imports, or import voc_adapter)'
+            if name == "voc"
+            else ""
+        )
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(['acdc', *DATASETS])}{hint}.")
+    return DATASETS[name]

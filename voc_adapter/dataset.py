@@ -1,0 +1,105 @@
+"""VOC images as a dataset the training stages read, registered as ``dataset: voc``.
+
+Each sample: ``image`` ``(3, S, S)`` ImageNet-normalised (a random training crop, or a centre crop for
+validation), ``tags`` ``(20,)``, ``label`` ``(1, S, S)`` int64 (255 void), ``has_label``, ``id``, and
+``saliency`` ``(1, S, S)`` in [0, 1] where the folder has ``Sal/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset
+
+from acdc_wsss.data.acdc import DatasetError
+from acdc_wsss.data.registry import register_dataset
+from acdc_wsss.utils import write_json
+from voc_adapter.data import VOC_CLASSES, make_voc_datalist
+from voc_adapter.transforms import voc_train_transforms, voc_val_transforms
+
+__all__ = ["VOCConfig", "VOCImages", "build_voc"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VOCConfig:
+    """How VOC images become network inputs (recorded in manifests)."""
+
+    image_size: int = 321
+    scale: tuple[float, float] = (0.5, 1.5)
+    normalisation: str = "imagenet"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class VOCImages(Dataset):
+    """VOC datalist items through a transform chain (see the module docstring for the samples)."""
+
+    def __init__(
+        self,
+        items: Sequence[dict[str, Any]],
+        transform: Callable[[dict[str, Any]], dict[str, Any]],
+        config: VOCConfig | None = None,
+        classes: Sequence[str] = VOC_CLASSES,
+    ) -> None:
+        if not items:
+            raise DatasetError("VOCImages got no images: the image list is empty.")
+        self.items, self.transform = list(items), transform
+        self.config = config or VOCConfig()
+        self.classes = tuple(classes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        keys = ("image", "label", "saliency")
+        d = self.transform({k: item[k] for k in keys if item.get(k)})
+        sample = {
+            "image": torch.as_tensor(d["image"]).float(),
+            "tags": torch.as_tensor(item["tags"], dtype=torch.float32),
+            "label": torch.as_tensor(d["label"]).long(),
+            "has_label": True,
+            "id": item["id"],
+        }
+        if "saliency" in d:
+            sample["saliency"] = torch.as_tensor(d["saliency"]).float()
+        return sample
+
+
+@register_dataset("voc")
+def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[str]], VOCImages, VOCImages]:
+    """The ``voc`` builder for the training stages: check the folder, write ``datalist.json`` (the official
+    train and val lists), and return the training (random crops) and validation (centre crops) sets."""
+    data = Path(cfg.dataset_dir)
+    if out.resolve().is_relative_to(data.resolve()):
+        raise DatasetError(f"output_dir {out} lies inside the dataset {data}; choose a folder outside it.")
+    datalist = make_voc_datalist(data)
+    if rank == 0:
+        write_json(datalist, out / "datalist.json")
+    if dist.is_initialized():
+        dist.barrier()
+    items = datalist["training"] + datalist["validation"]
+    if getattr(cfg, "saliency_key", None) and not all("saliency" in it for it in items) and rank == 0:
+        logger.warning(
+            "%s has no Sal/ saliency maps (for every image): L2G's shape transfer runs without saliency.",
+            data,
+        )
+    config = VOCConfig(image_size=cfg.image_size)
+    train = VOCImages(datalist["training"], voc_train_transforms(cfg.image_size, config.scale), config)
+    val = VOCImages(datalist["validation"], voc_val_transforms(cfg.image_size), config)
+    splits = {k: [it["id"] for it in datalist[k]] for k in ("training", "validation")}
+    return data, splits, train, val
