@@ -183,6 +183,7 @@ def make_voc_datalist(
             tags = tags_from_xml(xml) if xml.is_file() else tags_from_mask(read_mask(mask))
             item = {
                 "id": image_id,
+                "key": image_id,
                 "image": str((root / "JPEGImages" / f"{image_id}.jpg").resolve()),
                 "label": str(mask.resolve()),
                 "tags": tags.astype(int).tolist(),

@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from acdc_wsss.data.acdc import DatasetError
-from acdc_wsss.data.registry import register_dataset
+from acdc_wsss.data.registry import register_dataset, register_volumes
 from acdc_wsss.utils import write_json
 from voc_adapter.data import VOC_CLASSES, make_voc_datalist
-from voc_adapter.transforms import voc_train_transforms, voc_val_transforms
+from voc_adapter.transforms import load_rgb, voc_eval_transforms, voc_train_transforms, voc_val_transforms
 
-__all__ = ["VOCConfig", "VOCImages", "build_voc"]
+__all__ = ["VOCConfig", "VOCImages", "VOCVolumes", "build_voc", "voc_volumes"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +104,60 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
     val = VOCImages(datalist["validation"], voc_val_transforms(cfg.image_size), config)
     splits = {k: [it["id"] for it in datalist[k]] for k in ("training", "validation")}
     return data, splits, train, val
+
+
+class _LazyImages(Sequence):
+    """``volumes[v]`` of :class:`VOCVolumes`, loaded on access (a VOC split does not fit in memory)."""
+
+    def __init__(self, owner: VOCVolumes) -> None:
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.owner.items)
+
+    def __getitem__(self, v: int) -> dict[str, Any]:  # type: ignore[override]
+        if not 0 <= v < len(self):
+            raise IndexError(v)
+        item = self.owner.items[v]
+        d = self.owner.transform({k: item[k] for k in ("image", "label") if item.get(k)})
+        label = d.get("label")
+        return {
+            "image": torch.as_tensor(d["image"]).float()[..., None],  # (3, H, W, 1)
+            "label": None if label is None else torch.as_tensor(label).to(torch.uint8)[..., None],
+            "tags": torch.as_tensor(item["tags"], dtype=torch.float32)[None],  # (1, 20)
+            "rgb": (load_rgb(item["image"]).transpose(1, 2, 0) * 255).round().astype(np.uint8)[..., None],
+        }
+
+
+class VOCVolumes:
+    """Whole VOC images as one-slice "volumes" for the inference stages (CAMs, pseudo labels): ``image``
+    ``(3, H, W, 1)`` normalised, ``label`` ``(1, H, W, 1)`` uint8 (255 void), ``tags`` ``(1, 20)``, and
+    ``rgb`` ``(H, W, 3, 1)`` uint8 for the CRF. Items are keyed by image id."""
+
+    def __init__(self, items: Sequence[dict[str, Any]], classes: Sequence[str] = VOC_CLASSES) -> None:
+        if not items:
+            raise DatasetError("VOCVolumes got no images: the split is empty.")
+        self.items = [{**it, "key": it.get("key", it["id"])} for it in items]
+        self.classes = tuple(classes)
+        self.config = VOCConfig()
+        self.transform = voc_eval_transforms()
+        self.volumes = _LazyImages(self)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@register_volumes("voc")
+def voc_volumes(
+    items: Sequence[dict[str, Any]],
+    preprocess: dict[str, Any],
+    classes: Sequence[str],
+    out: Path,
+    progress: bool,
+) -> VOCVolumes:
+    """The ``voc`` builder of whole images for stage 2."""
+    return VOCVolumes(items, classes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DATASETS", "get_dataset", "register_dataset"]
+__all__ = ["DATASETS", "VOLUMES", "get_dataset", "get_volumes", "register_dataset", "register_volumes"]
 
 #: name -> builder(config, output_dir, rank) -> (data_dir, splits, train, val)
 DATASETS: dict[str, Callable[..., tuple[Any, dict[str, list[str]], Any, Any]]] = {}
@@ -27,6 +27,29 @@ def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., 
         return fn
 
     return wrap
+
+
+#: name -> builder(items, preprocess dict, classes, output_dir, progress) -> whole-image "volumes" for the
+#: inference stages: an object with ``items``, ``volumes`` (dicts: ``image`` ``(C, H, W, S)``, ``label``
+#: ``(1, H, W, S)`` uint8 or None, ``tags`` ``(S, num_classes)``), ``classes``, ``num_classes``, ``config``.
+VOLUMES: dict[str, Callable[..., Any]] = {}
+
+
+def register_volumes(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a whole-image builder for the inference stages under ``name``."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        VOLUMES[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_volumes(name: str) -> Callable[..., Any]:
+    """The whole-image builder registered as ``name`` (see :data:`VOLUMES`)."""
+    if name not in VOLUMES:
+        raise ValueError(f"no inference data for dataset {name!r}; known: {sorted(['acdc', *VOLUMES])}.")
+    return VOLUMES[name]
 
 
 def get_dataset(name: str) -> Callable[..., Any]:

@@ -51,7 +51,10 @@ _TAG_SPLIT = re.compile(r"[\s;|,]+")
 
 
 def volume_key(item: Mapping[str, Any]) -> str:
-    """Unique name of a datalist item's volume: ``patientXXX_frameYY``."""
+    """Unique name of a datalist item's volume: ``patientXXX_frameYY`` (or the item's own ``key``, as VOC
+    image ids)."""
+    if item.get("key"):
+        return str(item["key"])
     return f"{item['patient']}_frame{int(item['frame']):02d}"
 
 

@@ -434,6 +434,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         "config_digest": config_digest(cfg),
         "seed": cfg.seed,
         "dataset_dir": str(data_dir.resolve()),
+        "dataset": cfg.dataset,
         "classes": classes,
         "in_channels": in_channels,
         "splits": splits,

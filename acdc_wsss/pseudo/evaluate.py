@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from acdc_wsss.crf import CRF_MRI, dense_crf
+from acdc_wsss.crf import CRF_MRI, CRF_RGB, dense_crf
 from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.infer import STAGE, load_cams
-from acdc_wsss.pseudo.priors import es_lv_region, heart_region, priors_labels
+from acdc_wsss.pseudo.infer import STAGE, inference_volumes, load_cams
+from acdc_wsss.pseudo.priors import IGNORE, es_lv_region, heart_region, priors_labels
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = [
@@ -142,8 +141,34 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence
         ("default",),
     ),
 }
-#: The row exported for stage 3 unless told otherwise.
-DEFAULT_ROW = "anatomy_crf"
+ROWS["pcm_crf"] = (
+    "+ PCM revision, dense CRF on the photo (RGB)",
+    lambda ctx, t: rgb_crf_labels(ctx["rgb"], ctx["scores"], t),
+    (0.2, 0.3, 0.4, 0.5),
+)
+#: Rows scored per data set: ACDC has the anatomy rules; RGB photos (VOC) the CAM rows and an RGB CRF.
+ROW_SETS: dict[str, list[str]] = {
+    "acdc": ["baseline", "cam", "pcm", "learned", "motion", "anatomy", "anatomy_crf", "priors"],
+    "rgb": ["baseline", "cam", "pcm", "learned", "pcm_crf"],
+}
+#: The row exported for stage 3 unless told otherwise, per row set.
+DEFAULT_ROWS: dict[str, str] = {"acdc": "anatomy_crf", "rgb": "pcm_crf"}
+DEFAULT_ROW = DEFAULT_ROWS["acdc"]
+
+
+def row_set(manifest: dict[str, Any]) -> str:
+    """``acdc`` for ACDC runs, ``rgb`` for photo data sets (VOC)."""
+    return "acdc" if manifest.get("dataset", "acdc") == "acdc" else "rgb"
+
+
+def rgb_crf_labels(rgb: np.ndarray, scores: np.ndarray, background: float) -> np.ndarray:
+    """CAM labels refined by DeepLab's RGB dense CRF: ``[background, scores]`` as probabilities of each
+    image ``(H, W, 3, S)`` uint8 (scores ``(C, H, W, S)``)."""
+    out = np.zeros(scores.shape[1:], np.uint8)
+    for z in range(scores.shape[-1]):
+        probs = np.concatenate([np.full_like(scores[:1, ..., z], background), scores[..., z]])
+        out[..., z] = dense_crf(rgb[..., z], probs, CRF_RGB).argmax(0)
+    return out
 
 
 def row_labels(row: str, ctx: dict[str, Any], value: Any) -> np.ndarray:
@@ -169,6 +194,12 @@ def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, part
     """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing;
     for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"``."""
     vol = ds.volumes[v]
+    if "rgb" in vol:  # an RGB data set: the photo for the CRF, no motion
+        return {
+            **load_cams(output_dir, volume_key(ds.items[v])),
+            "rgb": vol["rgb"],
+            "tags": vol["tags"].numpy(),
+        }
     ctx = {
         **load_cams(output_dir, volume_key(ds.items[v])),
         "image": vol["image"].as_tensor()[0].numpy(),
@@ -203,8 +234,9 @@ def cam_splits(output_dir: str | os.PathLike) -> list[str]:
     return json.loads(path.read_text(encoding="utf-8"))["splits"] if path.is_file() else []
 
 
-def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = True) -> SliceDataset:
-    """The volumes of ``split`` that have stored CAMs, as a :class:`SliceDataset` on the run's cache."""
+def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = True) -> Any:
+    """The volumes of ``split`` that have stored CAMs (ACDC: a :class:`SliceDataset` on the run's cache;
+    VOC: whole images)."""
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
     items = [
@@ -212,8 +244,7 @@ def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = Tr
     ]
     if not items:
         raise ValueError(f"{out / STAGE}: no CAMs for split {split!r}; it has {manifest['splits']}.")
-    pre = PreprocessConfig(**manifest["preprocess"])
-    return SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+    return inference_volumes(manifest, items, out, progress)
 
 
 def _score(
@@ -236,8 +267,9 @@ def _score(
         if "baseline" in rows:
             base = {**ctx, **load_cams(baseline_run, key)}  # type: ignore[arg-type]
         ref = ds.volumes[v]["label"][0].numpy()
+        void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
         for (row, t), a in acc.items():
-            pred = ROWS[row][1](base if row == "baseline" else ctx, t)
+            pred = np.where(void, IGNORE, ROWS[row][1](base if row == "baseline" else ctx, t))
             a.update(pred, ref)
             one = DiceAccumulator(labels[1:])
             one.update(pred, ref)
@@ -273,7 +305,7 @@ def evaluate_pseudo(
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
     classes = manifest["classes"]
-    rows = [r for r in ROWS if r != "baseline"]
+    rows = [r for r in ROW_SETS[row_set(manifest)] if r != "baseline"]
     if baseline_run is not None:
         base_manifest = read_cam_manifest(baseline_run)
         missing = sorted(set(manifest["volumes"]) - set(base_manifest["volumes"]))

@@ -21,19 +21,20 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
+from PIL import Image
 
 from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.data.slices import volume_key
 from acdc_wsss.pseudo.evaluate import (
-    DEFAULT_ROW,
-    ROWS,
+    DEFAULT_ROWS,
+    ROW_SETS,
     chosen_setting,
     read_cam_manifest,
     row_labels,
+    row_set,
     volume_context,
 )
-from acdc_wsss.pseudo.infer import STAGE
+from acdc_wsss.pseudo.infer import STAGE, inference_volumes
 from acdc_wsss.pseudo.priors import uncertain_to_ignore
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
@@ -55,7 +56,7 @@ def save_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.PathLike) 
 
 def export_pseudo(
     output_dir: str | os.PathLike,
-    row: str = DEFAULT_ROW,
+    row: str | None = None,
     value: Any = None,
     splits: list[str] | None = None,
     ignore_band: int = 1,
@@ -65,7 +66,8 @@ def export_pseudo(
 
     Args:
         output_dir: the run folder.
-        row: the evaluation row whose rule makes the labels.
+        row: the evaluation row whose rule makes the labels (None: the full refinement of the data set,
+            ``anatomy_crf`` for ACDC, ``pcm_crf`` for photos).
         value: that row's setting (background score, threshold or CRF confidence); None takes the one the
             latest evaluation chose on the validation patients.
         splits: datalist splits to export (default: those the CAMs were made for).
@@ -74,19 +76,20 @@ def export_pseudo(
     """
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
-    if row not in ROWS or row == "baseline":
-        names = sorted(r for r in ROWS if r != "baseline")
+    kind = row_set(manifest)
+    row = row or DEFAULT_ROWS[kind]
+    if row not in ROW_SETS[kind] or row == "baseline":
+        names = sorted(r for r in ROW_SETS[kind] if r != "baseline")
         raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {names}.")
     if value is None:
         value = chosen_setting(out, row)
-    pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it
         for split in splits or manifest["splits"]
         for it in read_datalist(out / "datalist.json", split)
         if volume_key(it) in manifest["volumes"]
     ]
-    ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+    ds = inference_volumes(manifest, items, out, progress)
     stage = out / STAGE
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
@@ -94,6 +97,10 @@ def export_pseudo(
         target = uncertain_to_ignore(labels, ds.volumes[v]["tags"].numpy(), ignore_band)
         with atomic_write(stage / "pseudo" / f"{key}.npz") as tmp:
             np.savez_compressed(tmp, labels=labels, target=target)
+        if kind == "rgb":  # photos: a PNG of class indices beside the arrays
+            with atomic_write(stage / "pseudo" / f"{key}.png") as tmp:
+                Image.fromarray(labels[..., 0]).save(tmp, format="PNG")
+            continue
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")
     write_json(
@@ -107,9 +114,9 @@ def export_pseudo(
         stage / "pseudo" / "manifest.json",
     )
     logger.info(
-        "pseudo labels of %d volumes written to %s (2D) and %s (NIfTI)",
+        "pseudo labels of %d volumes written to %s%s",
         len(ds.volumes),
         stage / "pseudo",
-        stage / "nifti",
+        "" if kind == "rgb" else f" (2D) and {stage / 'nifti'} (NIfTI)",
     )
     return stage

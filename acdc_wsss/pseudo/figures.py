@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from acdc_wsss.utils import atomic_write
 
 __all__ = ["figure_panels"]
 
+logger = logging.getLogger(__name__)
+
 #: Label colours: background transparent, RV cyan, Myo magenta, LV yellow.
 _COLOURS = np.array([[0, 0, 0, 0], [0, 1, 1, 0.55], [1, 0, 1, 0.55], [1, 1, 0, 0.55]])
 
@@ -29,7 +32,7 @@ def figure_panels(
     split: str = "training",
     slices: int = 4,
     background: float = 0.6,
-) -> Path:
+) -> Path | None:
     """Save a PNG grid: per chosen slice (mid-ventricular slices of evenly spread volumes), the image, the
     baseline CAM and the L2G CAM (class maxima), the CAM labels at the constant ``background`` score, the
     exported pseudo label (``cam/pseudo``) and the ground truth.
@@ -49,6 +52,9 @@ def figure_panels(
 
     run = Path(run)
     manifest = json.loads((run / "cam" / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("dataset", "acdc") != "acdc":
+        logger.info("figure panels are drawn for ACDC runs; %s is a %s run.", run, manifest["dataset"])
+        return None
     pre = PreprocessConfig(**manifest["preprocess"])
     items = [
         it for it in read_datalist(run / "datalist.json", split) if volume_key(it) in manifest["volumes"]

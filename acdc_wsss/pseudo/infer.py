@@ -29,6 +29,7 @@ import torch
 from acdc_wsss.cam import CAM_SCALES, multiscale_cam
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.registry import get_volumes
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.l2g.train import load_l2g
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
@@ -77,6 +78,23 @@ class CamConfig:
 CAM_FORMAT = 2
 
 
+def plain(x: Any) -> torch.Tensor:
+    """A MetaTensor's plain tensor (other tensors as they are)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def inference_volumes(
+    manifest: dict[str, Any], items: list[dict[str, Any]], out: Path, progress: bool
+) -> Any:
+    """Whole volumes (ACDC: a :class:`SliceDataset` on the run's cache) or whole images (a registered data
+    set, e.g. VOC) of ``items``, as the stage-1 ``manifest`` says the run was trained on."""
+    name = manifest.get("dataset", "acdc")
+    if name == "acdc":
+        pre = PreprocessConfig(**manifest["preprocess"])
+        return SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+    return get_volumes(name)(items, manifest["preprocess"], manifest["classes"], out, progress)
+
+
 def stage1_fingerprint(output_dir: str | os.PathLike, checkpoint: str) -> str:
     """Hash of the stage-1 checkpoint file's name, size and modification time."""
     path = Path(output_dir) / "l2g" / f"{checkpoint}.pt"
@@ -112,15 +130,14 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             )
             return stage
     classes = manifest1["classes"]
-    pre = PreprocessConfig(**manifest1["preprocess"])
     items = [it for split in cfg.splits for it in read_datalist(out / "datalist.json", split)]
-    ds = SliceDataset(items, pre, classes, cache_dir=out / "cache", progress=cfg.progress)
+    ds = inference_volumes(manifest1, items, out, cfg.progress)
     cams = stage / "cams"
     cams.mkdir(parents=True, exist_ok=True)
     net = model.global_net
     for v in progress_bar(range(len(ds.volumes)), "CAM inference", cfg.progress):
         vol = ds.volumes[v]
-        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float().to(device)  # (S, 1, H, W)
+        x = plain(vol["image"]).permute(3, 0, 1, 2).float().to(device)  # (S, C, H, W)
         tags = vol["tags"].to(device)
         res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip)
         path = cams / f"{volume_key(ds.items[v])}.npz"
@@ -142,6 +159,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             "stage1_l2g": manifest1["config"]["l2g"],
             "classes": classes,
             "preprocess": manifest1["preprocess"],
+            "dataset": manifest1.get("dataset", "acdc"),
             "volumes": [volume_key(it) for it in ds.items],
             "splits": cfg.splits,
         },

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import VOC_DIR
 
@@ -55,3 +57,29 @@ def test_unknown_dataset_is_refused_with_the_adapter_hint(tmp_path: Path) -> Non
     finally:
         if saved is not None:
             DATASETS["voc"] = saved
+
+
+def test_cams_pseudo_labels_and_miou_on_voc(tmp_path: Path) -> None:
+    if not (VOC_DIR / "VOC2012" / "JPEGImages").is_dir():
+        pytest.skip(f"real VOC images not found at {VOC_DIR}")
+    from acdc_wsss.l2g import run_l2g
+    from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
+
+    out = tmp_path / "run"
+    small = {"image_size": 64, "epochs": 1, "width": 0.125, "num_views": 4, "progress": False}
+    voc = {"dataset": "voc", "dataset_dir": str(VOC_DIR), "saliency_key": "saliency", "saliency_pool": False}
+    run_l2g({**voc, **small, "output_dir": str(out)})
+    run_cam(CamConfig(output_dir=str(out), scales=[0.5], flip=False, splits=["validation"], progress=False))
+    result = evaluate_pseudo(out, "validation", progress=False)
+    assert [r["row"] for r in result["rows"]] == ["cam", "pcm", "learned", "pcm_crf"]
+    assert result["volumes"] == 5 and len(result["rows"][0]["iou"]) == 21  # background + 20 classes
+    for r in result["rows"]:
+        assert 0 <= r["miou"] <= 1
+    stage = export_pseudo(out, progress=False)  # the photo row set's full refinement
+    manifest = json.loads((stage / "pseudo" / "manifest.json").read_text())
+    assert manifest["row"] == "pcm_crf" and len(manifest["volumes"]) == 5
+    key = manifest["volumes"][0]
+    png = np.array(Image.open(stage / "pseudo" / f"{key}.png"))
+    with Image.open(VOC_DIR / "VOC2012" / "JPEGImages" / f"{key}.jpg") as im:
+        assert png.shape == (im.size[1], im.size[0]) and png.max() <= 20
+    assert not (stage / "nifti").exists()
