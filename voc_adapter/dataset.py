@@ -8,6 +8,7 @@ validation), ``tags`` ``(20,)``, ``label`` ``(1, S, S)`` int64 (255 void), ``has
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,12 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from acdc_wsss.data.acdc import DatasetError
-from acdc_wsss.data.registry import register_dataset, register_volumes
+from acdc_wsss.data.registry import register_dataset, register_seg_data, register_volumes
 from acdc_wsss.utils import write_json
-from voc_adapter.data import VOC_CLASSES, make_voc_datalist
+from voc_adapter.data import VOC_CLASSES, find_voc_root, make_voc_datalist
 from voc_adapter.transforms import load_rgb, voc_eval_transforms, voc_train_transforms, voc_val_transforms
 
-__all__ = ["VOCConfig", "VOCImages", "VOCVolumes", "build_voc", "voc_volumes"]
+__all__ = ["VOCConfig", "VOCImages", "VOCVolumes", "build_voc", "voc_seg_data", "voc_volumes"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,17 @@ class VOCImages(Dataset):
 
 @register_dataset("voc")
 def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[str]], VOCImages, VOCImages]:
-    """The ``voc`` builder for the training stages: check the folder, write ``datalist.json`` (the official
-    train and val lists), and return the training (random crops) and validation (centre crops) sets."""
+    """The ``voc`` builder for the training stages: check the folder, write ``datalist.json`` (the
+    official ``train_aug`` list where it exists, else ``train``, and ``val``), and return the training
+    (random crops) and validation (centre crops) sets."""
     data = Path(cfg.dataset_dir)
     if out.resolve().is_relative_to(data.resolve()):
         raise DatasetError(f"output_dir {out} lies inside the dataset {data}; choose a folder outside it.")
-    datalist = make_voc_datalist(data)
+    root = find_voc_root(data)
+    has_aug = any(
+        (root / "ImageSets" / f / "train_aug.txt").is_file() for f in ("Segmentation", "SegmentationAug")
+    )
+    datalist = make_voc_datalist(data, {"training": "train_aug" if has_aug else "train", "validation": "val"})
     if rank == 0:
         write_json(datalist, out / "datalist.json")
     if dist.is_initialized():
@@ -161,3 +167,60 @@ def voc_volumes(
 ) -> VOCVolumes:
     """The ``voc`` builder of whole images for stage 2."""
     return VOCVolumes(items, classes)
+
+
+class _Targets(Dataset):
+    """VOC training crops with the stage-2 target as ``target`` ``(H, W)`` (255 ignored)."""
+
+    def __init__(self, images: VOCImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.images[i]
+        return {"image": s["image"], "target": s["label"][0]}
+
+
+@register_seg_data("voc")
+def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
+    """Stage 3 on VOC: random crops of the training images with their exported pseudo-label targets
+    (``cam/pseudo/<id>_target.png``); validation mIoU against the val masks (evaluation only)."""
+    from acdc_wsss.metrics import DiceAccumulator
+    from acdc_wsss.seg.train import StageData
+
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
+    pseudo = out / "cam" / "pseudo"
+    items = []
+    for it in datalist["training"]:
+        target = pseudo / f"{it['id']}_target.png"
+        if not target.is_file():
+            raise FileNotFoundError(
+                f"{target} not found; make the pseudo labels first: python -m voc_adapter run --voc-root "
+                f"{datalist['base_dir']} --output_dir {out} --stages cam"
+            )
+        items.append({**it, "label": str(target)})
+    config = VOCConfig(image_size=cfg.image_size)
+    aug = voc_train_transforms(cfg.image_size, config.scale)
+    train = _Targets(VOCImages(items, aug, config))
+    val = (
+        VOCImages(datalist["validation"], voc_val_transforms(cfg.image_size), config)
+        if datalist.get("validation")
+        else None
+    )
+
+    @torch.no_grad()
+    def validate(model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        model.eval()
+        acc = DiceAccumulator(range(len(VOC_CLASSES) + 1))
+        for i in range(len(val)):
+            s = val[i]
+            pred = model(s["image"][None].to(device))["logits"].argmax(1)[0].cpu()
+            ref = s["label"][0]
+            acc.update(torch.where(ref == 255, 255, pred), ref)
+        return {"miou": float(np.nanmean(acc.compute_iou()))}
+
+    return StageData(
+        train=train, in_channels=3, augmentation=aug, validate=validate if val else None, key_metric=None
+    )

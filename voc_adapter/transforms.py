@@ -113,21 +113,25 @@ def voc_train_transforms(
     steps: list[Any] = [LoadVOCd()]
     if short_side:
         steps.append(ShortSideResized(short_side))
+    keys = ["image", "label", "saliency"]  # the saliency map (where there is one) moves with the image
     steps += [
         RandZoomd(
-            ["image", "label"],
+            keys,
             prob=1.0,
             min_zoom=scale[0],
             max_zoom=scale[1],
-            mode=("bilinear", "nearest"),
+            mode=("bilinear", "nearest", "bilinear"),
             keep_size=False,
+            allow_missing_keys=True,
         ),
-        SpatialPadd("image", spatial_size=(crop, crop), mode="constant"),
+        SpatialPadd(
+            ["image", "saliency"], spatial_size=(crop, crop), mode="constant", allow_missing_keys=True
+        ),
         SpatialPadd("label", spatial_size=(crop, crop), mode="constant", constant_values=IGNORE),
-        RandSpatialCropd(["image", "label"], roi_size=(crop, crop), random_size=False),
+        RandSpatialCropd(keys, roi_size=(crop, crop), random_size=False, allow_missing_keys=True),
     ]
     if flip:
-        steps.append(RandFlipd(["image", "label"], prob=0.5, spatial_axis=1))
+        steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True))
     if jitter > 0:
         steps += [
             RandAdjustContrastd("image", prob=0.5, gamma=(1 - jitter, 1 + jitter)),

@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DATASETS", "VOLUMES", "get_dataset", "get_volumes", "register_dataset", "register_volumes"]
+__all__ = [
+    "DATASETS",
+    "SEG_DATA",
+    "VOLUMES",
+    "get_dataset",
+    "get_seg_data",
+    "get_volumes",
+    "register_dataset",
+    "register_seg_data",
+    "register_volumes",
+]
 
 #: name -> builder(config, output_dir, rank) -> (data_dir, splits, train, val)
 DATASETS: dict[str, Callable[..., tuple[Any, dict[str, list[str]], Any, Any]]] = {}
@@ -50,6 +60,27 @@ def get_volumes(name: str) -> Callable[..., Any]:
     if name not in VOLUMES:
         raise ValueError(f"no inference data for dataset {name!r}; known: {sorted(['acdc', *VOLUMES])}.")
     return VOLUMES[name]
+
+
+#: name -> builder(output_dir, cam manifest, stage-3 config) -> :class:`acdc_wsss.seg.train.StageData`.
+SEG_DATA: dict[str, Callable[..., Any]] = {}
+
+
+def register_seg_data(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering the stage-3 training data builder of a data set."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        SEG_DATA[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_seg_data(name: str) -> Callable[..., Any]:
+    """The stage-3 builder registered as ``name`` (see :data:`SEG_DATA`)."""
+    if name not in SEG_DATA:
+        raise ValueError(f"no stage-3 data for dataset {name!r}; known: {sorted(['acdc', *SEG_DATA])}.")
+    return SEG_DATA[name]
 
 
 def get_dataset(name: str) -> Callable[..., Any]:

@@ -97,9 +97,12 @@ def export_pseudo(
         target = uncertain_to_ignore(labels, ds.volumes[v]["tags"].numpy(), ignore_band)
         with atomic_write(stage / "pseudo" / f"{key}.npz") as tmp:
             np.savez_compressed(tmp, labels=labels, target=target)
-        if kind == "rgb":  # photos: a PNG of class indices beside the arrays
-            with atomic_write(stage / "pseudo" / f"{key}.png") as tmp:
-                Image.fromarray(labels[..., 0]).save(tmp, format="PNG")
+        if (
+            kind == "rgb"
+        ):  # photos: PNGs of class indices (labels; training target with 255) beside the arrays
+            for name, arr in ((f"{key}.png", labels), (f"{key}_target.png", target)):
+                with atomic_write(stage / "pseudo" / name) as tmp:
+                    Image.fromarray(arr[..., 0]).save(tmp, format="PNG")
             continue
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")

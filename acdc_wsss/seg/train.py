@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from acdc_wsss.config import (
 )
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.registry import get_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.engine import LAST, build_trainer, resume
 from acdc_wsss.metrics import DiceAccumulator
@@ -56,7 +58,7 @@ from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.pseudo.priors import IGNORE
 from acdc_wsss.utils import write_json
 
-__all__ = ["SegConfig", "SegNet", "load_seg", "predict_slices", "run_seg"]
+__all__ = ["SegConfig", "SegNet", "StageData", "load_seg", "predict_slices", "run_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class SegConfig:
     weights), ``input_scale`` (slices are enlarged by this factor before the network and the scores shrunk
     back: DeepLab's stride 8 is coarse on 128-pixel slices). Optimisation: ``epochs``, ``batch_size``,
     ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``, ``lr_schedule``. Augmentation: ``aug_scale``
-    (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction). Engine: as stage 1.
+    (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction); ``image_size``: the
+    training crop of photo data sets (VOC). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -104,6 +107,7 @@ class SegConfig:
     tensorboard: bool = False
     distributed: bool = False
     unet_features: list[int] = field(default_factory=lambda: [16, 16, 32, 64, 128, 16])
+    image_size: int = 321
 
     def __post_init__(self) -> None:
         self.device = str(self.device)
@@ -286,6 +290,42 @@ def _validation(
     return result
 
 
+@dataclass
+class StageData:
+    """What stage 3 trains and validates on: ``train`` yields ``image`` and ``target`` (255 ignored);
+    ``validate(model, device)`` returns metrics (or is None); ``augmentation`` is reseeded every epoch."""
+
+    train: Dataset
+    in_channels: int
+    augmentation: Any
+    validate: Callable[[nn.Module, torch.device], dict[str, float]] | None
+    key_metric: str | None
+
+
+def _acdc_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> StageData:
+    pre = PreprocessConfig(**manifest2["preprocess"])
+    kw = {
+        "config": pre,
+        "classes": manifest2["classes"],
+        "cache_dir": out / "cache",
+        "progress": cfg.progress,
+    }
+    train_ds = SliceDataset(read_datalist(out / "datalist.json", "training"), **kw)
+    train_targets = read_targets(out, train_ds)  # before any work: refuse missing pseudo labels now
+    has_val = "validation" in manifest2["splits"]
+    val_items = read_datalist(out / "datalist.json", "validation") if has_val else []
+    val_ds = SliceDataset(val_items, **kw) if val_items else None
+    val_pseudo = read_targets(out, val_ds, "labels") if val_ds is not None else []
+    aug = augmentation(cfg)
+    return StageData(
+        train=PseudoLabelSlices(train_ds, train_targets, aug),
+        in_channels=int(train_ds.volumes[0]["image"].shape[0]),
+        augmentation=aug,
+        validate=(lambda model, device: _validation(model, val_ds, val_pseudo, device)) if val_ds else None,
+        key_metric="pseudo_dice" if val_ds is not None else None,
+    )
+
+
 def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) -> Path:
     """Train stage 3 and return ``output_dir/seg``.
 
@@ -304,20 +344,15 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
             f"--output_dir {out} (or the l2g_acdc bundles train.json, then infer.json)."
         )
     manifest2 = json.loads(cam_manifest.read_text(encoding="utf-8"))
-    pre = PreprocessConfig(**manifest2["preprocess"])
     classes = manifest2["classes"]
-    kw = {"config": pre, "classes": classes, "cache_dir": out / "cache", "progress": cfg.progress}
-    train_ds = SliceDataset(read_datalist(out / "datalist.json", "training"), **kw)
-    train_targets = read_targets(out, train_ds)  # before any work: refuse missing pseudo labels now
-    val_items = (
-        read_datalist(out / "datalist.json", "validation") if "validation" in manifest2["splits"] else []
-    )
-    val_ds = SliceDataset(val_items, **kw) if val_items else None
-    val_pseudo = read_targets(out, val_ds, "labels") if val_ds is not None else []
+    if manifest2.get("dataset", "acdc") == "acdc":
+        stage_data = _acdc_data(out, manifest2, cfg)
+    else:  # before any work: a registered builder refuses missing pseudo labels now
+        stage_data = get_seg_data(manifest2["dataset"])(out, manifest2, cfg)
     resuming = prepare_stage_dir(stage_dir, cfg, rank)
     set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
-    in_channels = int(train_ds.volumes[0]["image"].shape[0])
+    in_channels = stage_data.in_channels
     model = SegNet(len(classes) + 1, in_channels, cfg).to(device)
     net: nn.Module = model
     if world > 1:
@@ -326,8 +361,7 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         param_groups([model], cfg.lr, cfg.new_lr_mult), cfg.optimizer, cfg.lr, cfg.weight_decay
     )
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
-    aug = augmentation(cfg)
-    data = PseudoLabelSlices(train_ds, train_targets, aug)
+    aug, data = stage_data.augmentation, stage_data.train
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
 
@@ -345,16 +379,16 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         return {"loss": loss.item()}
 
     def validate(engine: Any) -> dict[str, float]:
-        return _validation(model, val_ds, val_pseudo, device) if val_ds is not None else {}
+        return stage_data.validate(model, device)
 
     trainer = build_trainer(
         step,
         output_dir=stage_dir,
         save_dict={"model": model, "optimizer": opt, **({"scheduler": sched} if sched else {})},
         scheduler=sched,
-        validate=validate if val_ds is not None else None,
+        validate=validate if stage_data.validate is not None else None,
         val_interval=cfg.val_interval,
-        key_metric="pseudo_dice" if val_ds is not None else None,
+        key_metric=stage_data.key_metric,
         progress=cfg.progress,
         tensorboard=cfg.tensorboard,
         rank=rank,
@@ -373,9 +407,10 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         "seed": cfg.seed,
         "classes": classes,
         "in_channels": in_channels,
-        "preprocess": pre.to_dict(),
+        "preprocess": manifest2["preprocess"],
+        "dataset": manifest2.get("dataset", "acdc"),
         "pseudo_labels": json.loads((out / "cam" / "pseudo" / "manifest.json").read_text(encoding="utf-8")),
-        "training_slices": len(train_ds),
+        "training_slices": len(data),
         "versions": versions(),
     }
     manifest["pseudo_labels"].pop("volumes", None)

@@ -59,27 +59,59 @@ def test_unknown_dataset_is_refused_with_the_adapter_hint(tmp_path: Path) -> Non
             DATASETS["voc"] = saved
 
 
-def test_cams_pseudo_labels_and_miou_on_voc(tmp_path: Path) -> None:
+def test_whole_voc_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     if not (VOC_DIR / "VOC2012" / "JPEGImages").is_dir():
         pytest.skip(f"real VOC images not found at {VOC_DIR}")
-    from acdc_wsss.l2g import run_l2g
-    from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
+    from voc_adapter.__main__ import main
 
     out = tmp_path / "run"
-    small = {"image_size": 64, "epochs": 1, "width": 0.125, "num_views": 4, "progress": False}
-    voc = {"dataset": "voc", "dataset_dir": str(VOC_DIR), "saliency_key": "saliency", "saliency_pool": False}
-    run_l2g({**voc, **small, "output_dir": str(out)})
-    run_cam(CamConfig(output_dir=str(out), scales=[0.5], flip=False, splits=["validation"], progress=False))
-    result = evaluate_pseudo(out, "validation", progress=False)
-    assert [r["row"] for r in result["rows"]] == ["cam", "pcm", "learned", "pcm_crf"]
-    assert result["volumes"] == 5 and len(result["rows"][0]["iou"]) == 21  # background + 20 classes
-    for r in result["rows"]:
-        assert 0 <= r["miou"] <= 1
-    stage = export_pseudo(out, progress=False)  # the photo row set's full refinement
-    manifest = json.loads((stage / "pseudo" / "manifest.json").read_text())
-    assert manifest["row"] == "pcm_crf" and len(manifest["volumes"]) == 5
-    key = manifest["volumes"][0]
-    png = np.array(Image.open(stage / "pseudo" / f"{key}.png"))
+    args = [
+        "run",
+        "--voc-root",
+        str(VOC_DIR),
+        "--output_dir",
+        str(out),
+        "--image_size",
+        "64",
+        "--epochs",
+        "1",
+    ]
+    args += ["--seg_epochs", "1", "--width", "0.125", "--cam_scales", "0.5", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "+ PCM revision, dense CRF on the photo (RGB)" in printed and "**mIoU**" in printed
+    pseudo = json.loads((out / "cam" / "pseudo" / "manifest.json").read_text())
+    assert (
+        pseudo["row"] == "pcm_crf" and len(pseudo["volumes"]) == 17 and not (out / "cam" / "nifti").exists()
+    )
+    key = pseudo["volumes"][0]
+    target = np.array(Image.open(out / "cam" / "pseudo" / f"{key}_target.png"))
     with Image.open(VOC_DIR / "VOC2012" / "JPEGImages" / f"{key}.jpg") as im:
-        assert png.shape == (im.size[1], im.size[0]) and png.max() <= 20
-    assert not (stage / "nifti").exists()
+        assert target.shape == (im.size[1], im.size[0])
+    assert set(np.unique(target).tolist()) <= set(range(21)) | {255}
+    result = json.loads((out / "seg" / "evaluation_validation.json").read_text())
+    assert result["images"] == 5 and len(result["iou"]) == 21 and 0 <= result["miou"] <= 1
+    assert len(list((out / "predictions").glob("*.png"))) == 5
+    assert main(["run", "--voc-root", str(VOC_DIR), "--stages", "magic"]) == 2
+
+
+def test_miou_by_hand(tmp_path: Path) -> None:
+    from voc_adapter.segment import evaluate_voc
+
+    ref = np.zeros((4, 4), np.uint8)
+    ref[:2, :2] = 15  # 4 person pixels
+    ref[3, 3] = 255  # void: not scored
+    pred = np.zeros((4, 4), np.uint8)
+    pred[:2, :1] = 15  # 2 of them found
+    pred[3, 3] = 15  # on void: ignored
+    Image.fromarray(ref).save(tmp_path / "mask.png")
+    (tmp_path / "predictions").mkdir()
+    Image.fromarray(pred).save(tmp_path / "predictions" / "x.png")
+    datalist = {"validation": [{"id": "x", "label": str(tmp_path / "mask.png")}]}
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    result = evaluate_voc(tmp_path, "validation")
+    # person: I 2, union 4 -> 0.5; background: 11 true pixels all found, 2 missed person pixels predicted
+    # background too -> I 11, union 13; other classes absent (nan, left out of the mean)
+    assert result["iou"]["person"] == pytest.approx(0.5)
+    assert result["iou"]["background"] == pytest.approx(11 / 13)
+    assert result["miou"] == pytest.approx((0.5 + 11 / 13) / 2)

@@ -78,3 +78,25 @@ def test_check_lists_every_planted_problem(voc: Path, tmp_path: Path) -> None:
     assert "label values [42]" in text and "differs from the image's" in text
     with pytest.raises(Exception, match="does not exist"):
         find_voc_root(tmp_path / "nothing")
+
+
+def test_saliency_maps_reach_the_samples(voc: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from voc_adapter.dataset import build_voc
+
+    root = tmp_path / "VOC2012"
+    shutil.copytree(voc / "VOC2012", root)
+    (root / "Sal").mkdir()
+    for jpg in (root / "JPEGImages").glob("*.jpg"):
+        with Image.open(jpg) as im:
+            sal = np.zeros((im.size[1], im.size[0]), np.uint8)
+        sal[: sal.shape[0] // 2] = 255  # the top half is salient
+        Image.fromarray(sal).save(root / "Sal" / f"{jpg.stem}.png")
+    cfg = SimpleNamespace(dataset_dir=str(root), image_size=48, saliency_key="saliency")
+    _, splits, train, val = build_voc(cfg, tmp_path / "run", 0)
+    assert len(splits["training"]) == 12 and "saliency" in train.items[0]
+    sample = val[0]
+    assert sample["saliency"].shape == (1, 48, 48) and sample["image"].shape == (3, 48, 48)
+    assert 0 <= float(sample["saliency"].min()) and float(sample["saliency"].max()) <= 1
+    assert train[0]["saliency"].shape == (1, 48, 48)
