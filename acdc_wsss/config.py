@@ -11,7 +11,7 @@ import logging
 import platform
 import shutil
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -22,16 +22,19 @@ import torch.distributed as dist
 from torch import nn
 
 import acdc_wsss
-from acdc_wsss.engine import LAST
+from acdc_wsss.engine import LAST, resume
+from acdc_wsss.utils import write_json
 
 __all__ = [
     "build_optimizer",
     "check_types",
     "config_digest",
+    "load_finished_stage",
     "lr_scheduler",
     "param_groups",
     "prepare_stage_dir",
     "ranks_identical",
+    "run_recorded",
     "setup_distributed",
     "versions",
 ]
@@ -157,3 +160,84 @@ def ranks_identical(model: nn.Module) -> bool:
     gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, local)
     return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)
+
+
+def load_finished_stage(
+    stage_dir: Path,
+    stage: str,
+    label: str,
+    make: str,
+    checkpoint: str,
+    config_cls: type,
+    build: Any,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, Any], nn.Module]:
+    """Load a finished stage: its manifest and ``build(manifest, config)``'s network with the weights of
+    ``checkpoint``.pt, loaded strictly.
+
+    The config is rebuilt from the manifest (fields of ``config_cls`` only) on ``device``, without
+    pretrained weights (the checkpoint holds them).
+
+    Raises:
+        FileNotFoundError: no manifest or no such checkpoint; the message gives the command ``make``.
+        ValueError: another stage's output, an unfinished run, or a checkpoint that does not fit the
+            recorded architecture.
+    """
+    manifest_path = stage_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{stage_dir} holds no trained {label} (no manifest.json); make it with: {make}"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("stage") != stage:
+        raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {stage!r}.")
+    if manifest.get("status") != "complete":
+        raise ValueError(f"{stage_dir} holds an unfinished {label}; finish it with: {make} --resume True")
+    path = stage_dir / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; make it with: {make}")
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    saved = {k: v for k, v in manifest["config"].items() if k in names}
+    model = build(manifest, config_cls(**{**saved, "device": str(device), "pretrained": None}))
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ValueError(f"{path} does not fit the architecture in {manifest_path} ({first}).") from e
+    return manifest, model.to(device).eval()
+
+
+def run_recorded(
+    trainer: Any,
+    loader: Any,
+    epochs: int,
+    manifest: dict[str, Any],
+    stage_dir: Path,
+    model: nn.Module,
+    rank: int = 0,
+    world: int = 1,
+    resuming: bool = False,
+    handlers: Iterable[Any] = (),
+    on_complete: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run a stage's trainer with its manifest kept on disk: resume from ``last.pt`` when asked, attach
+    extra ``handlers``, write the manifest as ``running``, train, then record ``complete``, the epochs
+    run, the history, ``on_complete(trainer)``'s entries and the DDP check (rank 0 writes). Returns the
+    final manifest."""
+    if resuming:
+        info = resume(stage_dir / LAST, trainer.save_dict)
+        logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
+    for h in handlers:
+        h(trainer)
+    if rank == 0:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(manifest, stage_dir / "manifest.json")
+    trainer.run(loader, max_epochs=epochs)
+    manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
+    if on_complete is not None:
+        manifest.update(on_complete(trainer))
+    manifest["ddp"] = {"world_size": world, "ranks_identical": ranks_identical(model) if world > 1 else True}
+    if rank == 0:
+        write_json(manifest, stage_dir / "manifest.json")
+    return manifest

@@ -19,10 +19,9 @@ Deliberate changes to the reference L2G code, each a switch (``L2GConfig``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,11 @@ from acdc_wsss.config import (
     build_optimizer,
     check_types,
     config_digest,
+    load_finished_stage,
     lr_scheduler,
     param_groups,
     prepare_stage_dir,
-    ranks_identical,
+    run_recorded,
     setup_distributed,
     versions,
 )
@@ -53,7 +53,7 @@ from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_dataset
 from acdc_wsss.data.slices import SliceDataset
-from acdc_wsss.engine import LAST, build_trainer, resume
+from acdc_wsss.engine import build_trainer
 from acdc_wsss.l2g.core import (
     attention_loss,
     attention_target,
@@ -422,11 +422,6 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         rank=rank,
         on_epoch_start=[lambda e: sampler.set_epoch(e.state.epoch)],
     )
-    if resuming:
-        info = resume(stage_dir / LAST, trainer.save_dict)
-        logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
-    for h in handlers:
-        h(trainer)
     manifest = {
         "stage": STAGE,
         "status": "running",
@@ -441,15 +436,19 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         "preprocess": train_ds.config.to_dict(),
         "versions": versions(),
     }
-    if rank == 0:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(manifest, stage_dir / "manifest.json")
-    trainer.run(loader, max_epochs=cfg.epochs)
-    manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
-    manifest["final_validation"] = getattr(trainer.state, "val_detail", None)
-    manifest["ddp"] = {"world_size": world, "ranks_identical": ranks_identical(model) if world > 1 else True}
-    if rank == 0:
-        write_json(manifest, stage_dir / "manifest.json")
+    run_recorded(
+        trainer,
+        loader,
+        cfg.epochs,
+        manifest,
+        stage_dir,
+        model,
+        rank,
+        world,
+        resuming,
+        handlers,
+        on_complete=lambda t: {"final_validation": getattr(t.state, "val_detail", None)},
+    )
     return stage_dir
 
 
@@ -464,29 +463,14 @@ def load_l2g(
         ValueError: the folder holds another stage's output, an unfinished run, or a checkpoint that does not
             fit the recorded architecture.
     """
-    stage = Path(output_dir) / STAGE
     make = f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
-    manifest_path = stage / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{stage} holds no trained stage 1 (no manifest.json); make it with: {make}")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("stage") != STAGE:
-        raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {STAGE!r}.")
-    if manifest.get("status") != "complete":
-        raise ValueError(f"{stage} holds an unfinished stage 1; finish it with: {make} --resume True")
-    path = stage / f"{checkpoint}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; make it with: {make}")
-    saved = {k: v for k, v in manifest["config"].items() if k in {f.name for f in fields(L2GConfig)}}
-    cfg = L2GConfig(**{**saved, "device": str(device), "pretrained": None})
-    model = L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise ValueError(f"{path} does not fit the architecture in {manifest_path} ({first}).") from e
-    return manifest, model.to(device).eval()
+
+    def build(manifest: dict[str, Any], cfg: L2GConfig) -> L2GModel:
+        return L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
+
+    return load_finished_stage(  # type: ignore[return-value]
+        Path(output_dir) / STAGE, STAGE, "stage 1", make, checkpoint, L2GConfig, build, device
+    )
 
 
 def evaluate_l2g(

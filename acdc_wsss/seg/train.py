@@ -41,10 +41,11 @@ from acdc_wsss.config import (
     build_optimizer,
     check_types,
     config_digest,
+    load_finished_stage,
     lr_scheduler,
     param_groups,
     prepare_stage_dir,
-    ranks_identical,
+    run_recorded,
     setup_distributed,
     versions,
 )
@@ -52,11 +53,10 @@ from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
-from acdc_wsss.engine import LAST, build_trainer, resume
+from acdc_wsss.engine import build_trainer
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.pseudo.priors import IGNORE
-from acdc_wsss.utils import write_json
 
 __all__ = ["SegConfig", "SegNet", "StageData", "load_seg", "predict_slices", "run_seg"]
 
@@ -394,11 +394,8 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         rank=rank,
         on_epoch_start=[epoch_start],
     )
-    if resuming:
-        info = resume(stage_dir / LAST, trainer.save_dict)
-        logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
-    for h in handlers:
-        h(trainer)
+    pseudo = json.loads((out / "cam" / "pseudo" / "manifest.json").read_text(encoding="utf-8"))
+    pseudo.pop("volumes", None)
     manifest = {
         "stage": STAGE,
         "status": "running",
@@ -409,19 +406,11 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         "in_channels": in_channels,
         "preprocess": manifest2["preprocess"],
         "dataset": manifest2.get("dataset", "acdc"),
-        "pseudo_labels": json.loads((out / "cam" / "pseudo" / "manifest.json").read_text(encoding="utf-8")),
+        "pseudo_labels": pseudo,
         "training_slices": len(data),
         "versions": versions(),
     }
-    manifest["pseudo_labels"].pop("volumes", None)
-    if rank == 0:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(manifest, stage_dir / "manifest.json")
-    trainer.run(loader, max_epochs=cfg.epochs)
-    manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
-    manifest["ddp"] = {"world_size": world, "ranks_identical": ranks_identical(model) if world > 1 else True}
-    if rank == 0:
-        write_json(manifest, stage_dir / "manifest.json")
+    run_recorded(trainer, loader, cfg.epochs, manifest, stage_dir, model, rank, world, resuming, handlers)
     return stage_dir
 
 
@@ -430,28 +419,13 @@ def load_seg(
 ) -> tuple[dict[str, Any], SegNet]:
     """Load a finished stage 3: its manifest and network from ``checkpoint``.pt (refusing a missing,
     unfinished or foreign one with the command that makes it)."""
-    stage = Path(output_dir) / STAGE
     make = (
         f"python -m monai.bundle run --config_file bundles/deeplab_acdc/train.json --output_dir {output_dir}"
     )
-    path = stage / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{stage} holds no trained stage 3 (no manifest.json); make it with: {make}")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("stage") != STAGE:
-        raise ValueError(f"{path} belongs to stage {manifest.get('stage')!r}, not {STAGE!r}.")
-    if manifest.get("status") != "complete":
-        raise ValueError(f"{stage} holds an unfinished stage 3; finish it with: {make} --resume True")
-    ckpt = stage / f"{checkpoint}.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt} not found; make it with: {make}")
-    names = {f.name for f in dataclasses.fields(SegConfig)}
-    saved = {k: v for k, v in manifest["config"].items() if k in names}
-    cfg = SegConfig(**{**saved, "device": str(device), "pretrained": None})
-    model = SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{ckpt} does not fit the architecture in {path} ({str(e).splitlines()[0]}).") from e
-    return manifest, model.to(device).eval()
+
+    def build(manifest: dict[str, Any], cfg: SegConfig) -> SegNet:
+        return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
+
+    return load_finished_stage(  # type: ignore[return-value]
+        Path(output_dir) / STAGE, STAGE, "stage 3", make, checkpoint, SegConfig, build, device
+    )
