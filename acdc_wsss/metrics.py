@@ -11,6 +11,17 @@ import torch
 __all__ = ["DiceAccumulator", "average_precision", "dice_per_class", "hd95_per_class", "multilabel_scores"]
 
 
+def _label_maps(
+    pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two label maps as NumPy arrays of one shape (a clear error otherwise)."""
+    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+    return p, r
+
+
 def dice_per_class(
     pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, labels: Sequence[int]
 ) -> np.ndarray:
@@ -25,10 +36,7 @@ def dice_per_class(
         ``(len(labels),)`` float64; NaN where a label is absent from both maps (undefined, skipped by
         ``np.nanmean``).
     """
-    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-    r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
-    if p.shape != r.shape:
-        raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+    p, r = _label_maps(pred, ref)
     out = np.full(len(labels), np.nan)
     for i, c in enumerate(labels):
         a, b = p == c, r == c
@@ -53,10 +61,7 @@ def hd95_per_class(
     """
     from monai.metrics import compute_hausdorff_distance
 
-    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-    r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
-    if p.shape != r.shape:
-        raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+    p, r = _label_maps(pred, ref)
     out = np.full(len(labels), np.nan)
     for i, c in enumerate(labels):
         a, b = p == c, r == c
@@ -125,10 +130,7 @@ class DiceAccumulator:
 
     def update(self, pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor) -> None:
         """Add a batch of label maps (any shape, equal shapes)."""
-        p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-        r = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
-        if p.shape != r.shape:
-            raise ValueError(f"label maps differ in shape: {p.shape} vs {r.shape}.")
+        p, r = _label_maps(pred, ref)
         for i, c in enumerate(self.labels):
             a, b = p == c, r == c
             self.inter[i] += int((a & b).sum())
