@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from acdc_wsss.data.acdc import DatasetError
+from acdc_wsss.data.acdc import USER_ERRORS
 from acdc_wsss.engine import LAST
 from acdc_wsss.l2g import L2GConfig, run_l2g
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, figure_panels, run_cam
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seg={"epochs": args.seg_epochs} if args.seg_epochs else None,
             baseline_run=args.baseline_run,
         )
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = {k: float(v) for k, v in summary["test"].items()}

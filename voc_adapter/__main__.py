@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from acdc_wsss.data.acdc import DatasetError
+from acdc_wsss.data.acdc import USER_ERRORS
 from acdc_wsss.utils import setup_cli_logging
 
 STAGES = ("l2g", "cam", "deeplab", "evaluate")
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "evaluate" in stages:
             predict_voc(args.output_dir, "validation", device=device, progress=progress)
             print(miou_table(evaluate_voc(args.output_dir, "validation")))
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -36,6 +36,7 @@ __all__ = [
     "PATH_KEYS",
     "PHASES",
     "SUBSETS",
+    "USER_ERRORS",
     "DatasetError",
     "Frame",
     "Patient",
@@ -76,6 +77,17 @@ _PATIENT_RE = re.compile(r"^patient\d{3}$")
 
 class DatasetError(ValueError):
     """A dataset folder, patient or datalist is unusable; the message names the file and the fault."""
+
+
+#: What a command line reports as one ``error: ...`` line (bad data, missing or existing outputs, bad
+#: settings) instead of a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DatasetError,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+    TypeError,
+)
 
 
 @dataclass(frozen=True)
