@@ -117,6 +117,7 @@ class _LazyImages(Sequence):
 
     def __init__(self, owner: VOCVolumes) -> None:
         self.owner = owner
+        self.last: tuple[int, dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.owner.items)
@@ -124,6 +125,12 @@ class _LazyImages(Sequence):
     def __getitem__(self, v: int) -> dict[str, Any]:  # type: ignore[override]
         if not 0 <= v < len(self):
             raise IndexError(v)
+        if self.last is not None and self.last[0] == v:  # a stage reads one image a few times in a row
+            return self.last[1]
+        self.last = (v, self._load(v))
+        return self.last[1]
+
+    def _load(self, v: int) -> dict[str, Any]:
         item = self.owner.items[v]
         d = self.owner.transform({k: item[k] for k in ("image", "label") if item.get(k)})
         label = d.get("label")

@@ -255,7 +255,7 @@ def _score(
     progress: bool,
 ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
     ds = split_dataset(out, split, progress)
-    if any(v["label"] is None for v in ds.volumes):
+    if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
     labels = list(range(ds.num_classes + 1))
     acc = {(r, t): DiceAccumulator(labels) for r in rows for t in ROWS[r][2]}
