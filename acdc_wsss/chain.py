@@ -12,6 +12,7 @@ read only by the final evaluation. ``RUN/summary.json`` records the wall time of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -20,12 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from acdc_wsss.data.acdc import USER_ERRORS
+from acdc_wsss.data.check import validated_patients
 from acdc_wsss.engine import LAST
+from acdc_wsss.errors import USER_ERRORS, DatasetError, describe
 from acdc_wsss.l2g import L2GConfig, run_l2g
-from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, figure_panels, run_cam
+from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
+from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
-from acdc_wsss.utils import setup_cli_logging, write_json
+from acdc_wsss.utils import ensure_writable, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
 
@@ -44,6 +47,21 @@ def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and than.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
 
+def _preflight(dataset_dir: str | None, out: Path, skip_bad: bool, progress: bool) -> None:
+    """Refuse, before any work, an output folder inside the dataset or one that cannot be written, and a
+    dataset with a problem (every file is read, also when the run's later steps are already done)."""
+    if dataset_dir is not None:
+        data = Path(dataset_dir)
+        if out.resolve().is_relative_to(data.resolve()):
+            raise DatasetError(
+                f"--output_dir {out} lies inside the dataset {data}; choose a folder outside it "
+                "(the dataset folder is never written into)."
+            )
+    ensure_writable(out)
+    if dataset_dir is not None:
+        validated_patients(Path(dataset_dir), skip_bad=skip_bad, progress=progress)
+
+
 def run_chain(
     dataset_dir: str | None,
     output_dir: str,
@@ -54,6 +72,7 @@ def run_chain(
     l2g: dict[str, Any] | None = None,
     seg: dict[str, Any] | None = None,
     baseline_run: str | None = None,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """Run every stage that has no valid output yet; return the summary (also in ``RUN/summary.json``).
 
@@ -67,6 +86,7 @@ def run_chain(
         l2g: extra stage-1 settings (:class:`~acdc_wsss.l2g.L2GConfig` fields).
         seg: extra stage-3 settings (:class:`~acdc_wsss.seg.SegConfig` fields).
         baseline_run: a plain-CAM run with CAMs of the same volumes, for the stage-2 table and figure.
+        baseline: train that plain-CAM classifier too, in ``RUN/baseline`` (when ``baseline_run`` is None).
     """
     out = Path(output_dir)
     times: dict[str, float] = {}
@@ -85,6 +105,7 @@ def run_chain(
         return result
 
     l2g_dir, seg_dir = out / "l2g", out / "seg"
+    _preflight(dataset_dir, out, bool((l2g or {}).get("skip_bad")), progress)
     l2g_cfg = L2GConfig(
         **{
             "dataset_dir": dataset_dir,
@@ -98,8 +119,18 @@ def run_chain(
         }
     )
     step("stage 1: L2G classifiers", _complete(l2g_dir), lambda: run_l2g(l2g_cfg))
+    if baseline and baseline_run is None:
+        baseline_run = str(out / "baseline")
+        base_dir = out / "baseline" / "l2g"
+        base_cfg = dataclasses.replace(
+            l2g_cfg, output_dir=baseline_run, l2g=False, resume=(base_dir / LAST).exists() and not overwrite
+        )
+        step("stage 1: baseline classifier", _complete(base_dir), lambda: run_l2g(base_cfg))
     cam_cfg = CamConfig(output_dir=str(out), device=device, progress=progress, overwrite=overwrite)
     step("stage 2: CAMs", False, lambda: run_cam(cam_cfg))  # run_cam keeps up-to-date CAMs itself
+    if baseline_run is not None and baseline:
+        base_cams = dataclasses.replace(cam_cfg, output_dir=baseline_run)
+        step("stage 2: baseline CAMs", False, lambda: run_cam(base_cams))
     cams = out / "cam" / "manifest.json"
     evaluation = out / "cam" / "evaluation_training.json"
     step(
@@ -112,12 +143,6 @@ def run_chain(
         "stage 2: pseudo-label export",
         _newer(pseudo, evaluation),
         lambda: export_pseudo(out, progress=progress),
-    )
-    panels = out / "cam" / "panels.png"
-    step(
-        "stage 2: figure panels",
-        _newer(panels, pseudo),
-        lambda: figure_panels(out, baseline_run, panels),
     )
     seg_cfg = SegConfig(
         **{
@@ -155,11 +180,25 @@ def run_chain(
         "steps": done,
         "wall_s": times,
         "total_wall_s": round(sum(times.values()), 1),
+        "seed": l2g_cfg.seed,
         "pseudo_labels_training": {r["row"]: r["mean_dice"] for r in pseudo_rows},
         "test": result.get("mean", {}),
     }
     write_json(summary, out / "summary.json")
+    step("report", False, lambda: write_report(out, baseline_run))
+    summary["wall_s"]["report"] = times["report"]
+    write_json(summary, out / "summary.json")
     return summary
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"a stage setting is KEY=VALUE, such as width=0.5; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _splits(text: str) -> dict[str, float]:
@@ -172,24 +211,43 @@ def _splits(text: str) -> dict[str, float]:
         ) from e
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m acdc_wsss", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="the whole chain on a dataset folder")
-    run.add_argument("--dataset_dir", default=None, help="ACDC folder (default: the synthetic phantom)")
-    run.add_argument("--output_dir", default="runs/acdc", help="run folder (default: runs/acdc)")
-    run.add_argument("--splits", type=_splits, default=None, help="patient fractions (default 0.6/0.2/0.2)")
-    run.add_argument("--overwrite", action="store_true", help="redo every step")
-    run.add_argument("--device", default=None, help="torch device (default: cuda when available)")
-    run.add_argument("--l2g_epochs", type=int, default=None, help="stage-1 epochs (default 8)")
-    run.add_argument("--seg_epochs", type=int, default=None, help="stage-3 epochs (default 12)")
-    run.add_argument("--baseline_run", default=None, help="plain-CAM run for the stage-2 table and figure")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    setup_cli_logging()
+def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str | None) -> None:
+    """The options of a whole-chain run (shared by ``python -m acdc_wsss run`` and the demo)."""
+    parser.add_argument("--dataset_dir", default=None, help="ACDC folder (default: the synthetic phantom)")
+    parser.add_argument("--output_dir", default=output_dir, help=f"run folder (default: {output_dir})")
+    parser.add_argument("--splits", type=_splits, default=None, help="patient fractions (0.6/0.2/0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, training and phantom (0)")
+    parser.add_argument("--overwrite", action="store_true", help="redo every step")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--l2g_epochs", type=int, default=None, help="stage-1 epochs (default 8)")
+    parser.add_argument("--seg_epochs", type=int, default=None, help="stage-3 epochs (default 12)")
+    parser.add_argument("--skip_bad", action="store_true", help="leave patients with problems out")
+    for stage, cls in (("l2g", "L2GConfig"), ("seg", "SegConfig")):
+        parser.add_argument(
+            f"--{stage}",
+            type=_setting,
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a stage setting ({cls} field), repeatable, e.g. --{stage} width=0.5",
+        )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_from_arguments(args: argparse.Namespace, baseline: bool) -> int:
+    """Run the chain for parsed :func:`add_run_arguments` options, print where the results are and return
+    the exit status (2 and one ``error:`` line for bad input)."""
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    l2g = {"seed": args.seed, "split_seed": args.seed, "skip_bad": args.skip_bad}
+    seg: dict[str, Any] = {"seed": args.seed}
+    if args.l2g_epochs:
+        l2g["epochs"] = args.l2g_epochs
+    if args.seg_epochs:
+        seg["epochs"] = args.seg_epochs
+    l2g.update(args.l2g)
+    seg.update(args.seg)
     try:
         summary = run_chain(
             args.dataset_dir,
@@ -198,22 +256,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             device=device,
             progress=not args.no_progress,
-            l2g={"epochs": args.l2g_epochs} if args.l2g_epochs else None,
-            seg={"epochs": args.seg_epochs} if args.seg_epochs else None,
-            baseline_run=args.baseline_run,
+            l2g=l2g,
+            seg=seg,
+            baseline_run=getattr(args, "baseline_run", None),
+            baseline=baseline,
         )
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 2
     t = {k: float(v) for k, v in summary["test"].items()}
     nan = float("nan")
+    out = Path(args.output_dir)
     print(
         f"\ntest patients: mean Dice {t.get('dice_mean', nan):.3f} (RV {t.get('dice_RV', nan):.3f}, "
         f"Myo {t.get('dice_Myo', nan):.3f}, LV {t.get('dice_LV', nan):.3f}), "
-        f"mean HD95 {t.get('hd95_mean', nan):.1f} mm; wall time {summary['total_wall_s'] / 60:.1f} min"
+        f"mean HD95 {t.get('hd95_mean', nan):.1f} mm; wall time {summary['total_wall_s'] / 60:.1f} min\n"
+        f"results in {out}/:\n"
+        f"  report.md             the page to open first (tables, figures, masks)\n"
+        f"  seg/evaluation_testing.md|json|csv   test Dice and HD95\n"
+        f"  cam/evaluation_training.md|json      pseudo-label table\n"
+        f"  figures/              panels.png (image to prediction), curves.png, data.png\n"
+        f"  predictions/          NIfTI masks + acdc_labels.ctbl (3D Slicer colour table)"
     )
-    print(f"masks: {Path(args.output_dir) / 'predictions'}; tables: {Path(args.output_dir) / 'seg'}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m acdc_wsss", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="the whole chain on a dataset folder")
+    add_run_arguments(run, "runs/acdc")
+    run.add_argument("--baseline_run", default=None, help="plain-CAM run for the stage-2 table and figure")
+    run.add_argument("--baseline", action="store_true", help="also train the plain-CAM baseline")
+    report = sub.add_parser("report", help="redraw RUN/report.md and RUN/figures from a run's outputs")
+    report.add_argument("run", help="run folder")
+    args = parser.parse_args(argv)
+    setup_cli_logging()
+    if args.command == "report":
+        try:
+            print(write_report(args.run))
+        except USER_ERRORS as e:
+            print(f"error: {describe(e)}", file=sys.stderr)
+            return 2
+        return 0
+    return run_from_arguments(args, baseline=args.baseline)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from torch import nn
 
 import acdc_wsss
 from acdc_wsss.engine import LAST, resume
-from acdc_wsss.utils import write_json
+from acdc_wsss.utils import ensure_writable, write_json
 
 __all__ = [
     "build_optimizer",
@@ -96,6 +96,7 @@ def prepare_stage_dir(stage_dir: Path, cfg: Any, rank: int = 0) -> bool:
     A folder holding a run is refused unless ``cfg.resume`` (continue it; the settings must match) or
     ``cfg.overwrite`` (the folder is cleared, so no stale checkpoint or evaluation survives).
     """
+    ensure_writable(stage_dir.parent)
     last = stage_dir / LAST
     if last.exists() and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,13 +67,15 @@ def hd95_per_class(
     for i, c in enumerate(labels):
         a, b = p == c, r == c
         if a.any() and b.any():
-            hd = compute_hausdorff_distance(
-                torch.as_tensor(a[None, None]),
-                torch.as_tensor(b[None, None]),
-                include_background=True,
-                percentile=95,
-                spacing=[float(s) for s in spacing],
-            )
+            with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal argument
+                warnings.simplefilter("ignore", FutureWarning)
+                hd = compute_hausdorff_distance(
+                    torch.as_tensor(a[None, None]),
+                    torch.as_tensor(b[None, None]),
+                    include_background=True,
+                    percentile=95,
+                    spacing=[float(s) for s in spacing],
+                )
             out[i] = float(hd.item())
     return out
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["atomic_write", "progress_bar", "setup_cli_logging", "write_json"]
+__all__ = ["atomic_write", "ensure_writable", "progress_bar", "setup_cli_logging", "write_json"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename != str(tmp):
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from e  # name the file the user knows
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -54,3 +58,18 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) and prove it can be written by writing and removing a small
+    file, so a read-only or full output folder is refused before any work; the ``OSError`` names it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(folder)) from e
+    finally:
+        probe.unlink(missing_ok=True)
+    return folder

@@ -45,3 +45,40 @@ def real_slices(real_items: list[dict]):
     from acdc_wsss.data.slices import SliceDataset
 
     return SliceDataset(real_items, progress=False)
+
+
+#: Stage settings small enough for a test: the chain's plumbing, not its accuracy.
+TINY_L2G = {"epochs": 1, "width": 0.125, "num_views": 4}
+TINY_SEG = {"epochs": 2, "width": 0.125, "batch_size": 8}
+TINY_ARGS = [f"--{s}={k}={v}" for s, d in (("l2g", TINY_L2G), ("seg", TINY_SEG)) for k, v in d.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict[str, dict]:
+    """The tiny stage settings of ``chain_run``: ``{"l2g": ..., "seg": ...}``."""
+    return {"l2g": dict(TINY_L2G), "seg": dict(TINY_SEG)}
+
+
+@pytest.fixture(scope="session")
+def chain_run(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The demo command (every stage, the baseline, the report) on the phantom with tiny settings, run once.
+
+    Read-only for tests: a test that writes into a run takes ``run_copy`` instead."""
+    import json
+
+    from acdc_wsss.demo import main
+
+    out = tmp_path_factory.mktemp("chain") / "run"
+    argv = ["--dataset_dir", str(phantom_dir), "--output_dir", str(out), "--no-progress", *TINY_ARGS]
+    assert main(argv) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture
+def run_copy(chain_run: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A copy of the finished ``chain_run`` folder (file times kept), free to change."""
+    import shutil
+
+    dst = tmp_path / "run"
+    shutil.copytree(chain_run[0], dst)
+    return dst

@@ -1,4 +1,5 @@
-"""The default job (python -m acdc_wsss.demo) and the preprocessing benchmark, end to end on small data."""
+"""The default job (``python -m acdc_wsss.demo``, run by the session's ``chain_run``), its report, and the
+preprocessing benchmark."""
 
 from __future__ import annotations
 
@@ -7,23 +8,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from acdc_wsss.chain import main as chain_main
 from acdc_wsss.demo import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_on_phantom_writes_summary_datalist_preview(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "run"
-    assert main(["--phantom_dir", str(tmp_path / "ph"), "--patients", "5", "--output_dir", str(out)]) == 0
-    printed = capsys.readouterr().out
-    summary = json.loads((out / "dataset_summary.json").read_text())
-    assert summary["patients"] == {"training": 3, "validation": 1, "testing": 1}
-    assert summary["volumes"] == 10 and summary["slice_shape"] == [1, 128, 128]
-    assert set(summary["tag_frequency"]) == {"RV", "Myo", "LV"}
-    assert 0 < summary["slices_with_all_tags"] < 1
-    assert (out / "preview.png").stat().st_size > 10_000 and (out / "datalist.json").is_file()
-    assert len(list((out / "cache").glob("*.pt"))) == 10
-    assert "5 patients" in printed and "preview" in printed
+def test_demo_report_links_tables_figures_curves_and_masks(chain_run: tuple[Path, dict]) -> None:
+    out, summary = chain_run
+    report = (out / "report.md").read_text()
+    assert "| all |" in report and "+ dense CRF" in report and "baseline CAM" in report
+    links = ("figures/panels.png", "figures/curves.png", "figures/data.png", "predictions/acdc_labels.ctbl")
+    for link in links:
+        assert f"({link})" in report, link
+        assert (out / link).is_file(), link
+    # image, baseline CAM, L2G CAM, refined, pseudo label, prediction, gt: 7 columns of 2.4 in at 80 dpi
+    assert Image.open(out / "figures" / "panels.png").size[0] == round(7 * 2.4 * 80)
+    assert len(list((out / "predictions").glob("*_seg.nii.gz"))) == 2
+    counts = json.loads((out / "dataset_summary.json").read_text())
+    assert counts["patients"] == {"training": 3, "validation": 1, "testing": 1} and counts["volumes"] == 10
+    assert "seed: 0" in report and f"{summary['total_wall_s'] / 60:.1f} min" in report
+
+
+def test_report_command_redraws_and_refuses_a_non_run(run_copy: Path, tmp_path: Path, capsys) -> None:
+    (run_copy / "report.md").unlink()
+    assert chain_main(["report", str(run_copy)]) == 0 and (run_copy / "report.md").is_file()
+    assert chain_main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "holds no run" in err and not (tmp_path / "nothing").exists()
 
 
 def test_demo_refuses_output_inside_the_dataset(acdc_dir: Path, capsys) -> None:
@@ -35,7 +49,7 @@ def test_demo_refuses_output_inside_the_dataset(acdc_dir: Path, capsys) -> None:
 def test_demo_on_missing_dataset_is_a_short_error(tmp_path: Path, capsys) -> None:
     assert main(["--dataset_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "Traceback" not in err
+    assert err.startswith("error:") and "does not exist" in err and "Traceback" not in err
 
 
 def test_preprocess_bench_prints_one_json_line(phantom_dir: Path) -> None:

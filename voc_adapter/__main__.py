@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from acdc_wsss.data.acdc import USER_ERRORS
+from acdc_wsss.errors import USER_ERRORS, describe
 from acdc_wsss.utils import setup_cli_logging
 
 STAGES = ("l2g", "cam", "deeplab", "evaluate")
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             predict_voc(args.output_dir, "validation", device=device, progress=progress)
             print(miou_table(evaluate_voc(args.output_dir, "validation")))
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 2
     return 0
 

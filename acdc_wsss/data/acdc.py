@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from acdc_wsss.errors import USER_ERRORS, DatasetError
 from acdc_wsss.utils import write_json
 
 __all__ = [
@@ -73,21 +74,6 @@ SUBSETS: tuple[str, ...] = ("training", "testing")
 PATH_KEYS: tuple[str, ...] = ("image", "label", "pair", "cine")
 
 _PATIENT_RE = re.compile(r"^patient\d{3}$")
-
-
-class DatasetError(ValueError):
-    """A dataset folder, patient or datalist is unusable; the message names the file and the fault."""
-
-
-#: What a command line reports as one ``error: ...`` line (bad data, missing or existing outputs, bad
-#: settings) instead of a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    DatasetError,
-    FileNotFoundError,
-    FileExistsError,
-    ValueError,
-    TypeError,
-)
 
 
 @dataclass(frozen=True)

@@ -343,6 +343,7 @@ def evaluate_pseudo(
     result = {
         "split": split,
         "selected_on": selected_on,
+        "seed": manifest.get("seed"),
         "volumes": n_volumes,
         "slices": n_slices,
         "classes": classes,

@@ -111,6 +111,7 @@ def export_pseudo(
             "row": row,
             "value": value,
             "ignore_band": ignore_band,
+            "seed": manifest.get("seed"),
             "volumes": [volume_key(it) for it in ds.items],
             "classes": manifest["classes"],
         },

@@ -121,7 +121,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     old = stage / "manifest.json"
     if old.is_file() and not cfg.overwrite:
         previous = json.loads(old.read_text(encoding="utf-8"))
-        same_config = previous.get("config") == dataclasses.asdict(cfg)
+        same_config = _lasting(previous.get("config", {})) == _lasting(dataclasses.asdict(cfg))
         same_format = previous.get("format") == CAM_FORMAT
         if previous.get("stage1_fingerprint") == fingerprint and same_config and same_format:
             logger.info(
@@ -157,6 +157,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             "config": dataclasses.asdict(cfg),
             "stage1_fingerprint": fingerprint,
             "stage1_l2g": manifest1["config"]["l2g"],
+            "seed": manifest1.get("seed"),
             "classes": classes,
             "preprocess": manifest1["preprocess"],
             "dataset": manifest1.get("dataset", "acdc"),
@@ -167,6 +168,11 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     )
     logger.info("CAMs of %d volumes written to %s", len(ds.volumes), cams)
     return stage
+
+
+def _lasting(config: dict[str, Any]) -> dict[str, Any]:
+    """The CAM settings that change the CAMs (not where the run lies, the device or the progress bars)."""
+    return {k: v for k, v in config.items() if k not in ("output_dir", "device", "progress", "overwrite")}
 
 
 def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:

@@ -231,6 +231,7 @@ def predict(
     write_json(
         {
             "checkpoint": checkpoint,
+            "seed": manifest.get("seed"),
             "flip": flip,
             "crf": crf,
             "largest_component": largest_component,
@@ -299,6 +300,7 @@ def evaluate_seg(
 
     result = {
         "split": split,
+        "seed": manifest.get("seed"),
         "volumes": len(rows),
         "patients": len({r["patient"] for r in rows}),
         "classes": classes,

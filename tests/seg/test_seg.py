@@ -21,25 +21,20 @@ from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, l
 from acdc_wsss.seg.infer import write_colour_table
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_L2G = {"epochs": 1, "width": 0.125, "num_views": 4}
-TINY_SEG = {"epochs": 2, "width": 0.125, "batch_size": 8}
 
 
-@pytest.fixture(scope="module")
-def chain(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("chain") / "run"
-    summary = run_chain(str(phantom_dir), str(out), progress=False, l2g=TINY_L2G, seg=TINY_SEG)
-    return out, summary
-
-
-def test_chain_runs_every_stage_and_keeps_valid_outputs(chain: tuple[Path, dict], phantom_dir: Path) -> None:
-    out, summary = chain
-    assert set(summary["steps"].values()) == {"ran"} and len(summary["steps"]) == 8
+def test_chain_runs_every_stage_and_keeps_valid_outputs(
+    chain_run: tuple[Path, dict], run_copy: Path, phantom_dir: Path, tiny: dict
+) -> None:
+    _, summary = chain_run
+    out = run_copy
+    assert set(summary["steps"].values()) == {"ran"} and len(summary["steps"]) == 11
     assert 0 <= summary["test"]["dice_mean"] <= 1 and summary["total_wall_s"] > 0
     for name in (
         "l2g/best.pt",
         "cam/evaluation_training.md",
-        "cam/panels.png",
+        "baseline/cam/manifest.json",
+        "figures/panels.png",
         "seg/last.pt",
         "summary.json",
     ):
@@ -49,14 +44,15 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(chain: tuple[Path, dict]
     assert trained["status"] == "complete" and trained["training_slices"] > 0
     train_ids = {it["patient"] for it in read_datalist(out / "datalist.json", "training")}
     assert test_ids and not test_ids & train_ids  # test patients never reach training
-    again = run_chain(str(phantom_dir), str(out), progress=False, l2g=TINY_L2G, seg=TINY_SEG)
+    again = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **tiny)
     kept = [k for k, v in again["steps"].items() if v == "kept"]
-    assert len(kept) == 7 and again["steps"]["stage 2: CAMs"] == "ran"  # run_cam found its CAMs up to date
+    ran = {k for k, v in again["steps"].items() if v == "ran"}
+    assert len(kept) == 8 and ran == {"stage 2: CAMs", "stage 2: baseline CAMs", "report"}  # up-to-date CAMs
     assert again["test"] == pytest.approx(summary["test"], nan_ok=True)
 
 
-def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain: tuple[Path, dict]) -> None:
-    out, _ = chain
+def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
+    out, _ = chain_run
     items = read_datalist(out / "datalist.json", "testing")
     assert items
     for it in items:
@@ -79,9 +75,9 @@ def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain: tuple[Pat
 
 
 def test_predict_a_folder_without_masks_and_a_single_file(
-    chain: tuple[Path, dict], phantom_dir: Path, tmp_path: Path
+    run_copy: Path, phantom_dir: Path, tmp_path: Path
 ) -> None:
-    out, _ = chain
+    out = run_copy
     nogt = tmp_path / "testing_layout" / "testing"
     src = next(p for p in sorted((phantom_dir / "training").iterdir()) if p.is_dir())
     shutil.copytree(src, nogt / src.name, ignore=shutil.ignore_patterns("*_gt.nii.gz"))
@@ -131,14 +127,14 @@ def test_colour_table_format(tmp_path: Path) -> None:
     assert rows[1][:2] == ["1", "A"] and len(rows[1]) == 6 and all(v.isdigit() for v in rows[1][2:])
 
 
-def test_refusals_name_the_command(chain: tuple[Path, dict], tmp_path: Path) -> None:
-    out, _ = chain
+def test_refusals_name_the_command(chain_run: tuple[Path, dict], tmp_path: Path, tiny: dict) -> None:
+    out, _ = chain_run
     with pytest.raises(FileNotFoundError, match="python -m acdc_wsss run"):
         run_seg({"output_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match=r"deeplab_acdc/train\.json"):
         load_seg(tmp_path)
     with pytest.raises(FileExistsError, match="--resume True"):
-        run_seg({"output_dir": str(out), **TINY_SEG, "progress": False})
+        run_seg({"output_dir": str(out), **tiny["seg"], "progress": False})
     with pytest.raises(TypeError, match="epochs must be int"):
         SegConfig(epochs="many")  # type: ignore[arg-type]
     other = tmp_path / "other"
@@ -164,8 +160,8 @@ def _bundle(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_deeplab_bundles_through_monai_cli(chain: tuple[Path, dict]) -> None:
-    out, _ = chain
+def test_deeplab_bundles_through_monai_cli(run_copy: Path) -> None:
+    out = run_copy
     small = ["--output_dir", str(out), "--epochs", "1", "--width", "0.125", "--progress", "False"]
     run = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
     train = _bundle([*run, "bundles/deeplab_acdc/train.json", *small, "--overwrite", "True"])
@@ -183,8 +179,8 @@ def test_deeplab_bundles_through_monai_cli(chain: tuple[Path, dict]) -> None:
     assert bad.returncode != 0 and "lr must be float" in bad.stderr
 
 
-def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(chain: tuple[Path, dict]) -> None:
-    out, _ = chain
+def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(run_copy: Path) -> None:
+    out = run_copy
     configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/multi_gpu_train.json']"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519"]
     cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(out)]

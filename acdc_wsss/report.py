@@ -1,0 +1,235 @@
+"""One page per run: ``RUN/report.md`` with the tables, figures and masks a reader looks for first.
+
+:func:`write_report` draws ``RUN/figures/`` (the data preview, the method panels from image to
+prediction, the training curves) and writes ``report.md``, which links them together with the metric
+tables (markdown and JSON) and the NIfTI masks with their 3D Slicer colour table. It only reads what the
+stages wrote, so it can be redrawn at any time: ``python -m acdc_wsss report RUN``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.data.slices import SliceDataset
+from acdc_wsss.utils import atomic_write, write_json
+
+__all__ = ["dataset_summary", "save_preview", "training_curves", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def dataset_summary(ds: SliceDataset, splits: dict[str, list[str]]) -> dict[str, Any]:
+    """Counts a user wants to see before training: patients per split, volumes, slices, tag frequencies."""
+    tags = ds.tags().numpy()
+    return {
+        "patients": {k: len(v) for k, v in splits.items()},
+        "volumes": len(ds.volumes),
+        "slices": len(ds),
+        "slice_shape": list(ds[0]["image"].shape),
+        "slices_with_all_tags": round(float((tags.sum(1) == tags.shape[1]).mean()), 3),
+        "slices_without_tags": round(float((tags.sum(1) == 0).mean()), 3),
+        "tag_frequency": {c: round(float(f), 3) for c, f in zip(ds.classes, tags.mean(0), strict=True)},
+        "groups": dict(Counter(it["group"] for it in ds.items if it["phase"] == "ED")),
+    }
+
+
+def _figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path, dpi: int = 90) -> Path:
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    _figure().close(fig)
+    return path
+
+
+def save_preview(ds: SliceDataset, path: Path, volumes: int = 4) -> Path:
+    """Save a PNG: for a few volumes, the mid slice with its gt outline and its ED-ES motion map."""
+    plt = _figure()
+    picks = np.linspace(0, len(ds.volumes) - 1, num=min(volumes, len(ds.volumes))).round().astype(int)
+    fig, axes = plt.subplots(2, len(picks), figsize=(3 * len(picks), 6.2), squeeze=False)
+    for col, v in enumerate(picks):
+        vol, item = ds.volumes[v], ds.items[v]
+        z = vol["image"].shape[-1] // 2
+        axes[0, col].imshow(vol["image"].as_tensor()[0, ..., z].numpy().T, cmap="gray", origin="lower")
+        if vol["label"] is not None:
+            lab = vol["label"][0, ..., z].numpy().T
+            axes[0, col].contour(lab, levels=[0.5, 1.5, 2.5], colors=["c", "m", "y"])
+        tags = ", ".join(c for c, on in zip(ds.classes, vol["tags"][z].tolist(), strict=True) if on) or "none"
+        axes[0, col].set_title(f"{item['patient']} {item['phase']} z={z}\ntags: {tags}", fontsize=8)
+        motion = vol["motion"][0, ..., z].float().numpy().T
+        axes[1, col].imshow(motion, cmap="magma", origin="lower", vmin=0, vmax=1)
+        axes[1, col].set_title("ED-ES motion map", fontsize=8)
+        for ax in axes[:, col]:
+            ax.axis("off")
+    fig.suptitle("preprocessed slices (gt outline: RV cyan, Myo magenta, LV yellow)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)
+
+
+def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path | None:
+    """Save the training curves of the run's stages (loss and validation metrics per epoch): stage 1 (with
+    the baseline classifier in ``RUN/baseline`` when there is one) and stage 3. None when nothing trained."""
+    run = Path(run)
+    stages = {
+        "stage 1 L2G": _json(run / "l2g" / "manifest.json").get("history", []),
+        "stage 1 baseline": _json(run / "baseline" / "l2g" / "manifest.json").get("history", []),
+        "stage 3 DeepLab": _json(run / "seg" / "manifest.json").get("history", []),
+    }
+    stages = {k: v for k, v in stages.items() if v}
+    if not stages:
+        return None
+    plt = _figure()
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    val_keys = {
+        "stage 1 L2G": ("cam_dice_mean", "CAM Dice"),
+        "stage 1 baseline": ("cam_dice_mean", "CAM Dice"),
+        "stage 3 DeepLab": ("pseudo_dice", "agreement with pseudo labels"),
+    }
+    for name, history in stages.items():
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", label=name)
+        key, what = val_keys[name]
+        values = [h.get("val", {}).get(key) for h in history]
+        if any(v is not None for v in values):
+            val_ax.plot(epochs, values, marker="o", label=f"{name}: {what}")
+        if name == "stage 3 DeepLab" and any("dice_mean" in h.get("val", {}) for h in history):
+            dice = [h.get("val", {}).get("dice_mean") for h in history]
+            val_ax.plot(epochs, dice, marker="s", linestyle="--", label=f"{name}: Dice vs gt (report only)")
+    loss_ax.set(title="training loss", xlabel="epoch", yscale="log")
+    val_ax.set(title="validation patients", xlabel="epoch", ylim=(0, 1))
+    for ax in (loss_ax, val_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))
+
+
+def _table(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else "_not made yet_"
+
+
+def _link(run: Path, path: Path) -> str:
+    rel = path.relative_to(run).as_posix()
+    return f"[`{rel}`]({rel})" if path.exists() else f"`{rel}` (not made yet)"
+
+
+def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None = None) -> Path:
+    """Draw ``RUN/figures/`` and write ``RUN/report.md`` (atomically); return the report's path.
+
+    Args:
+        run: a run folder of the whole chain (or of any stages of it; missing parts are marked).
+        baseline_run: plain-CAM run for the panels' baseline column (default ``RUN/baseline`` if present).
+    """
+    from acdc_wsss.config import versions
+    from acdc_wsss.pseudo.figures import figure_panels
+
+    run = Path(run)
+    if not (run / "datalist.json").is_file():
+        raise FileNotFoundError(f"{run} holds no run (no datalist.json); make one: python -m acdc_wsss run")
+    figures = run / "figures"
+    if baseline_run is None and (run / "baseline" / "cam" / "manifest.json").is_file():
+        baseline_run = run / "baseline"
+    l2g = _json(run / "l2g" / "manifest.json")
+    summary = _json(run / "summary.json")
+    if (run / "datalist.json").is_file() and l2g:
+        splits = l2g.get("splits", {})
+        items = [it for key in splits for it in read_datalist(run / "datalist.json", key)]
+        pre = PreprocessConfig(**l2g["preprocess"])
+        ds = SliceDataset(items, pre, l2g["classes"], cache_dir=run / "cache", progress=False)
+        write_json(dataset_summary(ds, splits), run / "dataset_summary.json")
+        save_preview(ds, figures / "data.png")
+    if (run / "cam" / "manifest.json").is_file():
+        figure_panels(run, baseline_run, figures / "panels.png")
+    training_curves(run, figures / "curves.png")
+
+    cfg = l2g.get("config", {})
+    phantom = bool(l2g) and (Path(l2g["dataset_dir"]) / "phantom.json").is_file()
+    seed = l2g.get("seed", cfg.get("seed"))
+    test = _json(run / "seg" / "evaluation_testing.json")
+    lines = [
+        f"# Run report: `{run.name}`",
+        "",
+        f"- data set: `{l2g.get('dataset_dir')}`{' (synthetic phantom)' if phantom else ''}"
+        "; patients per split: " + ", ".join(f"{k} {len(v)}" for k, v in l2g.get("splits", {}).items()),
+        f"- seed: {seed}; device: {cfg.get('device', '?')}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores; versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+    ]
+    if summary.get("wall_s"):
+        lines.append(
+            f"- wall time {summary['total_wall_s'] / 60:.1f} min: "
+            + "; ".join(f"{k} {v:.0f} s" for k, v in summary["wall_s"].items())
+        )
+    lines += [
+        "",
+        "## Test patients (stage 3 network, 3D Dice and HD95 on the original grid)",
+        "",
+        _table(run / "seg" / "evaluation_testing.md"),
+        "",
+        f"Per volume: {_link(run, run / 'seg' / 'evaluation_testing.csv')}; "
+        f"all numbers: {_link(run, run / 'seg' / 'evaluation_testing.json')}.",
+    ]
+    if test:
+        lines.append(f"Test patients: {test.get('patients')} ({test.get('volumes')} volumes).")
+    lines += [
+        "",
+        "## Pseudo labels (stage 2, training patients, 2D Dice over slices)",
+        "",
+        _table(run / "cam" / "evaluation_training.md"),
+        "",
+        f"All numbers and every swept setting: {_link(run, run / 'cam' / 'evaluation_training.json')}.",
+        "",
+        "## What the method does",
+        "",
+        "Image, baseline CAM, L2G CAM, refined labels, pseudo label (white: ignored in training), the"
+        " stage-3 network's own prediction (the masks in `predictions/` add the anatomy fusion) and the"
+        " ground truth, on validation patients:",
+        "",
+        "![panels](figures/panels.png)" if (figures / "panels.png").is_file() else "_no panels yet_",
+        "",
+        "## Training curves",
+        "",
+        "![curves](figures/curves.png)" if (figures / "curves.png").is_file() else "_no training yet_",
+        "",
+        "## Data",
+        "",
+        "![data](figures/data.png)" if (figures / "data.png").is_file() else "_no data preview_",
+        "",
+        f"Counts: {_link(run, run / 'dataset_summary.json')}; split: {_link(run, run / 'datalist.json')}.",
+        "",
+        "## Masks for 3D Slicer",
+        "",
+        f"- test-patient predictions: {_link(run, run / 'predictions')} (`*_seg.nii.gz`, uint8, 0 background,"
+        " 1 RV, 2 Myo, 3 LV, on the source image's grid)",
+        f"- colour table: {_link(run, run / 'predictions' / 'acdc_labels.ctbl')}",
+        f"- pseudo labels of the training patients: {_link(run, run / 'cam' / 'nifti')}",
+        "",
+        "In 3D Slicer: drag the source `patientXXX_frameYY.nii.gz` in as a volume, then the `_seg.nii.gz`"
+        " with *Show Options* > *LabelMap* ticked, and pick the colour table (drag `acdc_labels.ctbl` in"
+        " first) in the *Volumes* module's *Display* section. The README gives the steps in full.",
+        "",
+    ]
+    out = run / "report.md"
+    with atomic_write(out) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    return out
