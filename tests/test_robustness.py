@@ -193,14 +193,18 @@ def test_bundle_override_of_the_wrong_type(run_copy: Path) -> None:
     assert snapshot(run_copy) == before
 
 
-def test_bundle_stage2_on_an_unfinished_stage1(run_copy: Path) -> None:
+@pytest.mark.parametrize("state", ["unfinished", "untrained"])
+def test_bundle_stage2_on_a_stage1_folder_without_a_finished_run(state: str, run_copy: Path) -> None:
     manifest = run_copy / "l2g" / "manifest.json"
-    m = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**m, "status": "running"}))
+    if state == "unfinished":  # killed during training: checkpoints there, manifest says running
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "running"}))
+    else:  # never trained: the folder holds no stage-1 output at all
+        shutil.rmtree(run_copy / "l2g")
     before = snapshot(run_copy)
     configs = "['bundles/l2g_acdc/train.json','bundles/l2g_acdc/infer.json']"
     run = _bundle([configs, "--output_dir", str(run_copy)])
-    _bundle_error(run, "unfinished stage 1", "--resume True")
+    words = ["unfinished stage 1", "--resume True"] if state == "unfinished" else ["no trained stage 1"]
+    _bundle_error(run, *words, "bundles/l2g_acdc/train.json")
     assert snapshot(run_copy) == before
 
 

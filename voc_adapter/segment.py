@@ -40,7 +40,7 @@ def predict_voc(
     """Segment every image of ``split`` with the run's stage-3 network; write ``predictions/<id>.png``."""
     out = Path(output_dir)
     dev = torch.device(device)
-    _, model = load_seg(out, checkpoint, dev)
+    manifest, model = load_seg(out, checkpoint, dev)
     datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     images = VOCVolumes(datalist[split])
     target = out / "predictions"
@@ -51,7 +51,9 @@ def predict_voc(
             probs = dense_crf(vol["rgb"][..., 0], probs, CRF_RGB)
         with atomic_write(target / f"{images.items[v]['id']}.png") as tmp:
             Image.fromarray(probs.argmax(0).astype(np.uint8)).save(tmp, format="PNG")
-    write_json({"split": split, "checkpoint": checkpoint, "flip": flip, "crf": crf}, target / "manifest.json")
+    record = {"split": split, "seed": manifest.get("seed"), "checkpoint": checkpoint, "flip": flip}
+    record["crf"] = crf
+    write_json(record, target / "manifest.json")
     return target
 
 
@@ -72,8 +74,11 @@ def evaluate_voc(output_dir: str | os.PathLike, split: str = "validation") -> di
         acc.update(np.where(ref == 255, 255, pred), ref)
     iou = acc.compute_iou()
     names = ["background", *VOC_CLASSES]
+    trained = out / STAGE / "manifest.json"
+    seed = json.loads(trained.read_text(encoding="utf-8")).get("seed") if trained.is_file() else None
     result = {
         "split": split,
+        "seed": seed,
         "images": len(datalist[split]),
         "iou": {n: float(x) for n, x in zip(names, iou, strict=True)},
         "miou": float(np.nanmean(iou)),

@@ -90,6 +90,23 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=3, resume=True, lr=0.5))
 
 
+def test_two_runs_with_one_seed_are_identical_and_record_it(tmp_path: Path, tiny_phantom: str) -> None:
+    runs = [run_l2g(_cfg(tmp_path / name, tiny_phantom, epochs=1, seed=3)) for name in ("a", "b")]
+    manifests = [json.loads((r / "manifest.json").read_text()) for r in runs]
+    assert manifests[0]["seed"] == manifests[1]["seed"] == 3
+
+    def metrics(m: dict) -> list:
+        return [{k: v for k, v in h.items() if k != "epoch_s"} for h in m["history"]]
+
+    assert metrics(manifests[0]) == metrics(manifests[1])  # exactly, not approximately
+    assert manifests[0]["final_validation"] == manifests[1]["final_validation"]
+    a, b = (torch.load(r / "last.pt", weights_only=False)["model"] for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = run_l2g(_cfg(tmp_path / "c", tiny_phantom, epochs=1, seed=4))
+    c = torch.load(other / "last.pt", weights_only=False)["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed does change the run
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

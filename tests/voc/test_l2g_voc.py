@@ -91,6 +91,7 @@ def test_whole_voc_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(np.unique(target).tolist()) <= set(range(21)) | {255}
     result = json.loads((out / "seg" / "evaluation_validation.json").read_text())
     assert result["images"] == 5 and len(result["iou"]) == 21 and 0 <= result["miou"] <= 1
+    assert result["seed"] == pseudo["seed"] == 0  # recorded in every manifest and evaluation
     assert len(list((out / "predictions").glob("*.png"))) == 5
     assert main(["run", "--voc-root", str(VOC_DIR), "--stages", "magic"]) == 2
 
