@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-digest",
+        action="store_true",
+        help="rewrite tests/fixtures/phantom_chain_digest.json from this run (outputs changed on purpose)",
+    )
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACDC_WSSS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ACDC_DIR = SHARED_DATA / "acdc"
