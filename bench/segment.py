@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset
-from acdc_wsss.pseudo.priors import IGNORE
+from acdc_wsss.labels import IGNORE
 from acdc_wsss.seg.train import (
     PseudoLabelSlices,
     SegConfig,

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from acdc_wsss.data.acdc import DatasetError
+from acdc_wsss.errors import DatasetError
+from acdc_wsss.labels import IGNORE
 
 __all__ = [
     "VOC_CLASSES",
@@ -44,7 +45,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )  # fmt: skip
-IGNORE = 255
 
 
 class VOCCheckError(DatasetError):

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from acdc_wsss.data.acdc import DatasetError
 from acdc_wsss.data.registry import register_dataset, register_seg_data, register_volumes
+from acdc_wsss.errors import DatasetError
 from acdc_wsss.utils import write_json
 from voc_adapter.data import VOC_CLASSES, find_voc_root, make_voc_datalist
 from voc_adapter.transforms import load_rgb, voc_eval_transforms, voc_train_transforms, voc_val_transforms

@@ -36,8 +36,10 @@ from monai.data import MetaTensor
 from torch.utils.data import DataLoader, Dataset
 
 import acdc_wsss
-from acdc_wsss.data.acdc import ACDC_CLASSES, PATH_KEYS, DatasetError
+from acdc_wsss.data.acdc import ACDC_CLASSES, PATH_KEYS
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, forget_transform_ids, invert
+from acdc_wsss.errors import DatasetError
+from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.utils import atomic_write, progress_bar
 
@@ -45,8 +47,6 @@ __all__ = ["SliceDataset", "label_round_trip", "read_tag_csv", "volume_key", "wr
 
 logger = logging.getLogger(__name__)
 
-#: Label value of pixels without a label (slices of volumes that have no mask).
-IGNORE_INDEX = 255
 _TAG_SPLIT = re.compile(r"[\s;|,]+")
 
 
@@ -291,7 +291,7 @@ class SliceDataset(Dataset):
             "image": image,
             "motion": vol["motion"][..., z].float(),
             "tags": vol["tags"][z],
-            "label": torch.full_like(image, IGNORE_INDEX).long() if label is None else label[..., z].long(),
+            "label": torch.full_like(image, IGNORE).long() if label is None else label[..., z].long(),
             "has_label": label is not None,
             "volume": v,
             "slice": z,

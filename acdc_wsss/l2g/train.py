@@ -47,13 +47,14 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist, split_patients, write_datalist
+from acdc_wsss.data.acdc import make_datalist, read_datalist, split_patients, write_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_dataset
 from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.engine import build_trainer
+from acdc_wsss.errors import DatasetError
 from acdc_wsss.l2g.core import (
     attention_loss,
     attention_target,

@@ -33,9 +33,10 @@ import numpy as np
 from acdc_wsss.crf import CRF_MRI, CRF_RGB, dense_crf
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.infer import STAGE, inference_volumes, load_cams
-from acdc_wsss.pseudo.priors import IGNORE, es_lv_region, heart_region, priors_labels
+from acdc_wsss.pseudo.priors import es_lv_region, heart_region, priors_labels
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = [

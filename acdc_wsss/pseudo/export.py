@@ -18,13 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from PIL import Image
 
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.slices import volume_key
+from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import (
     DEFAULT_ROWS,
     ROW_SETS,
@@ -38,20 +38,9 @@ from acdc_wsss.pseudo.infer import STAGE, inference_volumes
 from acdc_wsss.pseudo.priors import uncertain_to_ignore
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
-__all__ = ["export_pseudo", "save_nifti"]
+__all__ = ["export_pseudo"]
 
 logger = logging.getLogger(__name__)
-
-
-def save_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 label volume with ``affine`` (qform and sform set) atomically; return the path."""
-    path = Path(path)
-    img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    with atomic_write(path) as tmp:
-        nib.save(img, tmp)
-    return path
 
 
 def export_pseudo(

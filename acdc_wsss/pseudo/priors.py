@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from acdc_wsss.data.transforms import HeartCentre
+from acdc_wsss.labels import IGNORE
 
 __all__ = [
     "IGNORE",
@@ -36,9 +37,6 @@ __all__ = [
     "priors_labels",
     "uncertain_to_ignore",
 ]
-
-#: Label value of pixels a loss must ignore.
-IGNORE = 255
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:

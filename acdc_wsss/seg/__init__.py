@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from acdc_wsss.seg.infer import evaluate_seg, largest_components, predict, write_colour_table
+from acdc_wsss.nifti import write_colour_table
+from acdc_wsss.seg.infer import evaluate_seg, largest_components, predict
 from acdc_wsss.seg.train import SegConfig, SegNet, load_seg, predict_slices, run_seg
 
 __all__ = [

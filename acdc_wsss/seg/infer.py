@@ -35,47 +35,27 @@ import torch
 from scipy import ndimage as ndi
 
 from acdc_wsss.crf import CRF_MRI, dense_crf
-from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist
+from acdc_wsss.data.acdc import make_datalist, read_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.errors import DatasetError
 from acdc_wsss.metrics import dice_per_class, hd95_per_class
-from acdc_wsss.pseudo.export import save_nifti
+from acdc_wsss.nifti import save_nifti, write_colour_table
 from acdc_wsss.pseudo.priors import es_lv_region, priors_labels
 from acdc_wsss.seg.train import STAGE, load_seg, predict_slices
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = [
-    "SLICER_COLOURS",
     "evaluate_seg",
     "fuse_with_rules",
     "largest_components",
     "predict",
-    "write_colour_table",
 ]
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions"
-#: 3D Slicer colours (RGBA) of background, RV, Myo, LV (Slicer's own cardiac-ish defaults).
-SLICER_COLOURS: tuple[tuple[int, int, int, int], ...] = (
-    (0, 0, 0, 0),
-    (0, 151, 206, 255),
-    (216, 101, 79, 255),
-    (221, 130, 101, 255),
-)
-
-
-def write_colour_table(path: str | os.PathLike, classes: Sequence[str]) -> Path:
-    """A 3D Slicer colour table (``index name R G B A`` per line) naming background and ``classes``."""
-    names = ["Background", *classes]
-    lines = ["# 3D Slicer colour table written by acdc-wsss", f"# {len(names)} values"]
-    for i, name in enumerate(names):
-        r, g, b, a = SLICER_COLOURS[i] if i < len(SLICER_COLOURS) else (128, 128, 128, 255)
-        lines.append(f"{i} {name} {r} {g} {b} {a}")
-    with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Path(path)
 
 
 def largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -54,9 +54,9 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.engine import build_trainer
+from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.networks import DeepLabV2
-from acdc_wsss.pseudo.priors import IGNORE
 
 __all__ = ["SegConfig", "SegNet", "StageData", "load_seg", "predict_slices", "run_seg"]
 

@@ -12,7 +12,7 @@ import torch
 from acdc_wsss.data.acdc import make_datalist, read_datalist, read_patients, write_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import SliceDataset, label_round_trip
-from acdc_wsss.pseudo.export import save_nifti
+from acdc_wsss.nifti import save_nifti
 
 
 def test_chain_outputs(real_items: list[dict]) -> None:

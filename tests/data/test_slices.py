@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from acdc_wsss.data.acdc import DatasetError, make_datalist, read_datalist, read_patients, write_datalist
+from acdc_wsss.data.acdc import make_datalist, read_datalist, read_patients, write_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, read_tag_csv, write_tag_csv
+from acdc_wsss.errors import DatasetError
 
 
 @pytest.fixture(scope="module")

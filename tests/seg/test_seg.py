@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from acdc_wsss.chain import main, run_chain
 from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
-from acdc_wsss.seg.infer import write_colour_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
