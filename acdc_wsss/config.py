@@ -22,7 +22,8 @@ import torch.distributed as dist
 from torch import nn
 
 import acdc_wsss
-from acdc_wsss.engine import LAST, resume
+from acdc_wsss.engine import resume
+from acdc_wsss.layout import StageLayout
 from acdc_wsss.utils import ensure_writable, write_json
 
 __all__ = [
@@ -97,13 +98,13 @@ def prepare_stage_dir(stage_dir: Path, cfg: Any, rank: int = 0) -> bool:
     ``cfg.overwrite`` (the folder is cleared, so no stale checkpoint or evaluation survives).
     """
     ensure_writable(stage_dir.parent)
-    last = stage_dir / LAST
+    last = StageLayout(stage_dir).last
     if last.exists() and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(
             f"{stage_dir} holds a run: --resume True continues it, --overwrite True redoes it."
         )
     if cfg.resume and last.exists():
-        path = stage_dir / "manifest.json"
+        path = StageLayout(stage_dir).manifest
         manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         if manifest.get("config_digest") not in (None, config_digest(cfg)):
             raise ValueError(
@@ -184,7 +185,8 @@ def load_finished_stage(
         ValueError: another stage's output, an unfinished run, or a checkpoint that does not fit the
             recorded architecture.
     """
-    manifest_path = stage_dir / "manifest.json"
+    layout = StageLayout(stage_dir)
+    manifest_path = layout.manifest
     if not manifest_path.is_file():
         raise FileNotFoundError(
             f"{stage_dir} holds no trained {label} (no manifest.json); make it with: {make}"
@@ -194,7 +196,7 @@ def load_finished_stage(
         raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {stage!r}.")
     if manifest.get("status") != "complete":
         raise ValueError(f"{stage_dir} holds an unfinished {label}; finish it with: {make} --resume True")
-    path = stage_dir / f"{checkpoint}.pt"
+    path = layout.checkpoint(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {make}")
     names = {f.name for f in dataclasses.fields(config_cls)}
@@ -226,19 +228,20 @@ def run_recorded(
     extra ``handlers``, write the manifest as ``running``, train, then record ``complete``, the epochs
     run, the history, ``on_complete(trainer)``'s entries and the DDP check (rank 0 writes). Returns the
     final manifest."""
+    layout = StageLayout(stage_dir)
     if resuming:
-        info = resume(stage_dir / LAST, trainer.save_dict)
+        info = resume(layout.last, trainer.save_dict)
         logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
     for h in handlers:
         h(trainer)
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(manifest, stage_dir / "manifest.json")
+        write_json(manifest, layout.manifest)
     trainer.run(loader, max_epochs=epochs)
     manifest.update(status="complete", epochs_run=trainer.state.epoch, history=trainer.state.history)
     if on_complete is not None:
         manifest.update(on_complete(trainer))
     manifest["ddp"] = {"world_size": world, "ranks_identical": ranks_identical(model) if world > 1 else True}
     if rank == 0:
-        write_json(manifest, stage_dir / "manifest.json")
+        write_json(manifest, layout.manifest)
     return manifest

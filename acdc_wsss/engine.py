@@ -24,13 +24,12 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import LrScheduleHandler, StatsHandler
 
+from acdc_wsss.layout import BEST, LAST, StageLayout
 from acdc_wsss.utils import atomic_write, write_json
 
 __all__ = ["CheckpointHandler", "build_trainer", "resume"]
 
 logger = logging.getLogger(__name__)
-
-LAST, BEST = "last.pt", "best.pt"
 
 
 class CheckpointHandler:
@@ -158,7 +157,7 @@ def build_trainer(
         history.append(row)
         engine.state.history = list(history)
         if rank == 0:
-            write_json({"epochs": history}, out / "metrics.json")
+            write_json({"epochs": history}, StageLayout(out).metrics)
             logger.info("epoch %d: %s", engine.state.epoch, _short(row))
 
     if rank == 0:

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
+from acdc_wsss.config import versions
 from acdc_wsss.data.slices import SliceDataset
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.utils import atomic_write, write_json
 
 __all__ = ["dataset_summary", "save_preview", "training_curves", "write_report"]
@@ -90,11 +90,11 @@ def save_preview(ds: SliceDataset, path: Path, volumes: int = 4) -> Path:
 def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path | None:
     """Save the training curves of the run's stages (loss and validation metrics per epoch): stage 1 (with
     the baseline classifier in ``RUN/baseline`` when there is one) and stage 3. None when nothing trained."""
-    run = Path(run)
+    layout = RunLayout(run)
     stages = {
-        "stage 1 L2G": _json(run / "l2g" / "manifest.json").get("history", []),
-        "stage 1 baseline": _json(run / "baseline" / "l2g" / "manifest.json").get("history", []),
-        "stage 3 DeepLab": _json(run / "seg" / "manifest.json").get("history", []),
+        "stage 1 L2G": _json(layout.l2g.manifest).get("history", []),
+        "stage 1 baseline": _json(layout.baseline.l2g.manifest).get("history", []),
+        "stage 3 DeepLab": _json(layout.seg.manifest).get("history", []),
     }
     stages = {k: v for k, v in stages.items() if v}
     if not stages:
@@ -134,41 +134,32 @@ def _link(run: Path, path: Path) -> str:
     return f"[`{rel}`]({rel})" if path.exists() else f"`{rel}` (not made yet)"
 
 
-def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None = None) -> Path:
-    """Draw ``RUN/figures/`` and write ``RUN/report.md`` (atomically); return the report's path.
+def _image(run: Path, path: Path, name: str, missing: str) -> str:
+    return f"![{name}]({path.relative_to(run).as_posix()})" if path.is_file() else missing
 
-    Args:
-        run: a run folder of the whole chain (or of any stages of it; missing parts are marked).
-        baseline_run: plain-CAM run for the panels' baseline column (default ``RUN/baseline`` if present).
-    """
-    from acdc_wsss.config import versions
+
+def _draw_figures(run: RunLayout, l2g: dict[str, Any], baseline_run: str | os.PathLike | None) -> None:
+    """``figures/``: the data preview (and ``dataset_summary.json``), the method panels, the curves."""
     from acdc_wsss.pseudo.figures import figure_panels
 
-    run = Path(run)
-    if not (run / "datalist.json").is_file():
-        raise FileNotFoundError(f"{run} holds no run (no datalist.json); make one: python -m acdc_wsss run")
-    figures = run / "figures"
-    if baseline_run is None and (run / "baseline" / "cam" / "manifest.json").is_file():
-        baseline_run = run / "baseline"
-    l2g = _json(run / "l2g" / "manifest.json")
-    summary = _json(run / "summary.json")
-    if (run / "datalist.json").is_file() and l2g:
+    if l2g:
         splits = l2g.get("splits", {})
-        items = [it for key in splits for it in read_datalist(run / "datalist.json", key)]
-        pre = PreprocessConfig(**l2g["preprocess"])
-        ds = SliceDataset(items, pre, l2g["classes"], cache_dir=run / "cache", progress=False)
-        write_json(dataset_summary(ds, splits), run / "dataset_summary.json")
-        save_preview(ds, figures / "data.png")
-    if (run / "cam" / "manifest.json").is_file():
-        figure_panels(run, baseline_run, figures / "panels.png")
-    training_curves(run, figures / "curves.png")
+        ds = run.slices(l2g, [it for key in splits for it in run.split(key)])
+        write_json(dataset_summary(ds, splits), run.dataset_summary)
+        save_preview(ds, run.data_preview)
+    if run.cam.manifest.is_file():
+        figure_panels(run.root, baseline_run, run.panels)
+    training_curves(run.root, run.curves)
 
+
+def _header(run: RunLayout, l2g: dict[str, Any]) -> list[str]:
+    """Title, data set, seed, machine, versions and step times."""
     cfg = l2g.get("config", {})
     phantom = bool(l2g) and (Path(l2g["dataset_dir"]) / "phantom.json").is_file()
     seed = l2g.get("seed", cfg.get("seed"))
-    test = _json(run / "seg" / "evaluation_testing.json")
+    summary = _json(run.summary)
     lines = [
-        f"# Run report: `{run.name}`",
+        f"# Run report: `{run.root.name}`",
         "",
         f"- data set: `{l2g.get('dataset_dir')}`{' (synthetic phantom)' if phantom else ''}"
         "; patients per split: " + ", ".join(f"{k} {len(v)}" for k, v in l2g.get("splits", {}).items()),
@@ -180,24 +171,39 @@ def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None 
             f"- wall time {summary['total_wall_s'] / 60:.1f} min: "
             + "; ".join(f"{k} {v:.0f} s" for k, v in summary["wall_s"].items())
         )
-    lines += [
+    return lines
+
+
+def _tables(run: RunLayout) -> list[str]:
+    """The test-patient table and the pseudo-label table, with links to every number."""
+    root, seg, cam = run.root, run.seg, run.cam
+    test = _json(seg.evaluation("testing"))
+    lines = [
         "",
         "## Test patients (stage 3 network, 3D Dice and HD95 on the original grid)",
         "",
-        _table(run / "seg" / "evaluation_testing.md"),
+        _table(seg.evaluation("testing", ".md")),
         "",
-        f"Per volume: {_link(run, run / 'seg' / 'evaluation_testing.csv')}; "
-        f"all numbers: {_link(run, run / 'seg' / 'evaluation_testing.json')}.",
+        f"Per volume: {_link(root, seg.evaluation('testing', '.csv'))}; "
+        f"all numbers: {_link(root, seg.evaluation('testing'))}.",
     ]
     if test:
         lines.append(f"Test patients: {test.get('patients')} ({test.get('volumes')} volumes).")
-    lines += [
+    return [
+        *lines,
         "",
         "## Pseudo labels (stage 2, training patients, 2D Dice over slices)",
         "",
-        _table(run / "cam" / "evaluation_training.md"),
+        _table(cam.evaluation("training", ".md")),
         "",
-        f"All numbers and every swept setting: {_link(run, run / 'cam' / 'evaluation_training.json')}.",
+        f"All numbers and every swept setting: {_link(root, cam.evaluation('training'))}.",
+    ]
+
+
+def _figures_and_masks(run: RunLayout) -> list[str]:
+    """The figures, the data counts and the masks for 3D Slicer."""
+    root = run.root
+    return [
         "",
         "## What the method does",
         "",
@@ -205,31 +211,50 @@ def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None 
         " stage-3 network's own prediction (the masks in `predictions/` add the anatomy fusion) and the"
         " ground truth, on validation patients:",
         "",
-        "![panels](figures/panels.png)" if (figures / "panels.png").is_file() else "_no panels yet_",
+        _image(root, run.panels, "panels", "_no panels yet_"),
         "",
         "## Training curves",
         "",
-        "![curves](figures/curves.png)" if (figures / "curves.png").is_file() else "_no training yet_",
+        _image(root, run.curves, "curves", "_no training yet_"),
         "",
         "## Data",
         "",
-        "![data](figures/data.png)" if (figures / "data.png").is_file() else "_no data preview_",
+        _image(root, run.data_preview, "data", "_no data preview_"),
         "",
-        f"Counts: {_link(run, run / 'dataset_summary.json')}; split: {_link(run, run / 'datalist.json')}.",
+        f"Counts: {_link(root, run.dataset_summary)}; split: {_link(root, run.datalist)}.",
         "",
         "## Masks for 3D Slicer",
         "",
-        f"- test-patient predictions: {_link(run, run / 'predictions')} (`*_seg.nii.gz`, uint8, 0 background,"
-        " 1 RV, 2 Myo, 3 LV, on the source image's grid)",
-        f"- colour table: {_link(run, run / 'predictions' / 'acdc_labels.ctbl')}",
-        f"- pseudo labels of the training patients: {_link(run, run / 'cam' / 'nifti')}",
+        f"- test-patient predictions: {_link(root, run.predictions.path)} (`*_seg.nii.gz`, uint8, 0"
+        " background, 1 RV, 2 Myo, 3 LV, on the source image's grid)",
+        f"- colour table: {_link(root, run.predictions.colour_table)}",
+        f"- pseudo labels of the training patients: {_link(root, run.cam.nifti)}",
         "",
         "In 3D Slicer: drag the source `patientXXX_frameYY.nii.gz` in as a volume, then the `_seg.nii.gz`"
-        " with *Show Options* > *LabelMap* ticked, and pick the colour table (drag `acdc_labels.ctbl` in"
-        " first) in the *Volumes* module's *Display* section. The README gives the steps in full.",
+        " with *Show Options* > *LabelMap* ticked, and pick the colour table (drag"
+        f" `{run.predictions.colour_table.name}` in first) in the *Volumes* module's *Display* section."
+        " The README gives the steps in full.",
         "",
     ]
-    out = run / "report.md"
-    with atomic_write(out) as tmp:
+
+
+def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None = None) -> Path:
+    """Draw ``RUN/figures/`` and write ``RUN/report.md`` (atomically); return the report's path.
+
+    Args:
+        run: a run folder of the whole chain (or of any stages of it; missing parts are marked).
+        baseline_run: plain-CAM run for the panels' baseline column (default ``RUN/baseline`` if present).
+    """
+    layout = RunLayout(run)
+    if not layout.datalist.is_file():
+        raise FileNotFoundError(
+            f"{layout.root} holds no run (no {layout.datalist.name}); make one: python -m acdc_wsss run"
+        )
+    if baseline_run is None and layout.baseline.cam.manifest.is_file():
+        baseline_run = layout.baseline.root
+    l2g = _json(layout.l2g.manifest)
+    _draw_figures(layout, l2g, baseline_run)
+    lines = [*_header(layout, l2g), *_tables(layout), *_figures_and_masks(layout)]
+    with atomic_write(layout.report) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
-    return out
+    return layout.report

@@ -20,10 +20,8 @@ from pathlib import Path
 import torch
 
 from acdc_wsss.cam import CAM_SCALES, multiscale_cam
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.l2g.train import load_l2g
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import crf_labels
 from acdc_wsss.pseudo.priors import priors_labels
 
@@ -40,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest, model = load_l2g(run, "best", "cpu")
     if Path(manifest["dataset_dir"]).resolve() != Path(args.data).resolve():
         raise SystemExit(f"error: {run} was trained on {manifest['dataset_dir']}, not {args.data}.")
-    pre = PreprocessConfig(**manifest["preprocess"])
-    items = read_datalist(run / "datalist.json", "training")[: args.volumes]
-    ds = SliceDataset(items, pre, manifest["classes"], cache_dir=run / "cache", progress=False)
+    layout = RunLayout(run)
+    ds = layout.slices(manifest, layout.split("training")[: args.volumes])
     n = len(ds)
     t0 = time.perf_counter()
     for vol in ds.volumes:

@@ -22,10 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.labels import IGNORE
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg.train import (
     PseudoLabelSlices,
     SegConfig,
@@ -53,25 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--train_slices", type=int, default=320, help="training slices timed (320)")
     args = parser.parse_args(argv)
-    run, device = Path(args.run), torch.device(args.device)
-    datalist = json.loads((run / "datalist.json").read_text(encoding="utf-8"))
+    run, device = RunLayout(args.run), torch.device(args.device)
+    datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     if Path(datalist["base_dir"]).resolve() != Path(args.data).resolve():
-        raise SystemExit(f"{run} was made from {datalist['base_dir']}, not {args.data}.")
-    manifest = json.loads((run / "cam" / "manifest.json").read_text(encoding="utf-8"))
-    kw = {
-        "config": PreprocessConfig(**manifest["preprocess"]),
-        "classes": manifest["classes"],
-        "cache_dir": run / "cache",
-        "progress": False,
-    }
-    train = SliceDataset(read_datalist(run / "datalist.json", "training"), **kw)
-    test = SliceDataset(read_datalist(run / "datalist.json", "testing"), **kw)
+        raise SystemExit(f"{run.root} was made from {datalist['base_dir']}, not {args.data}.")
+    manifest = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
+    train = run.slices(manifest, "training")
+    test = run.slices(manifest, "testing")
     cfg = SegConfig(network=args.network, width=args.width, device=str(device))
     torch.manual_seed(0)
     net = SegNet(len(manifest["classes"]) + 1, 1, cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     loader = DataLoader(
-        PseudoLabelSlices(train, read_targets(run, train), augmentation(cfg)),
+        PseudoLabelSlices(train, read_targets(run.root, train), augmentation(cfg)),
         batch_size=args.batch_size,
         shuffle=True,
     )
@@ -100,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     infer_s = time.perf_counter() - t0
     result = {
         "bench": "segment",
-        "run": str(run),
+        "run": str(run.root),
         "network": args.network,
         "width": args.width,
         "batch_size": args.batch_size,

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from acdc_wsss.data.registry import register_dataset, register_seg_data, register_volumes
 from acdc_wsss.errors import DatasetError
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.utils import write_json
 from voc_adapter.data import VOC_CLASSES, find_voc_root, make_voc_datalist
 from voc_adapter.transforms import load_rgb, voc_eval_transforms, voc_train_transforms, voc_val_transforms
@@ -96,7 +97,7 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
     )
     datalist = make_voc_datalist(data, {"training": "train_aug" if has_aug else "train", "validation": "val"})
     if rank == 0:
-        write_json(datalist, out / "datalist.json")
+        write_json(datalist, RunLayout(out).datalist)
     if dist.is_initialized():
         dist.barrier()
     items = datalist["training"] + datalist["validation"]
@@ -197,11 +198,11 @@ def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
     from acdc_wsss.metrics import DiceAccumulator
     from acdc_wsss.seg.train import StageData
 
-    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
-    pseudo = out / "cam" / "pseudo"
+    run = RunLayout(out)
+    datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     items = []
     for it in datalist["training"]:
-        target = pseudo / f"{it['id']}_target.png"
+        target = run.cam.pseudo_png(it["id"], target=True)
         if not target.is_file():
             raise FileNotFoundError(
                 f"{target} not found; make the pseudo labels first: python -m voc_adapter run --voc-root "

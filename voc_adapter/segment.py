@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from acdc_wsss.crf import CRF_RGB, dense_crf
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.seg.train import STAGE, load_seg, predict_slices
+from acdc_wsss.seg.train import load_seg, predict_slices
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 from voc_adapter.data import VOC_CLASSES, read_mask
 from voc_adapter.dataset import VOCVolumes
@@ -38,33 +39,32 @@ def predict_voc(
     progress: bool = True,
 ) -> Path:
     """Segment every image of ``split`` with the run's stage-3 network; write ``predictions/<id>.png``."""
-    out = Path(output_dir)
+    run = RunLayout(output_dir)
     dev = torch.device(device)
-    manifest, model = load_seg(out, checkpoint, dev)
-    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
+    manifest, model = load_seg(run.root, checkpoint, dev)
+    datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     images = VOCVolumes(datalist[split])
-    target = out / "predictions"
     for v in progress_bar(range(len(images)), "segmenting images", progress):
         vol = images.volumes[v]
         probs = predict_slices(model, vol["image"][..., 0][None], dev, flip=flip)[0].numpy()
         if crf:
             probs = dense_crf(vol["rgb"][..., 0], probs, CRF_RGB)
-        with atomic_write(target / f"{images.items[v]['id']}.png") as tmp:
+        with atomic_write(run.predictions.png(images.items[v]["id"])) as tmp:
             Image.fromarray(probs.argmax(0).astype(np.uint8)).save(tmp, format="PNG")
     record = {"split": split, "seed": manifest.get("seed"), "checkpoint": checkpoint, "flip": flip}
     record["crf"] = crf
-    write_json(record, target / "manifest.json")
-    return target
+    write_json(record, run.predictions.manifest)
+    return run.predictions.path
 
 
 def evaluate_voc(output_dir: str | os.PathLike, split: str = "validation") -> dict[str, Any]:
     """Per-class IoU and mIoU over background + 20 classes of ``predictions/`` against the masks (255
     ignored); ``seg/evaluation_<split>.{json,md}``."""
-    out = Path(output_dir)
-    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
+    run = RunLayout(output_dir)
+    datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     acc = DiceAccumulator(range(len(VOC_CLASSES) + 1))
     for item in datalist[split]:
-        path = out / "predictions" / f"{item['id']}.png"
+        path = run.predictions.png(item["id"])
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found; segment the split first (stage 'evaluate' does both)."
@@ -74,7 +74,7 @@ def evaluate_voc(output_dir: str | os.PathLike, split: str = "validation") -> di
         acc.update(np.where(ref == 255, 255, pred), ref)
     iou = acc.compute_iou()
     names = ["background", *VOC_CLASSES]
-    trained = out / STAGE / "manifest.json"
+    trained = run.seg.manifest
     seed = json.loads(trained.read_text(encoding="utf-8")).get("seed") if trained.is_file() else None
     result = {
         "split": split,
@@ -83,8 +83,8 @@ def evaluate_voc(output_dir: str | os.PathLike, split: str = "validation") -> di
         "iou": {n: float(x) for n, x in zip(names, iou, strict=True)},
         "miou": float(np.nanmean(iou)),
     }
-    write_json(result, out / STAGE / f"evaluation_{split}.json")
-    with atomic_write(out / STAGE / f"evaluation_{split}.md") as tmp:
+    write_json(result, run.seg.evaluation(split))
+    with atomic_write(run.seg.evaluation(split, ".md")) as tmp:
         tmp.write_text(miou_table(result), encoding="utf-8")
     return result
 

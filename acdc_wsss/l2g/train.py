@@ -47,7 +47,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.data.acdc import make_datalist, read_datalist, split_patients, write_datalist
+from acdc_wsss.data.acdc import make_datalist, split_patients, write_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.phantom import ensure_phantom
 from acdc_wsss.data.preprocess import PreprocessConfig
@@ -66,6 +66,7 @@ from acdc_wsss.l2g.core import (
     smooth_saliency,
     view_boxes,
 )
+from acdc_wsss.layout import L2G_STAGE, RunLayout
 from acdc_wsss.metrics import DiceAccumulator, multilabel_scores
 from acdc_wsss.networks import CAMNet
 from acdc_wsss.utils import write_json
@@ -83,7 +84,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STAGE = "l2g"
+STAGE = L2G_STAGE
 #: Constant background scores tried when CAM Dice is evaluated (the best is reported).
 BG_SWEEP: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 #: Thresholds on the learned background probability tried for the heart Dice of the background channel.
@@ -200,6 +201,7 @@ def prepare_data(
     A ``dataset`` other than ``acdc`` is built by its registered builder (:mod:`acdc_wsss.data.registry`).
     """
     out = Path(cfg.output_dir)
+    run = RunLayout(out)
     if cfg.dataset != "acdc":
         if cfg.dataset_dir is None:
             raise DatasetError(f"dataset {cfg.dataset!r} needs --dataset_dir (there is no phantom of it).")
@@ -220,15 +222,14 @@ def prepare_data(
     splits = split_patients(patients, cfg.splits, seed=cfg.split_seed)
     if not splits["training"]:
         raise DatasetError(f"{data}: no patient left for training with splits {cfg.splits}.")
-    datalist = out / "datalist.json"
     if rank == 0:
-        write_datalist(make_datalist(patients, data, splits), datalist)
+        write_datalist(make_datalist(patients, data, splits), run.datalist)
     if dist.is_initialized():
         dist.barrier()
     pre = PreprocessConfig(spacing=cfg.spacing, roi_size=cfg.roi_size, centre=cfg.centre)
-    kw = {"config": pre, "tags_csv": cfg.tags_csv, "cache_dir": out / "cache", "progress": cfg.progress}
-    train = SliceDataset(read_datalist(datalist, "training"), **kw)
-    val = SliceDataset(read_datalist(datalist, "validation"), **kw) if splits.get("validation") else None
+    kw = {"config": pre, "tags_csv": cfg.tags_csv, "cache_dir": run.cache, "progress": cfg.progress}
+    train = SliceDataset(run.split("training"), **kw)
+    val = SliceDataset(run.split("validation"), **kw) if splits.get("validation") else None
     return data, splits, train, val
 
 
@@ -383,7 +384,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     """
     cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
     rank, world = setup_distributed(cfg.distributed, "bundles/l2g_acdc/multi_gpu_train.json")
-    stage_dir = Path(cfg.output_dir) / STAGE
+    stage_dir = RunLayout(cfg.output_dir).l2g.path
     resuming = prepare_stage_dir(stage_dir, cfg, rank)
     set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
@@ -470,7 +471,7 @@ def load_l2g(
         return L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
 
     return load_finished_stage(  # type: ignore[return-value]
-        Path(output_dir) / STAGE, STAGE, "stage 1", make, checkpoint, L2GConfig, build, device
+        RunLayout(output_dir).l2g.path, STAGE, "stage 1", make, checkpoint, L2GConfig, build, device
     )
 
 
@@ -484,17 +485,16 @@ def evaluate_l2g(
     cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
     device = torch.device(cfg.device)
     manifest, model = load_l2g(cfg.output_dir, checkpoint, device)
-    out = Path(cfg.output_dir)
-    items = read_datalist(out / "datalist.json", split)
+    run = RunLayout(cfg.output_dir)
+    items = run.split(split)
     if not items:
-        raise DatasetError(f"{out / 'datalist.json'}: split {split!r} is empty.")
-    pre = PreprocessConfig(**manifest["preprocess"])
-    ds = SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=cfg.progress)
+        raise DatasetError(f"{run.datalist}: split {split!r} is empty.")
+    ds = run.slices(manifest, items, progress=cfg.progress)
     loader = DataLoader(ds, batch_size=32)
     result = evaluate_classifier(
         model.global_net, loader, device, manifest["classes"], _pool_weight(model.cfg)
     )
     result.update(split=split, checkpoint=checkpoint, slices=len(ds), l2g=manifest["config"]["l2g"])
-    write_json(result, out / STAGE / f"evaluation_{split}.json")
+    write_json(result, run.l2g.evaluation(split))
     logger.info("stage 1 on %s (%d slices): %s", split, len(ds), _flat(result))
     return result

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from acdc_wsss.crf import CRF_MRI, CRF_RGB, dense_crf
-from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.labels import IGNORE
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.infer import STAGE, inference_volumes, load_cams
+from acdc_wsss.pseudo.infer import inference_volumes, load_cams
 from acdc_wsss.pseudo.priors import es_lv_region, heart_region, priors_labels
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
@@ -220,7 +220,7 @@ def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, part
 
 def read_cam_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     """``output_dir/cam/manifest.json``, or a FileNotFoundError naming the command that makes it."""
-    path = Path(output_dir) / STAGE / "manifest.json"
+    path = RunLayout(output_dir).cam.manifest
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: make the CAMs first with python -m monai.bundle run --config_file "
@@ -231,7 +231,7 @@ def read_cam_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
 
 def cam_splits(output_dir: str | os.PathLike) -> list[str]:
     """The splits whose CAMs the run holds (none when stage 2 has not run)."""
-    path = Path(output_dir) / STAGE / "manifest.json"
+    path = RunLayout(output_dir).cam.manifest
     return json.loads(path.read_text(encoding="utf-8"))["splits"] if path.is_file() else []
 
 
@@ -239,12 +239,11 @@ def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = Tr
     """The volumes of ``split`` that have stored CAMs (ACDC: a :class:`SliceDataset` on the run's cache;
     VOC: whole images)."""
     out = Path(output_dir)
+    run = RunLayout(out)
     manifest = read_cam_manifest(out)
-    items = [
-        it for it in read_datalist(out / "datalist.json", split) if volume_key(it) in manifest["volumes"]
-    ]
+    items = [it for it in run.split(split) if volume_key(it) in manifest["volumes"]]
     if not items:
-        raise ValueError(f"{out / STAGE}: no CAMs for split {split!r}; it has {manifest['splits']}.")
+        raise ValueError(f"{run.cam.path}: no CAMs for split {split!r}; it has {manifest['splits']}.")
     return inference_volumes(manifest, items, out, progress)
 
 
@@ -350,8 +349,9 @@ def evaluate_pseudo(
         "classes": classes,
         "rows": table,
     }
-    write_json(result, out / STAGE / f"evaluation_{split}.json")
-    with atomic_write(out / STAGE / f"evaluation_{split}.md") as tmp:
+    stage = RunLayout(out).cam
+    write_json(result, stage.evaluation(split))
+    with atomic_write(stage.evaluation(split, ".md")) as tmp:
         tmp.write_text(markdown_table(result), encoding="utf-8")
     logger.info("pseudo labels on %s:\n%s", split, markdown_table(result))
     return result
@@ -360,8 +360,7 @@ def evaluate_pseudo(
 def chosen_setting(output_dir: str | os.PathLike, row: str) -> Any:
     """The setting of ``row`` chosen by the latest evaluation (on the validation patients when it had
     them); the row's first value when no evaluation holds it."""
-    paths = sorted((Path(output_dir) / STAGE).glob("evaluation_*.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(paths):
+    for path in reversed(RunLayout(output_dir).cam.evaluations()):
         for r in json.loads(path.read_text(encoding="utf-8")).get("rows", []):
             if r["row"] == row:
                 return r["setting"]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.slices import volume_key
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import (
     DEFAULT_ROWS,
@@ -34,7 +34,7 @@ from acdc_wsss.pseudo.evaluate import (
     row_set,
     volume_context,
 )
-from acdc_wsss.pseudo.infer import STAGE, inference_volumes
+from acdc_wsss.pseudo.infer import inference_volumes
 from acdc_wsss.pseudo.priors import uncertain_to_ignore
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
@@ -64,6 +64,7 @@ def export_pseudo(
         progress: progress bar on a terminal.
     """
     out = Path(output_dir)
+    run = RunLayout(out)
     manifest = read_cam_manifest(out)
     kind = row_set(manifest)
     row = row or DEFAULT_ROWS[kind]
@@ -75,26 +76,26 @@ def export_pseudo(
     items = [
         it
         for split in splits or manifest["splits"]
-        for it in read_datalist(out / "datalist.json", split)
+        for it in run.split(split)
         if volume_key(it) in manifest["volumes"]
     ]
     ds = inference_volumes(manifest, items, out, progress)
-    stage = out / STAGE
+    stage = run.cam
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
         labels = row_labels(row, volume_context(out, ds, v), value)
         target = uncertain_to_ignore(labels, ds.volumes[v]["tags"].numpy(), ignore_band)
-        with atomic_write(stage / "pseudo" / f"{key}.npz") as tmp:
+        with atomic_write(stage.pseudo_labels(key)) as tmp:
             np.savez_compressed(tmp, labels=labels, target=target)
         if (
             kind == "rgb"
         ):  # photos: PNGs of class indices (labels; training target with 255) beside the arrays
-            for name, arr in ((f"{key}.png", labels), (f"{key}_target.png", target)):
-                with atomic_write(stage / "pseudo" / name) as tmp:
+            for path, arr in ((stage.pseudo_png(key), labels), (stage.pseudo_png(key, target=True), target)):
+                with atomic_write(path) as tmp:
                     Image.fromarray(arr[..., 0]).save(tmp, format="PNG")
             continue
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
-        save_nifti(back[0].numpy().round(), back.affine.numpy(), stage / "nifti" / f"{key}_pseudo.nii.gz")
+        save_nifti(back[0].numpy().round(), back.affine.numpy(), stage.pseudo_nifti(key))
     write_json(
         {
             "row": row,
@@ -104,12 +105,12 @@ def export_pseudo(
             "volumes": [volume_key(it) for it in ds.items],
             "classes": manifest["classes"],
         },
-        stage / "pseudo" / "manifest.json",
+        stage.pseudo_manifest,
     )
     logger.info(
         "pseudo labels of %d volumes written to %s%s",
         len(ds.volumes),
-        stage / "pseudo",
-        "" if kind == "rgb" else f" (2D) and {stage / 'nifti'} (NIfTI)",
+        stage.pseudo,
+        "" if kind == "rgb" else f" (2D) and {stage.nifti} (NIfTI)",
     )
-    return stage
+    return stage.path

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.data.slices import volume_key
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.infer import load_cams
 from acdc_wsss.utils import atomic_write
 
@@ -53,22 +52,17 @@ def figure_panels(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = Path(run)
-    manifest = json.loads((run / "cam" / "manifest.json").read_text(encoding="utf-8"))
+    layout = RunLayout(run)
+    manifest = json.loads(layout.cam.manifest.read_text(encoding="utf-8"))
     if manifest.get("dataset", "acdc") != "acdc":
         logger.info("figure panels are drawn for ACDC runs; %s is a %s run.", run, manifest["dataset"])
         return None
     if split is None:
         split = "validation" if "validation" in manifest.get("splits", []) else "training"
-    pre = PreprocessConfig(**manifest["preprocess"])
-    items = [
-        it for it in read_datalist(run / "datalist.json", split) if volume_key(it) in manifest["volumes"]
-    ]
+    items = [it for it in layout.split(split) if volume_key(it) in manifest["volumes"]]
     picks = np.linspace(0, len(items) - 1, num=min(slices, len(items))).round().astype(int)
-    ds = SliceDataset(
-        [items[i] for i in picks], pre, manifest["classes"], cache_dir=run / "cache", progress=False
-    )
-    net = _finished_network(run)
+    ds = layout.slices(manifest, [items[i] for i in picks])
+    net = _finished_network(layout)
     columns: Sequence[str] = ["image", *(["baseline CAM"] if baseline_run else []), "L2G CAM"]
     columns = [*columns, "refined", "pseudo label", *(["network prediction"] if net else []), "ground truth"]
     fig, axes = plt.subplots(
@@ -91,7 +85,7 @@ def figure_panels(
                 vmin=None if cmap == "gray" else 0,
                 vmax=None if cmap == "gray" else 1,
             )
-        pseudo_path = run / "cam" / "pseudo" / f"{key}.npz"
+        pseudo_path = layout.cam.pseudo_labels(key)
         pseudo = np.load(pseudo_path) if pseudo_path.is_file() else None
         labels = [pseudo["labels"][..., z] if pseudo else None, pseudo["target"][..., z] if pseudo else None]
         if net:
@@ -117,14 +111,14 @@ def figure_panels(
     return out
 
 
-def _finished_network(run: Path) -> Any:
+def _finished_network(run: RunLayout) -> Any:
     """The stage-3 network of ``run`` on the CPU, or None when it holds no finished one."""
     from acdc_wsss.seg import load_seg
 
-    manifest = run / "seg" / "manifest.json"
+    manifest = run.seg.manifest
     if not manifest.is_file() or json.loads(manifest.read_text(encoding="utf-8")).get("status") != "complete":
         return None
-    return load_seg(run, "last")[1]
+    return load_seg(run.root, "last")[1]
 
 
 def _predict(net: Any, x: Any) -> Any:

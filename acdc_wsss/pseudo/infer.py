@@ -27,18 +27,17 @@ import numpy as np
 import torch
 
 from acdc_wsss.cam import CAM_SCALES, multiscale_cam
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_volumes
-from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.data.slices import volume_key
 from acdc_wsss.l2g.train import load_l2g
+from acdc_wsss.layout import CAM_STAGE, RunLayout
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["CamConfig", "load_cams", "run_cam", "stage1_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
-STAGE = "cam"
+STAGE = CAM_STAGE
 
 
 @dataclass
@@ -90,14 +89,13 @@ def inference_volumes(
     set, e.g. VOC) of ``items``, as the stage-1 ``manifest`` says the run was trained on."""
     name = manifest.get("dataset", "acdc")
     if name == "acdc":
-        pre = PreprocessConfig(**manifest["preprocess"])
-        return SliceDataset(items, pre, manifest["classes"], cache_dir=out / "cache", progress=progress)
+        return RunLayout(out).slices(manifest, items, progress=progress)
     return get_volumes(name)(items, manifest["preprocess"], manifest["classes"], out, progress)
 
 
 def stage1_fingerprint(output_dir: str | os.PathLike, checkpoint: str) -> str:
     """Hash of the stage-1 checkpoint file's name, size and modification time."""
-    path = Path(output_dir) / "l2g" / f"{checkpoint}.pt"
+    path = RunLayout(output_dir).l2g.checkpoint(checkpoint)
     st = path.stat()
     return hashlib.sha1(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
@@ -114,11 +112,12 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
     """
     cfg = config if isinstance(config, CamConfig) else CamConfig(**config)
     out = Path(cfg.output_dir)
+    run = RunLayout(out)
     device = torch.device(cfg.device)
     manifest1, model = load_l2g(out, cfg.checkpoint, device)
-    stage = out / STAGE
+    stage = run.cam.path
     fingerprint = stage1_fingerprint(out, cfg.checkpoint)
-    old = stage / "manifest.json"
+    old = run.cam.manifest
     if old.is_file() and not cfg.overwrite:
         previous = json.loads(old.read_text(encoding="utf-8"))
         same_config = _lasting(previous.get("config", {})) == _lasting(dataclasses.asdict(cfg))
@@ -130,9 +129,9 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             )
             return stage
     classes = manifest1["classes"]
-    items = [it for split in cfg.splits for it in read_datalist(out / "datalist.json", split)]
+    items = [it for split in cfg.splits for it in run.split(split)]
     ds = inference_volumes(manifest1, items, out, cfg.progress)
-    cams = stage / "cams"
+    cams = run.cam.cams
     cams.mkdir(parents=True, exist_ok=True)
     net = model.global_net
     for v in progress_bar(range(len(ds.volumes)), "CAM inference", cfg.progress):
@@ -140,7 +139,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
         x = plain(vol["image"]).permute(3, 0, 1, 2).float().to(device)  # (S, C, H, W)
         tags = vol["tags"].to(device)
         res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip)
-        path = cams / f"{volume_key(ds.items[v])}.npz"
+        path = run.cam.cam(volume_key(ds.items[v]))
         with atomic_write(path) as tmp:
             np.savez_compressed(
                 tmp,
@@ -164,7 +163,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
             "volumes": [volume_key(it) for it in ds.items],
             "splits": cfg.splits,
         },
-        stage / "manifest.json",
+        run.cam.manifest,
     )
     logger.info("CAMs of %d volumes written to %s", len(ds.volumes), cams)
     return stage
@@ -177,7 +176,7 @@ def _lasting(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
     """Read the stored CAMs of one volume (``patientXXX_frameYY``) as float32 arrays."""
-    path = Path(output_dir) / STAGE / "cams" / f"{key}.npz"
+    path = RunLayout(output_dir).cam.cam(key)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found; make the CAMs with the stage-2 infer bundle (infer.json)."

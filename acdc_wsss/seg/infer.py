@@ -35,15 +35,16 @@ import torch
 from scipy import ndimage as ndi
 
 from acdc_wsss.crf import CRF_MRI, dense_crf
-from acdc_wsss.data.acdc import make_datalist, read_datalist
+from acdc_wsss.data.acdc import make_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.errors import DatasetError
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class, hd95_per_class
 from acdc_wsss.nifti import save_nifti, write_colour_table
 from acdc_wsss.pseudo.priors import es_lv_region, priors_labels
-from acdc_wsss.seg.train import STAGE, load_seg, predict_slices
+from acdc_wsss.seg.train import load_seg, predict_slices
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PREDICTIONS = "predictions"
 
 
 def largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -114,13 +113,12 @@ def _items_from(
             }
             for it in datalist["training"]
         ]
-    return read_datalist(output_dir / "datalist.json", split or "testing")
+    return RunLayout(output_dir).split(split or "testing")
 
 
 def _output_name(item: dict[str, Any]) -> str:
-    return (
-        f"{item['patient']}_seg.nii.gz" if item.get("phase") == "frame" else f"{volume_key(item)}_seg.nii.gz"
-    )
+    """The name of an item's mask: its volume key, or a single file's stem."""
+    return item["patient"] if item.get("phase") == "frame" else volume_key(item)
 
 
 def predict(
@@ -154,6 +152,7 @@ def predict(
         progress: progress bar on a terminal.
     """
     out = Path(output_dir)
+    run = RunLayout(out)
     for src in [dataset_dir, *(images or [])]:
         folder = None if src is None else (Path(src) if dataset_dir == src else Path(src).parent)
         if folder is not None and out.resolve().is_relative_to(folder.resolve()):
@@ -164,13 +163,13 @@ def predict(
     base = PreprocessConfig(**manifest["preprocess"])
     items = _items_from(out, split, dataset_dir, images)
     if not items:
-        raise DatasetError(f"nothing to segment: split {split!r} of {out / 'datalist.json'} is empty.")
-    target = out / PREDICTIONS
+        raise DatasetError(f"nothing to segment: split {split!r} of {run.datalist} is empty.")
+    target = run.predictions
     groups: list[tuple[PreprocessConfig, list[dict[str, Any]], Path | None]]
     if images:
         groups = [(_single_file_config(Path(it["image"]), base), [it], None) for it in items]
     else:
-        groups = [(base, items, out / "cache")]
+        groups = [(base, items, run.cache)]
     jobs: list[tuple[SliceDataset, int]] = []
     for config, group, cache in groups:
         ds = SliceDataset(
@@ -204,10 +203,10 @@ def predict(
         if largest_component:
             labels = largest_components(labels, len(classes))
         back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
-        path = target / _output_name(item)
+        path = target.mask(_output_name(item))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), path)
         written.append(path.name)
-    write_colour_table(target / "acdc_labels.ctbl", classes)
+    write_colour_table(target.colour_table, classes)
     write_json(
         {
             "checkpoint": checkpoint,
@@ -220,10 +219,15 @@ def predict(
             "files": written,
             "classes": classes,
         },
-        target / "manifest.json",
+        target.manifest,
     )
-    logger.info("%d masks written to %s (3D Slicer colour table: acdc_labels.ctbl)", len(written), target)
-    return target
+    logger.info(
+        "%d masks written to %s (3D Slicer colour table: %s)",
+        len(written),
+        target.path,
+        target.colour_table.name,
+    )
+    return target.path
 
 
 def evaluate_seg(
@@ -234,15 +238,16 @@ def evaluate_seg(
     Writes ``seg/evaluation_<split>.json``, ``.csv`` (one row per patient and phase) and ``.md``.
     """
     out = Path(output_dir)
-    items = [it for it in read_datalist(out / "datalist.json", split) if it.get("label")]
+    run = RunLayout(out)
+    items = [it for it in run.split(split) if it.get("label")]
     if not items:
-        raise DatasetError(f"split {split!r} of {out / 'datalist.json'} has no masks to score against.")
-    manifest = json.loads((out / STAGE / "manifest.json").read_text(encoding="utf-8"))
+        raise DatasetError(f"split {split!r} of {run.datalist} has no masks to score against.")
+    manifest = json.loads(run.seg.manifest.read_text(encoding="utf-8"))
     classes = manifest["classes"]
     labels = list(range(1, len(classes) + 1))
     rows = []
     for it in progress_bar(items, f"scoring {split}", progress):
-        path = out / PREDICTIONS / _output_name(it)
+        path = run.predictions.mask(_output_name(it))
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found; segment the split first: python -m monai.bundle run --config_file "
@@ -290,16 +295,16 @@ def evaluate_seg(
         },
         "per_volume": rows,
     }
-    stage = out / STAGE
-    write_json(result, stage / f"evaluation_{split}.json")
+    stage = run.seg
+    write_json(result, stage.evaluation(split))
     with (
-        atomic_write(stage / f"evaluation_{split}.csv") as tmp,
+        atomic_write(stage.evaluation(split, ".csv")) as tmp,
         open(tmp, "w", newline="", encoding="utf-8") as f,
     ):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    with atomic_write(stage / f"evaluation_{split}.md") as tmp:
+    with atomic_write(stage.evaluation(split, ".md")) as tmp:
         tmp.write_text(markdown_table(result), encoding="utf-8")
     logger.info("stage 3 on %s:\n%s", split, markdown_table(result))
     return result

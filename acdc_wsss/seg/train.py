@@ -49,12 +49,11 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.registry import get_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.engine import build_trainer
 from acdc_wsss.labels import IGNORE
+from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.networks import DeepLabV2
 
@@ -62,7 +61,7 @@ __all__ = ["SegConfig", "SegNet", "StageData", "load_seg", "predict_slices", "ru
 
 logger = logging.getLogger(__name__)
 
-STAGE = "seg"
+STAGE = SEG_STAGE
 NETWORKS = ("deeplab", "unet")
 
 
@@ -225,16 +224,18 @@ def augmentation(cfg: SegConfig) -> Compose:
 def read_targets(output_dir: Path, ds: SliceDataset, key: str = "target") -> list[np.ndarray]:
     """The exported stage-2 arrays (``target`` or ``labels``) of every volume of ``ds``, refusing missing
     ones with the command that makes them."""
-    pseudo = output_dir / "cam" / "pseudo"
+    stage2 = RunLayout(output_dir).cam
     make = (
         "python -m monai.bundle run --config_file \"['bundles/l2g_acdc/train.json',"
         f"'bundles/l2g_acdc/infer.json']\" --output_dir {output_dir}"
     )
-    if not (pseudo / "manifest.json").is_file():
-        raise FileNotFoundError(f"{pseudo} holds no pseudo labels (no manifest.json); make them with: {make}")
+    if not stage2.pseudo_manifest.is_file():
+        raise FileNotFoundError(
+            f"{stage2.pseudo} holds no pseudo labels (no manifest.json); make them with: {make}"
+        )
     out = []
     for item, vol in zip(ds.items, ds.volumes, strict=True):
-        path = pseudo / f"{volume_key(item)}.npz"
+        path = stage2.pseudo_labels(volume_key(item))
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; make the pseudo labels with: {make}")
         with np.load(path) as z:
@@ -303,18 +304,12 @@ class StageData:
 
 
 def _acdc_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> StageData:
-    pre = PreprocessConfig(**manifest2["preprocess"])
-    kw = {
-        "config": pre,
-        "classes": manifest2["classes"],
-        "cache_dir": out / "cache",
-        "progress": cfg.progress,
-    }
-    train_ds = SliceDataset(read_datalist(out / "datalist.json", "training"), **kw)
+    run = RunLayout(out)
+    train_ds = run.slices(manifest2, "training", progress=cfg.progress)
     train_targets = read_targets(out, train_ds)  # before any work: refuse missing pseudo labels now
     has_val = "validation" in manifest2["splits"]
-    val_items = read_datalist(out / "datalist.json", "validation") if has_val else []
-    val_ds = SliceDataset(val_items, **kw) if val_items else None
+    val_items = run.split("validation") if has_val else []
+    val_ds = run.slices(manifest2, val_items, progress=cfg.progress) if val_items else None
     val_pseudo = read_targets(out, val_ds, "labels") if val_ds is not None else []
     aug = augmentation(cfg)
     return StageData(
@@ -336,9 +331,10 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     cfg = config if isinstance(config, SegConfig) else SegConfig(**config)
     rank, world = setup_distributed(cfg.distributed, "bundles/deeplab_acdc/multi_gpu_train.json")
     out = Path(cfg.output_dir)
-    stage_dir = out / STAGE
-    cam_manifest = out / "cam" / "manifest.json"
-    if not cam_manifest.is_file() or not (out / "datalist.json").is_file():
+    run = RunLayout(out)
+    stage_dir = run.seg.path
+    cam_manifest = run.cam.manifest
+    if not cam_manifest.is_file() or not run.datalist.is_file():
         raise FileNotFoundError(
             f"{out} holds no stage-2 output; make stages 1 and 2 first: python -m acdc_wsss run "
             f"--output_dir {out} (or the l2g_acdc bundles train.json, then infer.json)."
@@ -394,7 +390,7 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         rank=rank,
         on_epoch_start=[epoch_start],
     )
-    pseudo = json.loads((out / "cam" / "pseudo" / "manifest.json").read_text(encoding="utf-8"))
+    pseudo = json.loads(run.cam.pseudo_manifest.read_text(encoding="utf-8"))
     pseudo.pop("volumes", None)
     manifest = {
         "stage": STAGE,
@@ -427,5 +423,5 @@ def load_seg(
         return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
 
     return load_finished_stage(  # type: ignore[return-value]
-        Path(output_dir) / STAGE, STAGE, "stage 3", make, checkpoint, SegConfig, build, device
+        RunLayout(output_dir).seg.path, STAGE, "stage 3", make, checkpoint, SegConfig, build, device
     )
