@@ -1,19 +1,21 @@
-"""Small shared helpers: progress bars, CLI logging, atomic file writes."""
+"""Small shared helpers: progress bars, CLI logging, atomic file writes, old import paths kept working."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["atomic_write", "ensure_writable", "progress_bar", "setup_cli_logging", "write_json"]
+__all__ = ["atomic_write", "ensure_writable", "moved", "progress_bar", "setup_cli_logging", "write_json"]
 
 T = TypeVar("T")
 
@@ -73,3 +75,25 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
     finally:
         probe.unlink(missing_ok=True)
     return folder
+
+
+def moved(module: str, new_homes: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` that keeps an old import path working after a move.
+
+    ``module.name`` (``name`` a key of ``new_homes``) is looked up in its new module, ``new_homes[name]``,
+    with a ``DeprecationWarning`` naming the new path; any other name is an ``AttributeError``.
+
+    Example: ``__getattr__ = moved(__name__, {"load_l2g": "acdc_wsss.l2g.model"})``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in new_homes:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module}.{name} moved to {new_homes[name]}.{name}; import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(new_homes[name]), name)
+
+    return __getattr__

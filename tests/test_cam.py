@@ -1,11 +1,11 @@
-"""CAM scoring and multi-scale, flip-averaged inference (acdc_wsss.cam)."""
+"""CAM scoring and multi-scale, flip-averaged inference (acdc_wsss.cam_maps)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from acdc_wsss.cam import cam_labels, cam_scores, multiscale_cam
+from acdc_wsss.cam_maps import cam_labels, cam_scores, multiscale_cam
 from acdc_wsss.networks import CAMNet
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from acdc_wsss.cam import max_normalise
+from acdc_wsss.cam_maps import max_normalise
 
 __all__ = [
     "attention_loss",

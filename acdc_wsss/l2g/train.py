@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from acdc_wsss.cam import cam_labels, cam_scores
+from acdc_wsss.cam_maps import cam_labels, cam_scores
 from acdc_wsss.config import (
     build_optimizer,
     check_types,

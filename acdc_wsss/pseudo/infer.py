@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from acdc_wsss.cam import CAM_SCALES, multiscale_cam
+from acdc_wsss.cam_maps import CAM_SCALES, multiscale_cam
 from acdc_wsss.data.registry import get_volumes
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.l2g.train import load_l2g

@@ -1,0 +1,25 @@
+"""Old import paths of moved modules and names keep working, with a DeprecationWarning (CHANGELOG 0.2.0)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+#: (old module, name, new module)
+MOVED = [
+    ("acdc_wsss.cam", "multiscale_cam", "acdc_wsss.cam_maps"),
+    ("acdc_wsss.cam", "CAM_SCALES", "acdc_wsss.cam_maps"),
+]
+
+
+@pytest.mark.parametrize(("old", "name", "new"), MOVED)
+def test_old_import_path_warns_and_gives_the_same_object(old: str, name: str, new: str) -> None:
+    with pytest.deprecated_call(match=f"{new}.{name}"):
+        value = getattr(importlib.import_module(old), name)
+    assert value is getattr(importlib.import_module(new), name)
+
+
+def test_unknown_names_are_still_attribute_errors() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        importlib.import_module("acdc_wsss.cam").nothing  # noqa: B018
