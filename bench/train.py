@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from acdc_wsss.data.acdc import make_datalist, read_datalist, write_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.slices import SliceDataset
-from acdc_wsss.l2g.train import L2GConfig, L2GModel, build_l2g_optimizer, make_step
+from acdc_wsss.l2g import L2GConfig, L2GModel, build_l2g_optimizer, make_step
 
 
 def _epoch(step, loader: DataLoader) -> tuple[float, int]:

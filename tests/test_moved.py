@@ -10,6 +10,8 @@ import pytest
 MOVED = [
     ("acdc_wsss.cam", "multiscale_cam", "acdc_wsss.cam_maps"),
     ("acdc_wsss.cam", "CAM_SCALES", "acdc_wsss.cam_maps"),
+    ("acdc_wsss.l2g.train", "load_l2g", "acdc_wsss.l2g.model"),
+    ("acdc_wsss.l2g.train", "evaluate_l2g", "acdc_wsss.l2g.evaluate"),
 ]
 
 

@@ -18,14 +18,10 @@ Deliberate changes to the reference L2G code, each a switch (``L2GConfig``):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -34,12 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from acdc_wsss.cam_maps import cam_labels, cam_scores
 from acdc_wsss.config import (
     build_optimizer,
-    check_types,
     config_digest,
-    load_finished_stage,
     lr_scheduler,
     param_groups,
     prepare_stage_dir,
@@ -55,6 +48,7 @@ from acdc_wsss.data.registry import get_dataset
 from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.engine import build_trainer
 from acdc_wsss.errors import DatasetError
+from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
     attention_target,
@@ -66,131 +60,26 @@ from acdc_wsss.l2g.core import (
     smooth_saliency,
     view_boxes,
 )
+from acdc_wsss.l2g.evaluate import evaluate_classifier, flat_metrics
+from acdc_wsss.l2g.model import L2GModel, pool_weight
 from acdc_wsss.layout import L2G_STAGE, RunLayout
-from acdc_wsss.metrics import DiceAccumulator, multilabel_scores
 from acdc_wsss.networks import CAMNet
-from acdc_wsss.utils import write_json
+from acdc_wsss.utils import moved
 
-__all__ = [
-    "L2GConfig",
-    "L2GModel",
-    "build_l2g_optimizer",
-    "evaluate_classifier",
-    "evaluate_l2g",
-    "load_l2g",
-    "make_step",
-    "run_l2g",
-]
+__all__ = ["build_l2g_optimizer", "make_step", "prepare_data", "run_l2g"]
 
 logger = logging.getLogger(__name__)
 
-STAGE = L2G_STAGE
-#: Constant background scores tried when CAM Dice is evaluated (the best is reported).
-BG_SWEEP: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-#: Thresholds on the learned background probability tried for the heart Dice of the background channel.
-BG_CHANNEL_SWEEP: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
-
-
-@dataclass
-class L2GConfig:
-    """Settings of stage 1 (every field can be overridden from the bundle command line).
-
-    Data: ``dataset_dir`` (None: the phantom in ``phantom_dir``), ``output_dir``, ``dataset`` (``acdc`` or
-    one an adapter registers, e.g. ``voc``; see :mod:`acdc_wsss.data.registry`), ``image_size`` (training
-    crop of RGB data sets), ``splits`` (patient fractions), ``split_seed``, ``skip_bad``, ``tags_csv``,
-    preprocessing ``spacing``/``roi_size``/``centre``.
-    Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
-    ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
-    ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it),
-    ``saliency_pool`` (with L2G, image-level logits pooled with the saliency map as weights, not a plain
-    mean; the baseline always pools plainly).
-    Optimisation: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``,
-    ``lr_schedule``. Engine: ``val_interval``, ``resume``, ``overwrite``, ``seed``,
-    ``device``, ``num_workers``, ``progress``, ``tensorboard``, ``distributed``.
-    """
-
-    dataset_dir: str | None = None
-    output_dir: str = "runs/l2g_acdc"
-    dataset: str = "acdc"
-    image_size: int = 321
-    phantom_dir: str = "data/phantom"
-    phantom_patients: int = 10
-    splits: dict[str, float] = field(
-        default_factory=lambda: {"training": 0.6, "validation": 0.2, "testing": 0.2}
-    )
-    split_seed: int = 0
-    skip_bad: bool = False
-    tags_csv: str | None = None
-    spacing: float = 1.5
-    roi_size: list[int] = field(default_factory=lambda: [128, 128])
-    centre: str = "motion"
-    backbone: str = "resnet18"
-    width: float = 0.25
-    pcm: bool = True
-    pretrained: str | None = None
-    l2g: bool = True
-    num_views: int = 6
-    view_ratio: float = 0.625
-    att_weight: float = 10.0
-    att_threshold: float = 0.1
-    global_cls: bool = True
-    bg_weight: float = 1.0
-    saliency_key: str | None = "motion"
-    saliency_sigma: float = 4.0
-    saliency_pool: bool = True
-    epochs: int = 8
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    new_lr_mult: float = 10.0
-    weight_decay: float = 5e-4
-    lr_schedule: str = "poly"
-    val_interval: int = 1
-    resume: bool = False
-    overwrite: bool = False
-    seed: int = 0
-    device: str = "cpu"
-    num_workers: int = 0
-    progress: bool = True
-    tensorboard: bool = False
-    distributed: bool = False
-
-    def __post_init__(self) -> None:
-        self.device = str(self.device)
-        check_types(self, "L2G")
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.num_views >= 1, "num_views must be >= 1"),
-            (0 < self.view_ratio <= 1, "view_ratio must be in (0, 1]"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
-            (self.lr_schedule in ("poly", "step", "none"), "lr_schedule must be 'poly', 'step' or 'none'"),
-            (self.val_interval >= 1, "val_interval must be >= 1"),
-            ("training" in self.splits, "splits needs a 'training' fraction"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"L2G config: {msg}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class L2GModel(nn.Module):
-    """The global and (with L2G) local CAM classifiers, trained together by one optimiser."""
-
-    def __init__(self, num_classes: int, in_channels: int, cfg: L2GConfig) -> None:
-        super().__init__()
-
-        def net() -> CAMNet:
-            return CAMNet(num_classes, cfg.backbone, in_channels, cfg.width, cfg.pcm, cfg.pretrained)
-
-        self.cfg = (
-            cfg  # the settings it was built with (pooling and saliency are needed again to evaluate it)
-        )
-        self.global_net = net()
-        self.local_net = net() if cfg.l2g else None
+#: Names that lived here before 0.2.0 (import them from :mod:`acdc_wsss.l2g`).
+__getattr__ = moved(
+    __name__,
+    {
+        "load_l2g": "acdc_wsss.l2g.model",
+        "evaluate_l2g": "acdc_wsss.l2g.evaluate",
+        "BG_SWEEP": "acdc_wsss.l2g.evaluate",
+        "BG_CHANNEL_SWEEP": "acdc_wsss.l2g.evaluate",
+    },
+)
 
 
 def prepare_data(
@@ -231,80 +120,6 @@ def prepare_data(
     train = SliceDataset(run.split("training"), **kw)
     val = SliceDataset(run.split("validation"), **kw) if splits.get("validation") else None
     return data, splits, train, val
-
-
-@torch.no_grad()
-def evaluate_classifier(
-    net: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    classes: list[str],
-    pool_weight: Callable[[dict[str, Any]], torch.Tensor | None] | None = None,
-) -> dict:
-    """Tag mAP/F1 of a CAM classifier, and CAM Dice against the masks (evaluation only).
-
-    CAM Dice: single-scale PCM maps, ReLU, per-class max normalisation, tagged classes only, a constant
-    background score (the best of :data:`BG_SWEEP` is reported), 2D Dice pooled over all slices;
-    ``heart_dice`` is the Dice of any class vs background at that score. ``bg_channel_heart_dice``: the
-    heart as the pixels whose learned background probability (softmax over the PCM maps) is under a
-    threshold (the best of :data:`BG_CHANNEL_SWEEP`). ``pool_weight(batch)`` gives the weights of
-    saliency-pooled logits when the classifier was trained with them.
-    """
-    was_training = net.training
-    net.eval()
-    logits, tags = [], []
-    acc = {bg: DiceAccumulator(range(1, len(classes) + 1)) for bg in BG_SWEEP}
-    heart = {bg: DiceAccumulator([1]) for bg in BG_SWEEP}
-    bg_heart = {t: DiceAccumulator([1]) for t in BG_CHANNEL_SWEEP}
-    for batch in loader:
-        x, t = batch["image"].to(device), batch["tags"].to(device)
-        out = net(x)
-        weight = pool_weight(batch) if pool_weight is not None else None
-        z = pooled_logits(out["cam"], weight.to(device)) if weight is not None else out["logits"]
-        logits.append(z.cpu())
-        tags.append(t.cpu())
-        scores = cam_scores(out["pcm"], tuple(x.shape[2:]), t)
-        has = batch["has_label"].bool()
-        if not has.any():
-            continue
-        ref = batch["label"][has, 0]
-        for bg in BG_SWEEP:
-            pred = cam_labels(scores[has.to(scores.device)], bg).cpu()
-            acc[bg].update(pred, ref)
-            heart[bg].update((pred > 0).long(), (ref > 0).long())
-        maps = F.interpolate(out["pcm"][has.to(x.device)].float(), tuple(x.shape[2:]), mode="bilinear")
-        p_bg = torch.softmax(maps, dim=1)[:, 0].cpu()
-        for t in BG_CHANNEL_SWEEP:
-            bg_heart[t].update((p_bg < t).long(), (ref > 0).long())
-    net.train(was_training)
-    result: dict[str, Any] = multilabel_scores(torch.cat(logits), torch.cat(tags), classes)
-    dice = {bg: a.compute() for bg, a in acc.items()}
-    best = max(BG_SWEEP, key=lambda bg: np.nan_to_num(np.nanmean(dice[bg]), nan=-1.0))
-    result.update(
-        {
-            "cam_dice": {c: float(d) for c, d in zip(classes, dice[best], strict=True)},
-            "cam_dice_mean": float(np.nanmean(dice[best])),
-            "cam_bg_score": best,
-            "heart_dice": float(heart[best].compute()[0]),
-        }
-    )
-    bg_dice = {t: float(a.compute()[0]) for t, a in bg_heart.items()}
-    best_t = max(BG_CHANNEL_SWEEP, key=lambda t: np.nan_to_num(bg_dice[t], nan=-1.0))
-    result.update(bg_channel_heart_dice=bg_dice[best_t], bg_channel_threshold=best_t)
-    return result
-
-
-def _pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | None] | None:
-    """The weights of saliency-pooled logits for a batch, as training used them (None: plain mean)."""
-    if not (cfg.saliency_pool and cfg.l2g and cfg.saliency_key):
-        return None
-    key, sigma = cfg.saliency_key, cfg.saliency_sigma
-    return lambda batch: smooth_saliency(batch[key], sigma) if key in batch else None
-
-
-def _flat(metrics: dict[str, Any]) -> dict[str, float]:
-    keys = ("map", "prior_map", "macro_f1", "cam_dice_mean", "heart_dice", "bg_channel_heart_dice")
-    return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
 def build_l2g_optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:
@@ -370,6 +185,36 @@ def make_step(
     return step
 
 
+def _distributed(model: L2GModel, device: torch.device, world: int) -> tuple[nn.Module, nn.Module | None]:
+    """The model's global and local networks, DDP-wrapped when ``world`` > 1."""
+    gnet, lnet = model.global_net, model.local_net
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        gnet = DistributedDataParallel(gnet, device_ids=ids)
+        lnet = DistributedDataParallel(lnet, device_ids=ids) if lnet is not None else None
+    return gnet, lnet
+
+
+def _manifest(
+    cfg: L2GConfig, data_dir: Path, splits: dict[str, list[str]], train_ds: Any, in_channels: int
+) -> dict[str, Any]:
+    """What ``l2g/manifest.json`` records before training: settings, seed, data, split, versions."""
+    return {
+        "stage": L2G_STAGE,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "config_digest": config_digest(cfg),
+        "seed": cfg.seed,
+        "dataset_dir": str(data_dir.resolve()),
+        "dataset": cfg.dataset,
+        "classes": list(train_ds.classes),
+        "in_channels": in_channels,
+        "splits": splits,
+        "preprocess": train_ds.config.to_dict(),
+        "versions": versions(),
+    }
+
+
 def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) -> Path:
     """Train stage 1 and return ``output_dir/l2g``.
 
@@ -392,11 +237,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     classes = list(train_ds.classes)
     in_channels = int(train_ds[0]["image"].shape[0])
     model = L2GModel(len(classes), in_channels, cfg).to(device)
-    gnet, lnet = model.global_net, model.local_net
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        gnet = DistributedDataParallel(gnet, device_ids=ids)
-        lnet = DistributedDataParallel(lnet, device_ids=ids) if lnet is not None else None
+    gnet, lnet = _distributed(model, device, world)
     opt = build_l2g_optimizer(model, cfg)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
@@ -407,9 +248,9 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     def validate(engine: Any) -> dict[str, float]:
         if val_loader is None:
             return {}
-        m = evaluate_classifier(model.global_net, val_loader, device, classes, _pool_weight(cfg))
+        m = evaluate_classifier(model.global_net, val_loader, device, classes, pool_weight(cfg))
         engine.state.val_detail = m
-        return _flat(m)
+        return flat_metrics(m)
 
     trainer = build_trainer(
         step,
@@ -424,20 +265,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         rank=rank,
         on_epoch_start=[lambda e: sampler.set_epoch(e.state.epoch)],
     )
-    manifest = {
-        "stage": STAGE,
-        "status": "running",
-        "config": cfg.to_dict(),
-        "config_digest": config_digest(cfg),
-        "seed": cfg.seed,
-        "dataset_dir": str(data_dir.resolve()),
-        "dataset": cfg.dataset,
-        "classes": classes,
-        "in_channels": in_channels,
-        "splits": splits,
-        "preprocess": train_ds.config.to_dict(),
-        "versions": versions(),
-    }
+    manifest = _manifest(cfg, data_dir, splits, train_ds, in_channels)
     run_recorded(
         trainer,
         loader,
@@ -452,49 +280,3 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         on_complete=lambda t: {"final_validation": getattr(t.state, "val_detail", None)},
     )
     return stage_dir
-
-
-def load_l2g(
-    output_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
-) -> tuple[dict[str, Any], L2GModel]:
-    """Load a finished stage 1 of ``output_dir``: its manifest and its networks from ``checkpoint``.pt.
-
-    Raises:
-        FileNotFoundError: no stage 1 there, or no such checkpoint; the message gives the command that
-            makes it.
-        ValueError: the folder holds another stage's output, an unfinished run, or a checkpoint that does not
-            fit the recorded architecture.
-    """
-    make = f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
-
-    def build(manifest: dict[str, Any], cfg: L2GConfig) -> L2GModel:
-        return L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
-
-    return load_finished_stage(  # type: ignore[return-value]
-        RunLayout(output_dir).l2g.path, STAGE, "stage 1", make, checkpoint, L2GConfig, build, device
-    )
-
-
-def evaluate_l2g(
-    config: L2GConfig | dict[str, Any], split: str = "validation", checkpoint: str = "best"
-) -> dict[str, Any]:
-    """Evaluate a finished stage 1 on one split of its datalist; write ``l2g/evaluation_<split>.json``.
-
-    Tag mAP/F1 against the tag prior, and CAM Dice against the masks (evaluation only).
-    """
-    cfg = config if isinstance(config, L2GConfig) else L2GConfig(**config)
-    device = torch.device(cfg.device)
-    manifest, model = load_l2g(cfg.output_dir, checkpoint, device)
-    run = RunLayout(cfg.output_dir)
-    items = run.split(split)
-    if not items:
-        raise DatasetError(f"{run.datalist}: split {split!r} is empty.")
-    ds = run.slices(manifest, items, progress=cfg.progress)
-    loader = DataLoader(ds, batch_size=32)
-    result = evaluate_classifier(
-        model.global_net, loader, device, manifest["classes"], _pool_weight(model.cfg)
-    )
-    result.update(split=split, checkpoint=checkpoint, slices=len(ds), l2g=manifest["config"]["l2g"])
-    write_json(result, run.l2g.evaluation(split))
-    logger.info("stage 1 on %s (%d slices): %s", split, len(ds), _flat(result))
-    return result

@@ -29,7 +29,7 @@ import torch
 from acdc_wsss.cam_maps import CAM_SCALES, multiscale_cam
 from acdc_wsss.data.registry import get_volumes
 from acdc_wsss.data.slices import volume_key
-from acdc_wsss.l2g.train import load_l2g
+from acdc_wsss.l2g.model import load_l2g
 from acdc_wsss.layout import CAM_STAGE, RunLayout
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
@@ -105,7 +105,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
 
     Raises:
         FileNotFoundError / ValueError: stage 1 missing, unfinished or foreign (from
-            :func:`~acdc_wsss.l2g.train.load_l2g`).
+            :func:`~acdc_wsss.l2g.load_l2g`).
 
     CAMs already made from the same stage-1 checkpoint with the same settings are kept (nothing is redone)
     unless ``overwrite``; a retrained stage 1 makes them stale and they are redone.

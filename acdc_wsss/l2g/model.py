@@ -1,0 +1,66 @@
+"""The stage-1 networks and how a trained stage 1 is read back.
+
+:class:`L2GModel` holds the global and (with L2G) local CAM classifiers; :func:`load_l2g` loads a finished
+stage 1 of a run folder; :func:`pool_weight` gives the pooling of image-level logits the classifier was
+trained with. The class activation maps of a trained classifier come from :mod:`acdc_wsss.cam_maps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from acdc_wsss.config import load_finished_stage
+from acdc_wsss.l2g.config import L2GConfig
+from acdc_wsss.l2g.core import smooth_saliency
+from acdc_wsss.layout import L2G_STAGE, RunLayout
+from acdc_wsss.networks import CAMNet
+
+__all__ = ["L2GModel", "load_l2g", "pool_weight"]
+
+
+class L2GModel(nn.Module):
+    """The global and (with L2G) local CAM classifiers, trained together by one optimiser."""
+
+    def __init__(self, num_classes: int, in_channels: int, cfg: L2GConfig) -> None:
+        super().__init__()
+
+        def net() -> CAMNet:
+            return CAMNet(num_classes, cfg.backbone, in_channels, cfg.width, cfg.pcm, cfg.pretrained)
+
+        self.cfg = cfg  # the settings it was built with (evaluation pools logits as training did)
+        self.global_net = net()
+        self.local_net = net() if cfg.l2g else None
+
+
+def pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | None] | None:
+    """The weights of saliency-pooled logits for a batch, as training used them (None: plain mean)."""
+    if not (cfg.saliency_pool and cfg.l2g and cfg.saliency_key):
+        return None
+    key, sigma = cfg.saliency_key, cfg.saliency_sigma
+    return lambda batch: smooth_saliency(batch[key], sigma) if key in batch else None
+
+
+def load_l2g(
+    output_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], L2GModel]:
+    """Load a finished stage 1 of ``output_dir``: its manifest and its networks from ``checkpoint``.pt.
+
+    Raises:
+        FileNotFoundError: no stage 1 there, or no such checkpoint; the message gives the command that
+            makes it.
+        ValueError: the folder holds another stage's output, an unfinished run, or a checkpoint that does not
+            fit the recorded architecture.
+    """
+    make = f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
+
+    def build(manifest: dict[str, Any], cfg: L2GConfig) -> L2GModel:
+        return L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)
+
+    return load_finished_stage(  # type: ignore[return-value]
+        RunLayout(output_dir).l2g.path, L2G_STAGE, "stage 1", make, checkpoint, L2GConfig, build, device
+    )
