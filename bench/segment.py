@@ -24,14 +24,8 @@ from torch.utils.data import DataLoader
 
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.seg.train import (
-    PseudoLabelSlices,
-    SegConfig,
-    SegNet,
-    augmentation,
-    predict_slices,
-    read_targets,
-)
+from acdc_wsss.seg import SegConfig, SegNet, predict_slices
+from acdc_wsss.seg.data import PseudoLabelSlices, augmentation, read_targets
 
 
 def _sync(device: torch.device) -> None:

@@ -12,6 +12,9 @@ MOVED = [
     ("acdc_wsss.cam", "CAM_SCALES", "acdc_wsss.cam_maps"),
     ("acdc_wsss.l2g.train", "load_l2g", "acdc_wsss.l2g.model"),
     ("acdc_wsss.l2g.train", "evaluate_l2g", "acdc_wsss.l2g.evaluate"),
+    ("acdc_wsss.seg.train", "load_seg", "acdc_wsss.seg.model"),
+    ("acdc_wsss.seg.train", "read_targets", "acdc_wsss.seg.data"),
+    ("acdc_wsss.seg.infer", "evaluate_seg", "acdc_wsss.seg.evaluate"),
 ]
 
 

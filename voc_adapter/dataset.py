@@ -23,6 +23,8 @@ from torch.utils.data import Dataset
 from acdc_wsss.data.registry import register_dataset, register_seg_data, register_volumes
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
+from acdc_wsss.metrics import DiceAccumulator
+from acdc_wsss.seg.data import StageData
 from acdc_wsss.utils import write_json
 from voc_adapter.data import VOC_CLASSES, find_voc_root, make_voc_datalist
 from voc_adapter.transforms import load_rgb, voc_eval_transforms, voc_train_transforms, voc_val_transforms
@@ -195,9 +197,6 @@ class _Targets(Dataset):
 def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
     """Stage 3 on VOC: random crops of the training images with their exported pseudo-label targets
     (``cam/pseudo/<id>_target.png``); validation mIoU against the val masks (evaluation only)."""
-    from acdc_wsss.metrics import DiceAccumulator
-    from acdc_wsss.seg.train import StageData
-
     run = RunLayout(out)
     datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     items = []

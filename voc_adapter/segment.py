@@ -19,7 +19,7 @@ from PIL import Image
 from acdc_wsss.crf import CRF_RGB, dense_crf
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.seg.train import load_seg, predict_slices
+from acdc_wsss.seg.model import load_seg, predict_slices
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 from voc_adapter.data import VOC_CLASSES, read_mask
 from voc_adapter.dataset import VOCVolumes

@@ -13,7 +13,7 @@ so a stage takes a parameter instead of being copied per data set. Three kinds o
   ``label`` ``(1, H, W, S)`` uint8 or None, ``tags`` ``(S, num_classes)``), ``classes``, ``num_classes``,
   ``config``.
 - :data:`SEG_DATA` (stage 3): ``builder(output_dir, cam manifest, stage-3 config)`` ->
-  :class:`acdc_wsss.seg.train.StageData`.
+  :class:`acdc_wsss.seg.data.StageData`.
 """
 
 from __future__ import annotations

@@ -122,6 +122,6 @@ def _finished_network(run: RunLayout) -> Any:
 
 
 def _predict(net: Any, x: Any) -> Any:
-    from acdc_wsss.seg.train import predict_slices
+    from acdc_wsss.seg.model import predict_slices
 
     return predict_slices(net, x, torch.device("cpu"), flip=True).argmax(1)

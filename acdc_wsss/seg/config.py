@@ -1,0 +1,81 @@
+"""Stage-3 settings: :class:`SegConfig`, one field per id of ``bundles/deeplab_acdc/train.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from acdc_wsss.config import check_types
+
+__all__ = ["NETWORKS", "SegConfig"]
+
+NETWORKS = ("deeplab", "unet")
+
+
+@dataclass
+class SegConfig:
+    """Settings of stage 3 (every field can be overridden from the bundle command line).
+
+    Network: ``network`` (``deeplab``: DeepLab-v2; ``unet``: MONAI's BasicUNet, for comparison),
+    ``backbone``, ``width``, ``multiscale`` (DeepLab's multi-scale input), ``pretrained`` (local backbone
+    weights), ``input_scale`` (slices are enlarged by this factor before the network and the scores shrunk
+    back: DeepLab's stride 8 is coarse on 128-pixel slices). Optimisation: ``epochs``, ``batch_size``,
+    ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``, ``lr_schedule``. Augmentation: ``aug_scale``
+    (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction); ``image_size``: the
+    training crop of photo data sets (VOC). Engine: as stage 1.
+    """
+
+    output_dir: str = "runs/l2g_acdc"
+    network: str = "deeplab"
+    backbone: str = "resnet18"
+    width: float = 0.5
+    multiscale: bool = False
+    pretrained: str | None = None
+    input_scale: float = 1.0
+    epochs: int = 12
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    new_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    lr_schedule: str = "poly"
+    aug_scale: float = 0.15
+    aug_rotate: float = 15.0
+    aug_flip: bool = True
+    aug_intensity: float = 0.1
+    val_interval: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    progress: bool = True
+    tensorboard: bool = False
+    distributed: bool = False
+    unet_features: list[int] = field(default_factory=lambda: [16, 16, 32, 64, 128, 16])
+    image_size: int = 321
+
+    def __post_init__(self) -> None:
+        self.device = str(self.device)
+        check_types(self, "Stage 3")
+        checks = [
+            (self.network in NETWORKS, f"network must be one of {NETWORKS}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.input_scale > 0, "input_scale must be > 0"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
+            (self.lr_schedule in ("poly", "step", "none"), "lr_schedule must be 'poly', 'step' or 'none'"),
+            (
+                0 <= self.aug_scale < 1 and self.aug_rotate >= 0,
+                "aug_scale must be in [0, 1), aug_rotate >= 0",
+            ),
+            (len(self.unet_features) == 6, "unet_features needs 6 numbers"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"Stage 3 config: {msg}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

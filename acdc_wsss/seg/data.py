@@ -1,0 +1,157 @@
+"""What stage 3 trains and validates on: :class:`StageData`, built per data set.
+
+For ACDC (:func:`acdc_seg_data`): the run's preprocessed training slices with their exported stage-2
+targets (``target``: pseudo labels with uncertain pixels 255, ignored by the loss), augmented by a MONAI
+chain (:func:`augmentation`), and validation against the validation patients' pseudo labels (and, for
+evaluation only, their masks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from torch import nn
+from torch.utils.data import Dataset
+
+from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.layout import RunLayout
+from acdc_wsss.metrics import DiceAccumulator
+from acdc_wsss.seg.config import SegConfig
+from acdc_wsss.seg.model import SegNet, predict_slices
+
+__all__ = ["PseudoLabelSlices", "StageData", "acdc_seg_data", "augmentation", "read_targets"]
+
+
+@dataclass
+class StageData:
+    """What stage 3 trains and validates on: ``train`` yields ``image`` and ``target`` (255 ignored);
+    ``validate(model, device)`` returns metrics (or is None); ``augmentation`` is reseeded every epoch."""
+
+    train: Dataset
+    in_channels: int
+    augmentation: Any
+    validate: Callable[[nn.Module, torch.device], dict[str, float]] | None
+    key_metric: str | None
+
+
+class PseudoLabelSlices(Dataset):
+    """Slices of a :class:`SliceDataset` with their stage-2 targets, augmented by a MONAI chain."""
+
+    def __init__(self, slices: SliceDataset, targets: list[np.ndarray], transform: Any | None = None):
+        self.slices, self.targets, self.transform = slices, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        v, z = self.slices.index[i]
+        d = {
+            "image": self.slices.volumes[v]["image"].as_tensor()[..., z].float(),
+            "target": torch.as_tensor(self.targets[v][None, :, :, z].astype(np.float32)),
+        }
+        if self.transform is not None:
+            d = self.transform(d)
+        return {"image": torch.as_tensor(d["image"]), "target": torch.as_tensor(d["target"])[0].long()}
+
+
+def augmentation(cfg: SegConfig) -> Compose:
+    """Training augmentation: scale and small rotation (targets nearest, padding ignored), flip, intensity."""
+    keys = ["image", "target"]
+    steps: list[Any] = [
+        RandAffined(
+            keys,
+            prob=0.7,
+            rotate_range=(math.radians(cfg.aug_rotate),),
+            scale_range=(cfg.aug_scale, cfg.aug_scale),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+    ]
+    if cfg.aug_flip:
+        steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
+    if cfg.aug_intensity > 0:
+        steps += [
+            RandScaleIntensityd("image", factors=cfg.aug_intensity, prob=0.5),
+            RandShiftIntensityd("image", offsets=cfg.aug_intensity, prob=0.5),
+        ]
+    return Compose(steps)
+
+
+def read_targets(output_dir: Path, ds: SliceDataset, key: str = "target") -> list[np.ndarray]:
+    """The exported stage-2 arrays (``target`` or ``labels``) of every volume of ``ds``, refusing missing
+    ones with the command that makes them."""
+    stage2 = RunLayout(output_dir).cam
+    make = (
+        "python -m monai.bundle run --config_file \"['bundles/l2g_acdc/train.json',"
+        f"'bundles/l2g_acdc/infer.json']\" --output_dir {output_dir}"
+    )
+    if not stage2.pseudo_manifest.is_file():
+        raise FileNotFoundError(
+            f"{stage2.pseudo} holds no pseudo labels (no manifest.json); make them with: {make}"
+        )
+    out = []
+    for item, vol in zip(ds.items, ds.volumes, strict=True):
+        path = stage2.pseudo_labels(volume_key(item))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; make the pseudo labels with: {make}")
+        with np.load(path) as z:
+            arr = z[key]
+        if arr.shape != tuple(vol["image"].shape[1:]):
+            raise ValueError(
+                f"{path}: shape {arr.shape} does not match the preprocessed volume "
+                f"{tuple(vol['image'].shape[1:])}; the pseudo labels are stale, remake them with: {make}"
+            )
+        out.append(arr)
+    return out
+
+
+def _validation(
+    model: SegNet, ds: SliceDataset, pseudo: list[np.ndarray], device: torch.device
+) -> dict[str, float]:
+    k = ds.num_classes + 1
+    agree, truth = DiceAccumulator(list(range(k))), DiceAccumulator(list(range(k)))
+    for v, vol in enumerate(ds.volumes):
+        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()
+        pred = predict_slices(model, x, device).argmax(1).permute(1, 2, 0).numpy()
+        agree.update(pred, pseudo[v])
+        if vol["label"] is not None:
+            truth.update(pred, vol["label"][0].numpy())
+    result = {"pseudo_dice": float(np.nanmean(agree.compute()[1:]))}
+    if any(vol["label"] is not None for vol in ds.volumes):
+        dice = truth.compute()[1:]
+        result.update({f"dice_{c}": float(d) for c, d in zip(ds.classes, dice, strict=True)})
+        result["dice_mean"] = float(np.nanmean(dice))
+    return result
+
+
+def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> StageData:
+    """Stage 3 on ACDC: the training patients' slices with their targets, validated on the validation
+    patients' pseudo labels; refuses missing pseudo labels before any work."""
+    run = RunLayout(out)
+    train_ds = run.slices(manifest2, "training", progress=cfg.progress)
+    train_targets = read_targets(out, train_ds)  # before any work: refuse missing pseudo labels now
+    has_val = "validation" in manifest2["splits"]
+    val_items = run.split("validation") if has_val else []
+    val_ds = run.slices(manifest2, val_items, progress=cfg.progress) if val_items else None
+    val_pseudo = read_targets(out, val_ds, "labels") if val_ds is not None else []
+    aug = augmentation(cfg)
+    return StageData(
+        train=PseudoLabelSlices(train_ds, train_targets, aug),
+        in_channels=int(train_ds.volumes[0]["image"].shape[0]),
+        augmentation=aug,
+        validate=(lambda model, device: _validation(model, val_ds, val_pseudo, device)) if val_ds else None,
+        key_metric="pseudo_dice" if val_ds is not None else None,
+    )

@@ -1,0 +1,100 @@
+"""The stage-3 network and how a trained stage 3 is read and used.
+
+:class:`SegNet` (DeepLab-v2 or a MONAI BasicUNet), :func:`load_seg` (a finished stage 3 of a run folder)
+and :func:`predict_slices` (softmax probabilities of batched slices, optionally flip-averaged).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+from acdc_wsss.config import load_finished_stage
+from acdc_wsss.layout import SEG_STAGE, RunLayout
+from acdc_wsss.networks import DeepLabV2
+from acdc_wsss.seg.config import SegConfig
+
+__all__ = ["SegNet", "load_seg", "predict_slices"]
+
+
+class SegNet(nn.Module):
+    """The stage-3 network: DeepLab-v2 or a MONAI BasicUNet, with optional input enlargement.
+
+    ``forward(x)`` returns ``logits`` ``(B, num_classes, H, W)`` at the input size (and, for multi-scale
+    DeepLab in training, ``scales``).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, cfg: SegConfig) -> None:
+        super().__init__()
+        self.input_scale = cfg.input_scale
+        if cfg.network == "deeplab":
+            self.net: nn.Module = DeepLabV2(
+                num_classes,
+                cfg.backbone,
+                in_channels,
+                cfg.width,
+                multiscale=cfg.multiscale,
+                pretrained=cfg.pretrained,
+            )
+        else:
+            self.net = BasicUNet(2, in_channels, num_classes, features=tuple(cfg.unet_features))
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return self.net.new_parameters() if isinstance(self.net, DeepLabV2) else []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[2:]
+        if self.input_scale != 1.0:
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
+        out = self.net(x)
+        out = dict(out) if isinstance(out, dict) else {"logits": out}
+        if self.input_scale != 1.0:
+            out = {
+                k: (
+                    F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
+                    if k == "logits"
+                    else F.interpolate(
+                        v.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False
+                    ).unflatten(0, v.shape[:2])
+                )
+                for k, v in out.items()
+            }
+        return out
+
+
+def load_seg(
+    output_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], SegNet]:
+    """Load a finished stage 3: its manifest and network from ``checkpoint``.pt (refusing a missing,
+    unfinished or foreign one with the command that makes it)."""
+    make = (
+        f"python -m monai.bundle run --config_file bundles/deeplab_acdc/train.json --output_dir {output_dir}"
+    )
+
+    def build(manifest: dict[str, Any], cfg: SegConfig) -> SegNet:
+        return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
+
+    return load_finished_stage(  # type: ignore[return-value]
+        RunLayout(output_dir).seg.path, SEG_STAGE, "stage 3", make, checkpoint, SegConfig, build, device
+    )
+
+
+@torch.no_grad()
+def predict_slices(
+    net: nn.Module, images: torch.Tensor, device: torch.device, flip: bool = False, batch: int = 32
+) -> torch.Tensor:
+    """Softmax probabilities ``(N, K, H, W)`` of ``(N, C, H, W)`` slices, optionally flip-averaged."""
+    net.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].to(device)
+        p = torch.softmax(net(x)["logits"].float(), dim=1)
+        if flip:
+            p = (p + torch.softmax(net(x.flip(-1))["logits"].float(), dim=1).flip(-1)) / 2
+        out.append(p.cpu())
+    return torch.cat(out)
