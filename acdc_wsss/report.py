@@ -8,7 +8,6 @@ stages wrote, so it can be redrawn at any time: ``python -m acdc_wsss report RUN
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -16,20 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from acdc_wsss.config import versions
 from acdc_wsss.data.slices import SliceDataset
+from acdc_wsss.figures import figure_panels, save_preview, training_curves
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.utils import atomic_write, write_json
+from acdc_wsss.utils import atomic_write, read_json, write_json
 
 __all__ = ["dataset_summary", "save_preview", "training_curves", "write_report"]
 
 logger = logging.getLogger(__name__)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def dataset_summary(ds: SliceDataset, splits: dict[str, list[str]]) -> dict[str, Any]:
@@ -47,84 +41,6 @@ def dataset_summary(ds: SliceDataset, splits: dict[str, list[str]]) -> dict[str,
     }
 
 
-def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path, dpi: int = 90) -> Path:
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    _figure().close(fig)
-    return path
-
-
-def save_preview(ds: SliceDataset, path: Path, volumes: int = 4) -> Path:
-    """Save a PNG: for a few volumes, the mid slice with its gt outline and its ED-ES motion map."""
-    plt = _figure()
-    picks = np.linspace(0, len(ds.volumes) - 1, num=min(volumes, len(ds.volumes))).round().astype(int)
-    fig, axes = plt.subplots(2, len(picks), figsize=(3 * len(picks), 6.2), squeeze=False)
-    for col, v in enumerate(picks):
-        vol, item = ds.volumes[v], ds.items[v]
-        z = vol["image"].shape[-1] // 2
-        axes[0, col].imshow(vol["image"].as_tensor()[0, ..., z].numpy().T, cmap="gray", origin="lower")
-        if vol["label"] is not None:
-            lab = vol["label"][0, ..., z].numpy().T
-            axes[0, col].contour(lab, levels=[0.5, 1.5, 2.5], colors=["c", "m", "y"])
-        tags = ", ".join(c for c, on in zip(ds.classes, vol["tags"][z].tolist(), strict=True) if on) or "none"
-        axes[0, col].set_title(f"{item['patient']} {item['phase']} z={z}\ntags: {tags}", fontsize=8)
-        motion = vol["motion"][0, ..., z].float().numpy().T
-        axes[1, col].imshow(motion, cmap="magma", origin="lower", vmin=0, vmax=1)
-        axes[1, col].set_title("ED-ES motion map", fontsize=8)
-        for ax in axes[:, col]:
-            ax.axis("off")
-    fig.suptitle("preprocessed slices (gt outline: RV cyan, Myo magenta, LV yellow)", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path, dpi=100)
-
-
-def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path | None:
-    """Save the training curves of the run's stages (loss and validation metrics per epoch): stage 1 (with
-    the baseline classifier in ``RUN/baseline`` when there is one) and stage 3. None when nothing trained."""
-    layout = RunLayout(run)
-    stages = {
-        "stage 1 L2G": _json(layout.l2g.manifest).get("history", []),
-        "stage 1 baseline": _json(layout.baseline.l2g.manifest).get("history", []),
-        "stage 3 DeepLab": _json(layout.seg.manifest).get("history", []),
-    }
-    stages = {k: v for k, v in stages.items() if v}
-    if not stages:
-        return None
-    plt = _figure()
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    val_keys = {
-        "stage 1 L2G": ("cam_dice_mean", "CAM Dice"),
-        "stage 1 baseline": ("cam_dice_mean", "CAM Dice"),
-        "stage 3 DeepLab": ("pseudo_dice", "agreement with pseudo labels"),
-    }
-    for name, history in stages.items():
-        epochs = [h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", label=name)
-        key, what = val_keys[name]
-        values = [h.get("val", {}).get(key) for h in history]
-        if any(v is not None for v in values):
-            val_ax.plot(epochs, values, marker="o", label=f"{name}: {what}")
-        if name == "stage 3 DeepLab" and any("dice_mean" in h.get("val", {}) for h in history):
-            dice = [h.get("val", {}).get("dice_mean") for h in history]
-            val_ax.plot(epochs, dice, marker="s", linestyle="--", label=f"{name}: Dice vs gt (report only)")
-    loss_ax.set(title="training loss", xlabel="epoch", yscale="log")
-    val_ax.set(title="validation patients", xlabel="epoch", ylim=(0, 1))
-    for ax in (loss_ax, val_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, Path(out_png))
-
-
 def _table(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else "_not made yet_"
 
@@ -140,8 +56,6 @@ def _image(run: Path, path: Path, name: str, missing: str) -> str:
 
 def _draw_figures(run: RunLayout, l2g: dict[str, Any], baseline_run: str | os.PathLike | None) -> None:
     """``figures/``: the data preview (and ``dataset_summary.json``), the method panels, the curves."""
-    from acdc_wsss.pseudo.figures import figure_panels
-
     if l2g:
         splits = l2g.get("splits", {})
         ds = run.slices(l2g, [it for key in splits for it in run.split(key)])
@@ -157,7 +71,7 @@ def _header(run: RunLayout, l2g: dict[str, Any]) -> list[str]:
     cfg = l2g.get("config", {})
     phantom = bool(l2g) and (Path(l2g["dataset_dir"]) / "phantom.json").is_file()
     seed = l2g.get("seed", cfg.get("seed"))
-    summary = _json(run.summary)
+    summary = read_json(run.summary)
     lines = [
         f"# Run report: `{run.root.name}`",
         "",
@@ -177,7 +91,7 @@ def _header(run: RunLayout, l2g: dict[str, Any]) -> list[str]:
 def _tables(run: RunLayout) -> list[str]:
     """The test-patient table and the pseudo-label table, with links to every number."""
     root, seg, cam = run.root, run.seg, run.cam
-    test = _json(seg.evaluation("testing"))
+    test = read_json(seg.evaluation("testing"))
     lines = [
         "",
         "## Test patients (stage 3 network, 3D Dice and HD95 on the original grid)",
@@ -252,7 +166,7 @@ def write_report(run: str | os.PathLike, baseline_run: str | os.PathLike | None 
         )
     if baseline_run is None and layout.baseline.cam.manifest.is_file():
         baseline_run = layout.baseline.root
-    l2g = _json(layout.l2g.manifest)
+    l2g = read_json(layout.l2g.manifest)
     _draw_figures(layout, l2g, baseline_run)
     lines = [*_header(layout, l2g), *_tables(layout), *_figures_and_masks(layout)]
     with atomic_write(layout.report) as tmp:

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["atomic_write", "ensure_writable", "moved", "progress_bar", "setup_cli_logging", "write_json"]
+__all__ = [
+    "atomic_write",
+    "ensure_writable",
+    "moved",
+    "progress_bar",
+    "read_json",
+    "setup_cli_logging",
+    "write_json",
+]
 
 T = TypeVar("T")
 
@@ -52,6 +60,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise type(e)(e.errno, e.strerror, str(path)) from e  # name the file the user knows
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path``, or ``{}`` when there is no such file (a step not made yet)."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:

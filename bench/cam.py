@@ -22,8 +22,7 @@ import torch
 from acdc_wsss.cam_maps import CAM_SCALES, multiscale_cam
 from acdc_wsss.l2g.model import load_l2g
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.pseudo.evaluate import crf_labels
-from acdc_wsss.pseudo.priors import priors_labels
+from acdc_wsss.pseudo.rules import crf_labels, priors_labels
 
 
 def main(argv: list[str] | None = None) -> int:

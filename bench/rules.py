@@ -5,7 +5,7 @@
 ``--run`` must hold stage-2 CAMs (``cam/``, made by ``bundles/l2g_acdc/infer.json``). Each row turns one
 more rule on, cumulatively: the first is the plain rule set (LV = bright blob nearest the motion centre,
 fixed 13 mm ring, RV = largest bright blob touching it, no tracking, no ED-ES link, no CAM); the last is
-the default :func:`acdc_wsss.pseudo.priors.priors_labels` with the CAMs, as the ``anatomy`` row of the
+the default :func:`acdc_wsss.pseudo.rules.priors_labels` with the CAMs, as the ``anatomy`` row of the
 stage-2 evaluation. Prints one JSON line: per row the pooled 2D Dice of RV, Myo, LV and their mean.
 """
 
@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.evaluate import split_dataset, volume_context
-from acdc_wsss.pseudo.priors import es_lv_region, priors_labels
+from acdc_wsss.pseudo.rows import volume_context
+from acdc_wsss.pseudo.rules import es_lv_region, priors_labels
+from acdc_wsss.pseudo.store import split_dataset
 
 #: (row, settings added to the previous row); ``ed_es`` and ``cams`` are not priors_labels arguments.
 STEPS: list[tuple[str, dict[str, Any]]] = [

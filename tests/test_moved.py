@@ -15,6 +15,13 @@ MOVED = [
     ("acdc_wsss.seg.train", "load_seg", "acdc_wsss.seg.model"),
     ("acdc_wsss.seg.train", "read_targets", "acdc_wsss.seg.data"),
     ("acdc_wsss.seg.infer", "evaluate_seg", "acdc_wsss.seg.evaluate"),
+    ("acdc_wsss.pseudo.priors", "priors_labels", "acdc_wsss.pseudo.rules"),
+    ("acdc_wsss.pseudo.priors", "IGNORE", "acdc_wsss.labels"),
+    ("acdc_wsss.pseudo.evaluate", "labels_constant", "acdc_wsss.pseudo.rules"),
+    ("acdc_wsss.pseudo.evaluate", "DEFAULT_ROWS", "acdc_wsss.pseudo.rows"),
+    ("acdc_wsss.pseudo.infer", "load_cams", "acdc_wsss.pseudo.store"),
+    ("acdc_wsss.pseudo", "figure_panels", "acdc_wsss.figures"),
+    ("acdc_wsss.pseudo.figures", "figure_panels", "acdc_wsss.figures"),
 ]
 
 

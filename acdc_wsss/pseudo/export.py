@@ -1,11 +1,11 @@
 """Stage 2 export: pseudo labels as 2D arrays for stage 3 and as 3D NIfTI masks for 3D Slicer.
 
 ``export_pseudo(RUN, row, value)`` turns every volume with stored CAMs into labels with one evaluation
-row's rule (see :data:`acdc_wsss.pseudo.evaluate.ROWS`) and writes, atomically:
+row's rule (see :data:`acdc_wsss.pseudo.rows.ROWS`) and writes, atomically:
 
 - ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid, and
   ``target``, the stage-3 training target: the same with uncertain pixels set to 255 (ignored by the
-  loss; see :func:`acdc_wsss.pseudo.priors.uncertain_to_ignore`);
+  loss; see :func:`acdc_wsss.pseudo.rules.uncertain_to_ignore`);
 - ``cam/nifti/<patientXXX_frameYY>_pseudo.nii.gz``: the same labels mapped back through the inverse of the
   preprocessing onto the source image's grid (same shape, affine and orientation; uint8; 0 background,
   1 RV, 2 Myo, 3 LV), ready to lay over the scan in 3D Slicer.
@@ -25,17 +25,10 @@ from PIL import Image
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti
-from acdc_wsss.pseudo.evaluate import (
-    DEFAULT_ROWS,
-    ROW_SETS,
-    chosen_setting,
-    read_cam_manifest,
-    row_labels,
-    row_set,
-    volume_context,
-)
-from acdc_wsss.pseudo.infer import inference_volumes
-from acdc_wsss.pseudo.priors import uncertain_to_ignore
+from acdc_wsss.pseudo.evaluate import chosen_setting
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, volume_context
+from acdc_wsss.pseudo.rules import uncertain_to_ignore
+from acdc_wsss.pseudo.store import inference_volumes, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["export_pseudo"]

@@ -27,17 +27,20 @@ import numpy as np
 import torch
 
 from acdc_wsss.cam_maps import CAM_SCALES, multiscale_cam
-from acdc_wsss.data.registry import get_volumes
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.l2g.model import load_l2g
 from acdc_wsss.layout import CAM_STAGE, RunLayout
-from acdc_wsss.utils import atomic_write, progress_bar, write_json
+from acdc_wsss.pseudo.store import inference_volumes
+from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
-__all__ = ["CamConfig", "load_cams", "run_cam", "stage1_fingerprint"]
+__all__ = ["CamConfig", "run_cam", "stage1_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 STAGE = CAM_STAGE
+
+#: Names that lived here before 0.2.0.
+__getattr__ = moved(__name__, {"load_cams": "acdc_wsss.pseudo.store"})
 
 
 @dataclass
@@ -80,17 +83,6 @@ CAM_FORMAT = 2
 def plain(x: Any) -> torch.Tensor:
     """A MetaTensor's plain tensor (other tensors as they are)."""
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-
-
-def inference_volumes(
-    manifest: dict[str, Any], items: list[dict[str, Any]], out: Path, progress: bool
-) -> Any:
-    """Whole volumes (ACDC: a :class:`SliceDataset` on the run's cache) or whole images (a registered data
-    set, e.g. VOC) of ``items``, as the stage-1 ``manifest`` says the run was trained on."""
-    name = manifest.get("dataset", "acdc")
-    if name == "acdc":
-        return RunLayout(out).slices(manifest, items, progress=progress)
-    return get_volumes(name)(items, manifest["preprocess"], manifest["classes"], out, progress)
 
 
 def stage1_fingerprint(output_dir: str | os.PathLike, checkpoint: str) -> str:
@@ -172,14 +164,3 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
 def _lasting(config: dict[str, Any]) -> dict[str, Any]:
     """The CAM settings that change the CAMs (not where the run lies, the device or the progress bars)."""
     return {k: v for k, v in config.items() if k not in ("output_dir", "device", "progress", "overwrite")}
-
-
-def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
-    """Read the stored CAMs of one volume (``patientXXX_frameYY``) as float32 arrays."""
-    path = RunLayout(output_dir).cam.cam(key)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found; make the CAMs with the stage-2 infer bundle (infer.json)."
-        )
-    with np.load(path) as z:
-        return {k: z[k].astype(np.float32) for k in z.files}

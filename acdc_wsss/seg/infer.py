@@ -37,7 +37,7 @@ from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti, write_colour_table
-from acdc_wsss.pseudo.priors import es_lv_region, priors_labels
+from acdc_wsss.pseudo.rules import es_lv_region, priors_labels
 from acdc_wsss.seg.model import load_seg, predict_slices
 from acdc_wsss.utils import moved, progress_bar, write_json
 

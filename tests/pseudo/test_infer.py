@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.figures import figure_panels
 from acdc_wsss.l2g import run_l2g
-from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, figure_panels, load_cams, run_cam
-from acdc_wsss.pseudo.evaluate import chosen_setting, labels_constant, labels_learned
+from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cams, run_cam
+from acdc_wsss.pseudo.evaluate import chosen_setting
+from acdc_wsss.pseudo.rules import labels_constant, labels_learned
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Label-free anatomical priors on hand-made short-axis slices (acdc_wsss.pseudo.priors)."""
+"""Label-free anatomical priors on hand-made short-axis slices (acdc_wsss.pseudo.rules)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from acdc_wsss.metrics import dice_per_class
-from acdc_wsss.pseudo.priors import heart_region, otsu_threshold, priors_labels, uncertain_to_ignore
+from acdc_wsss.pseudo.rules import heart_region, otsu_threshold, priors_labels, uncertain_to_ignore
 
 
 def test_otsu_splits_two_modes() -> None:

@@ -1,0 +1,184 @@
+"""The rows of the stage-2 table: each row is one way of turning a volume's stored CAMs into labels, built
+from the rules of :mod:`acdc_wsss.pseudo.rules`. The L2G rows are cumulative, each adding one refinement
+step to the row above it; two yardsticks stand beside them:
+
+- ``baseline``: the plain-CAM baseline run's CAMs, constant background score (only with ``baseline_run``).
+- ``cam``: L2G CAM before PCM revision, constant background score (the L2G reference's rule).
+- ``pcm``: + PCM revision (the CAM the reference keeps).
+- ``learned``: + background from the learned background channel (threshold swept) instead of a constant.
+- ``motion``: + background from the motion prior: everything outside the moving heart region.
+- ``anatomy``: + ACDC anatomy rules (:func:`~acdc_wsss.pseudo.rules.priors_labels`, the LV blob picked
+  with the CAM's help, Myo ring, RV beside the septum, one component per class, holes filled, slices
+  tracked on the LV axis).
+- ``anatomy_crf``: + dense CRF on the image (confidence swept): the full refinement, what is exported.
+- ``priors``: no CAM at all, anatomy and motion only: the label-free yardstick.
+
+Photos (VOC) have the CAM rows and ``pcm_crf`` (DeepLab's RGB dense CRF). :func:`volume_context` gathers
+what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores the rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.pseudo.rules import (
+    crf_labels,
+    es_lv_region,
+    labels_constant,
+    labels_learned,
+    motion_labels,
+    priors_labels,
+    rgb_crf_labels,
+)
+from acdc_wsss.pseudo.store import load_cams
+
+__all__ = [
+    "BG_CONSTANTS",
+    "BG_THRESHOLDS",
+    "CRF_CONFIDENCES",
+    "DEFAULT_ROW",
+    "DEFAULT_ROWS",
+    "ROWS",
+    "ROW_SETS",
+    "row_labels",
+    "row_set",
+    "volume_context",
+]
+
+#: Constant background scores swept by the constant-background rows.
+BG_CONSTANTS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+#: Learned background probability thresholds swept by the learned-background rows.
+BG_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9)
+
+#: Dense-CRF confidences (probability of the rule's label) swept by the CRF row.
+CRF_CONFIDENCES: tuple[float, ...] = (0.6, 0.7, 0.8)
+
+
+def _motion(ctx: dict[str, Any], t: float) -> np.ndarray:
+    return motion_labels(ctx["scores"], ctx["bg_prob"], ctx["motion"], ctx["spacing"], t)
+
+
+def _rules(ctx: dict[str, Any], cams: bool) -> np.ndarray:
+    """Anatomy-rule labels of a volume (with or without the CAMs), computed once per volume; an ES frame
+    seeks its LV inside its ED frame's (``ctx["ed"]``, see :func:`volume_context`)."""
+    key = "_anatomy" if cams else "_priors"
+    if key not in ctx:
+        ed = ctx.get("ed")
+        ctx[key] = priors_labels(
+            ctx["image"],
+            ctx["motion"],
+            ctx["tags"],
+            ctx["spacing"],
+            ctx["scores"] if cams else None,
+            lv_within=None if ed is None else es_lv_region(_rules(ed, cams)),
+        )
+    return ctx[key]
+
+
+def _anatomy(ctx: dict[str, Any]) -> np.ndarray:
+    return _rules(ctx, cams=True)
+
+
+def _priors(ctx: dict[str, Any]) -> np.ndarray:
+    return _rules(ctx, cams=False)
+
+
+#: Row id -> (name, labels from a volume's context and the swept value, swept values). The context holds
+#: ``scores``, ``raw_scores``, ``bg_prob`` (stored CAMs), ``image``, ``motion`` (preprocessed), ``tags``
+#: and ``spacing``. The ``baseline`` row uses the ``constant`` rule on another run's CAMs.
+ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence[Any]]] = {
+    "baseline": (
+        "Baseline CAM (no L2G), constant background score",
+        lambda ctx, t: labels_constant(ctx["scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "cam": (
+        "L2G CAM, constant background score",
+        lambda ctx, t: labels_constant(ctx["raw_scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "pcm": (
+        "+ PCM revision",
+        lambda ctx, t: labels_constant(ctx["scores"], ctx["bg_prob"], t),
+        BG_CONSTANTS,
+    ),
+    "learned": (
+        "+ background from the learned background channel",
+        lambda ctx, t: labels_learned(ctx["scores"], ctx["bg_prob"], t),
+        BG_THRESHOLDS,
+    ),
+    "motion": ("+ background outside the moving heart region (motion prior)", _motion, BG_THRESHOLDS),
+    "anatomy": (
+        "+ anatomy rules (LV blob picked by CAM and motion, Myo ring, RV beside the septum)",
+        lambda ctx, t: _anatomy(ctx),
+        ("default",),
+    ),
+    "anatomy_crf": (
+        "+ dense CRF (full refinement)",
+        lambda ctx, t: crf_labels(ctx["image"], _anatomy(ctx), t),
+        CRF_CONFIDENCES,
+    ),
+    "priors": (
+        "Priors only (no CAM): motion centre, blood pools, LV blob, Myo ring, RV beside it",
+        lambda ctx, t: _priors(ctx),
+        ("default",),
+    ),
+}
+ROWS["pcm_crf"] = (
+    "+ PCM revision, dense CRF on the photo (RGB)",
+    lambda ctx, t: rgb_crf_labels(ctx["rgb"], ctx["scores"], t),
+    (0.2, 0.3, 0.4, 0.5),
+)
+#: Rows scored per data set: ACDC has the anatomy rules; RGB photos (VOC) the CAM rows and an RGB CRF.
+ROW_SETS: dict[str, list[str]] = {
+    "acdc": ["baseline", "cam", "pcm", "learned", "motion", "anatomy", "anatomy_crf", "priors"],
+    "rgb": ["baseline", "cam", "pcm", "learned", "pcm_crf"],
+}
+#: The row exported for stage 3 unless told otherwise, per row set.
+DEFAULT_ROWS: dict[str, str] = {"acdc": "anatomy_crf", "rgb": "pcm_crf"}
+DEFAULT_ROW = DEFAULT_ROWS["acdc"]
+
+
+def row_set(manifest: dict[str, Any]) -> str:
+    """``acdc`` for ACDC runs, ``rgb`` for photo data sets (VOC)."""
+    return "acdc" if manifest.get("dataset", "acdc") == "acdc" else "rgb"
+
+
+def row_labels(row: str, ctx: dict[str, Any], value: Any) -> np.ndarray:
+    """Labels of one volume by one row's rule, with a clear error for an unknown row."""
+    if row not in ROWS:
+        raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
+    return ROWS[row][1](ctx, value).astype(np.uint8)
+
+
+def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, partner: bool = True) -> dict:
+    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing;
+    for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"``."""
+    vol = ds.volumes[v]
+    if "rgb" in vol:  # an RGB data set: the photo for the CRF, no motion
+        return {
+            **load_cams(output_dir, volume_key(ds.items[v])),
+            "rgb": vol["rgb"],
+            "tags": vol["tags"].numpy(),
+        }
+    ctx = {
+        **load_cams(output_dir, volume_key(ds.items[v])),
+        "image": vol["image"].as_tensor()[0].numpy(),
+        "motion": vol["motion"][0].float().numpy(),
+        "tags": vol["tags"].numpy(),
+        "spacing": ds.config.spacing,
+    }
+    item = ds.items[v]
+    if partner and item.get("phase") == "ES":
+        for u, other in enumerate(ds.items):
+            same = other["patient"] == item["patient"] and other.get("phase") == "ED"
+            if same and ds.volumes[u]["image"].shape == vol["image"].shape:
+                ctx["ed"] = volume_context(output_dir, ds, u, partner=False)
+                break
+    return ctx

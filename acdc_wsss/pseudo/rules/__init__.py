@@ -1,0 +1,34 @@
+"""Stage-2 rules that turn CAMs, image and motion into pseudo labels, one module per structure and step.
+
+- :mod:`.common`: heart centre, search disc, blood pools per slice, Otsu threshold;
+- :mod:`.lv`, :mod:`.myo`, :mod:`.rv`: the LV cavity, the myocardial ring, the RV;
+- :mod:`.consistency`: the ES cavity inside the ED cavity;
+- :mod:`.anatomy`: :func:`priors_labels`, the three structures of a volume composed;
+- :mod:`.background`: background from a constant score, the learned background channel, the motion prior;
+- :mod:`.crf`: dense-CRF refinement (MRI and RGB);
+- :mod:`.targets`: the stage-3 training target (uncertain pixels ignored).
+
+Which rules make which row of the stage-2 table: :mod:`acdc_wsss.pseudo.rows`.
+"""
+
+from __future__ import annotations
+
+from acdc_wsss.pseudo.rules.anatomy import priors_labels
+from acdc_wsss.pseudo.rules.background import labels_constant, labels_learned, motion_labels
+from acdc_wsss.pseudo.rules.common import heart_region, otsu_threshold
+from acdc_wsss.pseudo.rules.consistency import es_lv_region
+from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
+from acdc_wsss.pseudo.rules.targets import uncertain_to_ignore
+
+__all__ = [
+    "crf_labels",
+    "es_lv_region",
+    "heart_region",
+    "labels_constant",
+    "labels_learned",
+    "motion_labels",
+    "otsu_threshold",
+    "priors_labels",
+    "rgb_crf_labels",
+    "uncertain_to_ignore",
+]

@@ -1,0 +1,73 @@
+"""What stage 2 keeps in ``RUN/cam/`` and how it is read back.
+
+The CAM manifest (:func:`read_cam_manifest`, :func:`cam_splits`), the stored CAMs of one volume
+(:func:`load_cams`), and the volumes of a split that have CAMs (:func:`split_dataset`), which are the
+run's preprocessed volumes for ACDC and, for a data set an adapter registers (VOC), whole images
+(:func:`inference_volumes`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acdc_wsss.data.registry import get_volumes
+from acdc_wsss.data.slices import volume_key
+from acdc_wsss.layout import RunLayout
+
+__all__ = ["cam_splits", "inference_volumes", "load_cams", "read_cam_manifest", "split_dataset"]
+
+
+def inference_volumes(
+    manifest: dict[str, Any], items: list[dict[str, Any]], out: Path, progress: bool
+) -> Any:
+    """Whole volumes (ACDC: a :class:`SliceDataset` on the run's cache) or whole images (a registered data
+    set, e.g. VOC) of ``items``, as the stage-1 ``manifest`` says the run was trained on."""
+    name = manifest.get("dataset", "acdc")
+    if name == "acdc":
+        return RunLayout(out).slices(manifest, items, progress=progress)
+    return get_volumes(name)(items, manifest["preprocess"], manifest["classes"], out, progress)
+
+
+def read_cam_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``output_dir/cam/manifest.json``, or a FileNotFoundError naming the command that makes it."""
+    path = RunLayout(output_dir).cam.manifest
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: make the CAMs first with python -m monai.bundle run --config_file "
+            f"\"['bundles/l2g_acdc/train.json','bundles/l2g_acdc/infer.json']\" --output_dir {output_dir}"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cam_splits(output_dir: str | os.PathLike) -> list[str]:
+    """The splits whose CAMs the run holds (none when stage 2 has not run)."""
+    path = RunLayout(output_dir).cam.manifest
+    return json.loads(path.read_text(encoding="utf-8"))["splits"] if path.is_file() else []
+
+
+def split_dataset(output_dir: str | os.PathLike, split: str, progress: bool = True) -> Any:
+    """The volumes of ``split`` that have stored CAMs (ACDC: a :class:`SliceDataset` on the run's cache;
+    VOC: whole images)."""
+    out = Path(output_dir)
+    run = RunLayout(out)
+    manifest = read_cam_manifest(out)
+    items = [it for it in run.split(split) if volume_key(it) in manifest["volumes"]]
+    if not items:
+        raise ValueError(f"{run.cam.path}: no CAMs for split {split!r}; it has {manifest['splits']}.")
+    return inference_volumes(manifest, items, out, progress)
+
+
+def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
+    """Read the stored CAMs of one volume (``patientXXX_frameYY``) as float32 arrays."""
+    path = RunLayout(output_dir).cam.cam(key)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; make the CAMs with the stage-2 infer bundle (infer.json)."
+        )
+    with np.load(path) as z:
+        return {k: z[k].astype(np.float32) for k in z.files}
