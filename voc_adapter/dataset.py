@@ -90,6 +90,8 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
     """The ``voc`` builder for the training stages: check the folder, write ``datalist.json`` (the
     official ``train_aug`` list where it exists, else ``train``, and ``val``), and return the training
     (random crops) and validation (centre crops) sets."""
+    if cfg.dataset_dir is None:
+        raise DatasetError("dataset 'voc' needs --dataset_dir (there is no phantom of it).")
     data = Path(cfg.dataset_dir)
     if out.resolve().is_relative_to(data.resolve()):
         raise DatasetError(f"output_dir {out} lies inside the dataset {data}; choose a folder outside it.")

@@ -1,7 +1,10 @@
-"""Data sets the stages can read, by name: ``acdc`` (built in) and those an adapter registers.
+"""Data sets the stages can read, by name: ``acdc`` and those an adapter registers (``voc``).
 
-An adapter (``voc_adapter``) registers its builders on import; a stage's ``dataset`` setting picks them,
-so a stage takes a parameter instead of being copied per data set. Three kinds of builder:
+Every data set registers its builders the same way, on import: ``acdc`` in the module of the stage that
+uses each kind (:mod:`acdc_wsss.l2g.data`, :mod:`acdc_wsss.pseudo.store`, :mod:`acdc_wsss.seg.data`,
+which the stage's own code imports, so they are registered before a stage looks one up), ``voc`` in
+:mod:`voc_adapter.dataset` (``import voc_adapter``). A stage's ``dataset`` setting picks them, so a stage
+takes a parameter instead of being copied per data set. Three kinds of builder:
 
 - :data:`DATASETS` (stage 1): ``builder(config, output_dir, rank) -> (data_dir, splits, train, val)``: the
   data folder, the split, and the training and validation datasets. Their samples are dicts with
@@ -60,7 +63,7 @@ class Registry(dict):
                 if name == "voc"
                 else ""
             )
-            raise ValueError(f"no {self.kind} for dataset {name!r}; known: {sorted(['acdc', *self])}{hint}.")
+            raise ValueError(f"no {self.kind} for dataset {name!r}; known: {sorted(self)}{hint}.")
         return self[name]
 
 

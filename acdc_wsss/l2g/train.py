@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from monai.utils import set_determinism
 from torch import nn
@@ -40,14 +39,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.data.acdc import make_datalist, split_patients, write_datalist
-from acdc_wsss.data.check import validated_patients
-from acdc_wsss.data.phantom import ensure_phantom
-from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.registry import get_dataset
-from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.engine import build_trainer
-from acdc_wsss.errors import DatasetError
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
@@ -60,13 +52,14 @@ from acdc_wsss.l2g.core import (
     smooth_saliency,
     view_boxes,
 )
+from acdc_wsss.l2g.data import prepare_data  # the module registers the acdc training data
 from acdc_wsss.l2g.evaluate import evaluate_classifier, flat_metrics
 from acdc_wsss.l2g.model import L2GModel, pool_weight
 from acdc_wsss.layout import L2G_STAGE, RunLayout
 from acdc_wsss.networks import CAMNet
 from acdc_wsss.utils import moved
 
-__all__ = ["build_l2g_optimizer", "make_step", "prepare_data", "run_l2g"]
+__all__ = ["build_l2g_optimizer", "make_step", "run_l2g"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,46 +73,6 @@ __getattr__ = moved(
         "BG_CHANNEL_SWEEP": "acdc_wsss.l2g.evaluate",
     },
 )
-
-
-def prepare_data(
-    cfg: L2GConfig, rank: int = 0
-) -> tuple[Path, dict[str, list[str]], SliceDataset, SliceDataset | None]:
-    """Dataset folder (the phantom when none is given), checked; patient split; datalist; slice datasets.
-
-    A ``dataset`` other than ``acdc`` is built by its registered builder (:mod:`acdc_wsss.data.registry`).
-    """
-    out = Path(cfg.output_dir)
-    run = RunLayout(out)
-    if cfg.dataset != "acdc":
-        if cfg.dataset_dir is None:
-            raise DatasetError(f"dataset {cfg.dataset!r} needs --dataset_dir (there is no phantom of it).")
-        return get_dataset(cfg.dataset)(cfg, out, rank)
-    if cfg.dataset_dir is None:
-        data = Path(cfg.phantom_dir)
-        if rank == 0:
-            ensure_phantom(data, cfg.phantom_patients, cfg.seed, progress=cfg.progress)
-        if dist.is_initialized():
-            dist.barrier()
-    else:
-        data = Path(cfg.dataset_dir)
-        if out.resolve().is_relative_to(data.resolve()):
-            raise DatasetError(
-                f"output_dir {out} lies inside the dataset {data}; choose a folder outside it."
-            )
-    patients = validated_patients(data, skip_bad=cfg.skip_bad, progress=cfg.progress and rank == 0)
-    splits = split_patients(patients, cfg.splits, seed=cfg.split_seed)
-    if not splits["training"]:
-        raise DatasetError(f"{data}: no patient left for training with splits {cfg.splits}.")
-    if rank == 0:
-        write_datalist(make_datalist(patients, data, splits), run.datalist)
-    if dist.is_initialized():
-        dist.barrier()
-    pre = PreprocessConfig(spacing=cfg.spacing, roi_size=cfg.roi_size, centre=cfg.centre)
-    kw = {"config": pre, "tags_csv": cfg.tags_csv, "cache_dir": run.cache, "progress": cfg.progress}
-    train = SliceDataset(run.split("training"), **kw)
-    val = SliceDataset(run.split("validation"), **kw) if splits.get("validation") else None
-    return data, splits, train, val
 
 
 def build_l2g_optimizer(model: L2GModel, cfg: L2GConfig) -> torch.optim.Optimizer:

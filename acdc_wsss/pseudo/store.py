@@ -15,21 +15,34 @@ from typing import Any
 
 import numpy as np
 
-from acdc_wsss.data.registry import get_volumes
-from acdc_wsss.data.slices import volume_key
+from acdc_wsss.data.registry import get_volumes, register_volumes
+from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
 
-__all__ = ["cam_splits", "inference_volumes", "load_cams", "read_cam_manifest", "split_dataset"]
+__all__ = [
+    "acdc_volumes",
+    "cam_splits",
+    "inference_volumes",
+    "load_cams",
+    "read_cam_manifest",
+    "split_dataset",
+]
+
+
+@register_volumes("acdc")
+def acdc_volumes(
+    items: list[dict[str, Any]], preprocess: dict[str, Any], classes: list[str], out: Path, progress: bool
+) -> SliceDataset:
+    """The ``acdc`` builder of stage 2: the run's preprocessed volumes of ``items``, from its cache."""
+    return RunLayout(out).slices({"preprocess": preprocess, "classes": classes}, items, progress=progress)
 
 
 def inference_volumes(
     manifest: dict[str, Any], items: list[dict[str, Any]], out: Path, progress: bool
 ) -> Any:
-    """Whole volumes (ACDC: a :class:`SliceDataset` on the run's cache) or whole images (a registered data
-    set, e.g. VOC) of ``items``, as the stage-1 ``manifest`` says the run was trained on."""
+    """The volumes of ``items`` as the stage-1 ``manifest`` says the run was trained on, by the registered
+    builder of its data set (ACDC: :func:`acdc_volumes`; VOC: whole images)."""
     name = manifest.get("dataset", "acdc")
-    if name == "acdc":
-        return RunLayout(out).slices(manifest, items, progress=progress)
     return get_volumes(name)(items, manifest["preprocess"], manifest["classes"], out, progress)
 
 

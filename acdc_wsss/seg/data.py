@@ -26,6 +26,7 @@ from monai.transforms import (
 from torch import nn
 from torch.utils.data import Dataset
 
+from acdc_wsss.data.registry import register_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
@@ -137,6 +138,7 @@ def _validation(
     return result
 
 
+@register_seg_data("acdc")
 def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> StageData:
     """Stage 3 on ACDC: the training patients' slices with their targets, validated on the validation
     patients' pseudo labels; refuses missing pseudo labels before any work."""

@@ -39,7 +39,7 @@ from acdc_wsss.engine import build_trainer
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
-from acdc_wsss.seg.data import acdc_seg_data
+from acdc_wsss.seg.data import StageData  # the module registers the acdc stage-3 data
 from acdc_wsss.seg.model import SegNet
 from acdc_wsss.utils import moved
 
@@ -115,10 +115,8 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     stage_dir = run.seg.path
     manifest2 = _stage2_manifest(run)
     classes = manifest2["classes"]
-    if manifest2.get("dataset", "acdc") == "acdc":
-        stage_data = acdc_seg_data(out, manifest2, cfg)
-    else:  # before any work: a registered builder refuses missing pseudo labels now
-        stage_data = get_seg_data(manifest2["dataset"])(out, manifest2, cfg)
+    # before any work: the data set's builder refuses missing pseudo labels now
+    stage_data: StageData = get_seg_data(manifest2.get("dataset", "acdc"))(out, manifest2, cfg)
     resuming = prepare_stage_dir(stage_dir, cfg, rank)
     set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
