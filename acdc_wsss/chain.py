@@ -18,29 +18,26 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from acdc_wsss.data.check import validated_patients
-from acdc_wsss.engine import LAST
 from acdc_wsss.errors import USER_ERRORS, DatasetError, describe
 from acdc_wsss.l2g import L2GConfig, run_l2g
+from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
-from acdc_wsss.utils import ensure_writable, setup_cli_logging, write_json
+from acdc_wsss.utils import ensure_writable, read_json, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
 
 logger = logging.getLogger(__name__)
 
 
-def _manifest(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _complete(stage_dir: Path) -> bool:
-    return _manifest(stage_dir / "manifest.json").get("status") == "complete"
+def _complete(stage: StageLayout) -> bool:
+    return read_json(stage.manifest).get("status") == "complete"
 
 
 def _newer(path: Path, than: Path) -> bool:
@@ -62,6 +59,106 @@ def _preflight(dataset_dir: str | None, out: Path, skip_bad: bool, progress: boo
         validated_patients(Path(dataset_dir), skip_bad=skip_bad, progress=progress)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of the chain.
+
+    Attributes:
+        name: what the log and ``summary.json`` call it.
+        done: whether its valid output is there already (then it is kept, unless ``--overwrite``).
+        run: makes the output from the step's settings.
+        settings: makes the step's settings at its turn (they may depend on what earlier steps wrote), so
+            bad settings are refused even when the step is kept.
+    """
+
+    name: str
+    done: Callable[[], bool]
+    run: Callable[[Any], Any]
+    settings: Callable[[], Any] = lambda: None
+
+
+def _steps(
+    run: RunLayout,
+    l2g_cfg: L2GConfig,
+    seg: dict[str, Any],
+    overwrite: bool,
+    baseline_run: str | None,
+    baseline: bool,
+    train_baseline: bool,
+) -> list[Step]:
+    """The chain's steps in order, each with its done-check: stage 1 (and the baseline classifier),
+    stage 2 (CAMs, also of ``baseline_run`` when ``baseline``; evaluation; export), stage 3, inference and
+    evaluation on the test patients."""
+    out, device, progress = str(run.root), l2g_cfg.device, l2g_cfg.progress
+
+    def resume(stage: StageLayout) -> bool:
+        return stage.last.exists() and not overwrite
+
+    def cams(output_dir: str) -> Callable[[], CamConfig]:
+        return lambda: CamConfig(output_dir=output_dir, device=device, progress=progress, overwrite=overwrite)
+
+    def seg_config() -> SegConfig:
+        fresh = _newer(run.seg.manifest, run.cam.pseudo_manifest)  # trained on the current pseudo labels
+        base = {"output_dir": out, "device": device, "progress": progress, **seg}
+        return SegConfig(**base, overwrite=overwrite or not fresh, resume=resume(run.seg) and fresh)
+
+    base = run.baseline
+
+    def base_config() -> L2GConfig:
+        return dataclasses.replace(l2g_cfg, output_dir=str(base.root), l2g=False, resume=resume(base.l2g))
+
+    steps = [Step("stage 1: L2G classifiers", lambda: _complete(run.l2g), run_l2g, lambda: l2g_cfg)]
+    if train_baseline:
+        steps.append(Step("stage 1: baseline classifier", lambda: _complete(base.l2g), run_l2g, base_config))
+    steps.append(Step("stage 2: CAMs", lambda: False, run_cam, cams(out)))  # run_cam keeps up-to-date CAMs
+    if baseline_run is not None and baseline:
+        steps.append(Step("stage 2: baseline CAMs", lambda: False, run_cam, cams(baseline_run)))
+    evaluation, masks = run.cam.evaluation("training"), run.predictions.manifest
+    return [
+        *steps,
+        Step(
+            "stage 2: pseudo-label evaluation",
+            lambda: _newer(evaluation, run.cam.manifest),
+            lambda _: evaluate_pseudo(out, "training", baseline_run=baseline_run, progress=progress),
+        ),
+        Step(
+            "stage 2: pseudo-label export",
+            lambda: _newer(run.cam.pseudo_manifest, evaluation),
+            lambda _: export_pseudo(out, progress=progress),
+        ),
+        Step(
+            "stage 3: segmentation network",
+            lambda: _complete(run.seg) and _newer(run.seg.manifest, run.cam.pseudo_manifest),
+            run_seg,
+            seg_config,
+        ),
+        Step(
+            "inference: test patients",
+            lambda: _newer(masks, run.seg.last) and read_json(masks).get("source") == "split testing",
+            lambda _: predict(out, "testing", device=device, progress=progress),
+        ),
+        Step(
+            "evaluation: test patients",
+            lambda: _newer(run.seg.evaluation("testing"), masks),
+            lambda _: evaluate_seg(out, "testing", progress=progress),
+        ),
+    ]
+
+
+def _take(step: Step, overwrite: bool, times: dict[str, float], done: dict[str, str]) -> None:
+    """Run ``step`` unless its valid output is there (and not ``overwrite``); record what happened."""
+    settings = step.settings()
+    if step.done() and not overwrite:
+        done[step.name] = "kept"
+        logger.info("%s: valid output found, kept (--overwrite redoes it)", step.name)
+        return
+    t0 = time.perf_counter()
+    logger.info("%s ...", step.name)
+    step.run(settings)
+    times[step.name] = round(time.perf_counter() - t0, 1)
+    done[step.name] = "ran"
+
+
 def run_chain(
     dataset_dir: str | None,
     output_dir: str,
@@ -74,7 +171,7 @@ def run_chain(
     baseline_run: str | None = None,
     baseline: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage that has no valid output yet; return the summary (also in ``RUN/summary.json``).
+    """Run every step that has no valid output yet; return the summary (also in ``RUN/summary.json``).
 
     Args:
         dataset_dir: ACDC folder (None: the phantom).
@@ -89,22 +186,9 @@ def run_chain(
         baseline: train that plain-CAM classifier too, in ``RUN/baseline`` (when ``baseline_run`` is None).
     """
     out = Path(output_dir)
+    run = RunLayout(out)
     times: dict[str, float] = {}
     done: dict[str, str] = {}
-
-    def step(name: str, skip: bool, fn: Callable[[], Any]) -> Any:
-        if skip and not overwrite:
-            done[name] = "kept"
-            logger.info("%s: valid output found, kept (--overwrite redoes it)", name)
-            return None
-        t0 = time.perf_counter()
-        logger.info("%s ...", name)
-        result = fn()
-        times[name] = round(time.perf_counter() - t0, 1)
-        done[name] = "ran"
-        return result
-
-    l2g_dir, seg_dir = out / "l2g", out / "seg"
     _preflight(dataset_dir, out, bool((l2g or {}).get("skip_bad")), progress)
     l2g_cfg = L2GConfig(
         **{
@@ -115,65 +199,14 @@ def run_chain(
             **({"splits": splits} if splits else {}),
             **(l2g or {}),
             "overwrite": overwrite,
-            "resume": (l2g_dir / LAST).exists() and not overwrite,
+            "resume": run.l2g.last.exists() and not overwrite,
         }
     )
-    step("stage 1: L2G classifiers", _complete(l2g_dir), lambda: run_l2g(l2g_cfg))
-    if baseline and baseline_run is None:
-        baseline_run = str(out / "baseline")
-        base_dir = out / "baseline" / "l2g"
-        base_cfg = dataclasses.replace(
-            l2g_cfg, output_dir=baseline_run, l2g=False, resume=(base_dir / LAST).exists() and not overwrite
-        )
-        step("stage 1: baseline classifier", _complete(base_dir), lambda: run_l2g(base_cfg))
-    cam_cfg = CamConfig(output_dir=str(out), device=device, progress=progress, overwrite=overwrite)
-    step("stage 2: CAMs", False, lambda: run_cam(cam_cfg))  # run_cam keeps up-to-date CAMs itself
-    if baseline_run is not None and baseline:
-        base_cams = dataclasses.replace(cam_cfg, output_dir=baseline_run)
-        step("stage 2: baseline CAMs", False, lambda: run_cam(base_cams))
-    cams = out / "cam" / "manifest.json"
-    evaluation = out / "cam" / "evaluation_training.json"
-    step(
-        "stage 2: pseudo-label evaluation",
-        _newer(evaluation, cams),
-        lambda: evaluate_pseudo(out, "training", baseline_run=baseline_run, progress=progress),
-    )
-    pseudo = out / "cam" / "pseudo" / "manifest.json"
-    step(
-        "stage 2: pseudo-label export",
-        _newer(pseudo, evaluation),
-        lambda: export_pseudo(out, progress=progress),
-    )
-    seg_cfg = SegConfig(
-        **{
-            "output_dir": str(out),
-            "device": device,
-            "progress": progress,
-            **(seg or {}),
-            "overwrite": overwrite or not _newer(seg_dir / "manifest.json", pseudo),
-            "resume": (seg_dir / LAST).exists()
-            and not overwrite
-            and _newer(seg_dir / "manifest.json", pseudo),
-        }
-    )
-    step(
-        "stage 3: segmentation network",
-        _complete(seg_dir) and _newer(seg_dir / "manifest.json", pseudo),
-        lambda: run_seg(seg_cfg),
-    )
-    masks = out / "predictions" / "manifest.json"
-    step(
-        "inference: test patients",
-        _newer(masks, seg_dir / LAST) and _manifest(masks).get("source") == "split testing",
-        lambda: predict(out, "testing", device=device, progress=progress),
-    )
-    result = step(
-        "evaluation: test patients",
-        _newer(out / "seg" / "evaluation_testing.json", masks),
-        lambda: evaluate_seg(out, "testing", progress=progress),
-    )
-    result = result or _manifest(out / "seg" / "evaluation_testing.json")
-    pseudo_rows = _manifest(evaluation).get("rows", [])
+    train_baseline = baseline and baseline_run is None
+    if train_baseline:
+        baseline_run = str(run.baseline.root)
+    for step in _steps(run, l2g_cfg, seg or {}, overwrite, baseline_run, baseline, train_baseline):
+        _take(step, overwrite, times, done)
     summary = {
         "dataset_dir": dataset_dir,
         "output_dir": str(out),
@@ -181,13 +214,14 @@ def run_chain(
         "wall_s": times,
         "total_wall_s": round(sum(times.values()), 1),
         "seed": l2g_cfg.seed,
-        "pseudo_labels_training": {r["row"]: r["mean_dice"] for r in pseudo_rows},
-        "test": result.get("mean", {}),
+        "pseudo_labels_training": {
+            r["row"]: r["mean_dice"] for r in read_json(run.cam.evaluation("training")).get("rows", [])
+        },
+        "test": read_json(run.seg.evaluation("testing")).get("mean", {}),
     }
-    write_json(summary, out / "summary.json")
-    step("report", False, lambda: write_report(out, baseline_run))
-    summary["wall_s"]["report"] = times["report"]
-    write_json(summary, out / "summary.json")
+    write_json(summary, run.summary)
+    _take(Step("report", lambda: False, lambda _: write_report(out, baseline_run)), overwrite, times, done)
+    write_json(summary, run.summary)
     return summary
 
 
