@@ -123,8 +123,34 @@ def build_trainer(
     out = Path(output_dir)
     trainer = Engine(step)
     save_dict = {**save_dict, "trainer": trainer}
-    history: list[dict[str, Any]] = []
     trainer.state_dict_user_keys.append("history")
+    _attach_epoch_records(
+        trainer, out, save_dict.get("optimizer"), validate, val_interval, rank, on_epoch_start
+    )
+    if rank == 0:
+        _attach_logging(trainer, out, progress, tensorboard)
+    if scheduler is not None:
+        LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
+    # registered after validation so that best.pt sees this epoch's metrics
+    CheckpointHandler(out, save_dict, key_metric, enabled=rank == 0).attach(trainer)
+    trainer.state.history = []
+    trainer.save_dict = save_dict  # type: ignore[attr-defined]
+    return trainer
+
+
+def _attach_epoch_records(
+    trainer: Engine,
+    out: Path,
+    opt: Any,
+    validate: Callable[[Engine], Mapping[str, float]] | None,
+    val_interval: int,
+    rank: int,
+    on_epoch_start: Iterable[Callable[[Engine], Any]],
+) -> None:
+    """Per epoch: the ``on_epoch_start`` callables, mean losses, the learning rate, validation every
+    ``val_interval`` epochs (and after the last), the epoch's time; the history in ``engine.state.history``
+    and (rank 0) ``metrics.json``."""
+    history: list[dict[str, Any]] = []
     timer = {"t0": 0.0}
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -144,7 +170,6 @@ def build_trainer(
     def _epoch_end(engine: Engine) -> None:
         row: dict[str, Any] = {"epoch": engine.state.epoch}
         row.update({k: total / max(n, 1) for k, (total, n) in engine.state.sums.items()})
-        opt = save_dict.get("optimizer")
         if opt is not None:
             row["lr"] = opt.param_groups[0]["lr"]
         last = engine.state.epoch == engine.state.max_epochs
@@ -160,33 +185,28 @@ def build_trainer(
             write_json({"epochs": history}, StageLayout(out).metrics)
             logger.info("epoch %d: %s", engine.state.epoch, _short(row))
 
-    if rank == 0:
-        # name=None logs through the engine's own logger (a named one would stop propagating to the root)
-        StatsHandler(iteration_log=False, output_transform=lambda o: o["loss"], name=None).attach(trainer)
-        if progress:
-            from ignite.handlers import ProgressBar
 
-            ProgressBar(persist=False, desc="train").attach(
-                trainer, output_transform=lambda o: {"loss": o["loss"]}
-            )
-        if tensorboard:
-            try:
-                from monai.handlers import TensorBoardStatsHandler
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ImportError(
-                    "tensorboard=True needs the tensorboard package: pip install tensorboard"
-                ) from e
-            TensorBoardStatsHandler(
-                SummaryWriter(log_dir=str(out / "tb")), output_transform=lambda o: o["loss"]
-            ).attach(trainer)
-    if scheduler is not None:
-        LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
-    # registered after validation so that best.pt sees this epoch's metrics
-    CheckpointHandler(out, save_dict, key_metric, enabled=rank == 0).attach(trainer)
-    trainer.state.history = []
-    trainer.save_dict = save_dict  # type: ignore[attr-defined]
-    return trainer
+def _attach_logging(trainer: Engine, out: Path, progress: bool, tensorboard: bool) -> None:
+    """MONAI ``StatsHandler`` logging, a progress bar, and TensorBoard logs in ``out/tb`` (rank 0)."""
+    # name=None logs through the engine's own logger (a named one would stop propagating to the root)
+    StatsHandler(iteration_log=False, output_transform=lambda o: o["loss"], name=None).attach(trainer)
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False, desc="train").attach(
+            trainer, output_transform=lambda o: {"loss": o["loss"]}
+        )
+    if tensorboard:
+        try:
+            from monai.handlers import TensorBoardStatsHandler
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package: pip install tensorboard"
+            ) from e
+        TensorBoardStatsHandler(
+            SummaryWriter(log_dir=str(out / "tb")), output_transform=lambda o: o["loss"]
+        ).attach(trainer)
 
 
 def _short(row: Mapping[str, Any]) -> str:

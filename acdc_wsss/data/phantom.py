@@ -185,18 +185,35 @@ def _unit(angle: float) -> np.ndarray:
 
 
 def _draw_patient(index: int, seed: int) -> _Patient:
-    """Draw all parameters of patient ``index`` (1-based) from ``default_rng([seed, index])``."""
+    """Draw all parameters of patient ``index`` (1-based) from ``default_rng([seed, index])``.
+
+    The draws come in one fixed order (record, grid, heart, placement, body, details), so a seed always
+    gives the same phantom."""
     rng = np.random.default_rng([seed, index])
     group = GROUPS[(index - 1) % len(GROUPS)]
-    shape_g = GROUP_SHAPES[group]
+    info = _sample_info(rng, group)
+    grid = _sample_grid(rng)
+    heart = _sample_heart(rng, group)
+    place = _sample_placement(rng, grid, heart)
+    body = _sample_body(rng, info, heart, place)
+    details = _sample_details(rng, group, place["rv_dir"])
+    return _Patient(
+        pid=f"patient{index:03d}", group=group, info=info, **grid, **heart, **place, **body, **details
+    )
 
+
+def _sample_info(rng: np.random.Generator, group: str) -> dict[str, Any]:
+    """The patient's Info.cfg: ED and ES frames, group, height, frame count, weight."""
     height = round(float(rng.uniform(*HEIGHT_RANGE)), 1)
     weight = round(float(rng.uniform(*WEIGHT_RANGE)), 1)
     es = int(rng.integers(ES_FRAME_RANGE[0], ES_FRAME_RANGE[1] + 1))
     nb_frame = int(rng.integers(NB_FRAME_RANGE[0], NB_FRAME_RANGE[1] + 1))
-    info = {"ED": ED_FRAME, "ES": es, "Group": group, "Height": height, "NbFrame": nb_frame, "Weight": weight}
+    return {"ED": ED_FRAME, "ES": es, "Group": group, "Height": height, "NbFrame": nb_frame, "Weight": weight}
 
-    # Grid: equal in-plane spacing, unequal in-plane sizes, thick slices.
+
+def _sample_grid(rng: np.random.Generator) -> dict[str, Any]:
+    """Equal in-plane spacing, unequal in-plane sizes, thick slices (some above and below the heart), and
+    an oblique affine: a random rotation (unit axis, 5..30 degrees) times the spacing, a random origin."""
     sp = round(float(rng.uniform(*INPLANE_SPACING_RANGE)), 4)
     lo = max(INPLANE_SIZE_RANGE[0], int(np.ceil(MIN_FOV_MM / sp)))
     nx = int(rng.integers(lo, INPLANE_SIZE_RANGE[1] + 1))
@@ -207,37 +224,51 @@ def _draw_patient(index: int, seed: int) -> _Patient:
     nz = int(rng.integers(NUM_SLICES_RANGE[0], NUM_SLICES_RANGE[1] + 1))
     n_above = int(rng.integers(1, 3))
     n_below = int(rng.integers(0, min(2, nz - n_above - MIN_HEART_SLICES) + 1))
-    n_heart = nz - n_above - n_below
-
-    # Oblique affine: random rotation (unit axis, 5..30 degrees) times the spacing, random origin.
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
     angle = np.deg2rad(rng.uniform(*ROTATION_DEG_RANGE))
     affine = np.eye(4)
     affine[:3, :3] = _rotation(axis, angle) @ np.diag([sp, sp, thickness])
     affine[:3, 3] = rng.uniform(-MAX_ORIGIN_MM, MAX_ORIGIN_MM, size=3)
+    return {
+        "shape": (nx, ny, nz),
+        "spacing": (sp, sp, thickness),
+        "affine": affine,
+        "n_above": n_above,
+        "n_heart": nz - n_above - n_below,
+    }
 
-    # Heart shape of the group, jittered.
-    lv_radius = shape_g.lv_radius * rng.uniform(0.9, 1.1)
-    wall = shape_g.wall * rng.uniform(0.9, 1.1)
-    lv_es = float(np.clip(shape_g.lv_es + rng.uniform(-0.04, 0.04), 0.55, 0.95))
-    rv_width = shape_g.rv_width * rng.uniform(0.85, 1.15)
-    rv_es = float(np.clip(shape_g.rv_es + rng.uniform(-0.05, 0.05), 0.55, 0.92))
-    rv_wall = 3.5 if group == "RV" else 2.5
-    cavity_end = rng.uniform(0.93, 1.06)  # relative apex position where the LV cavity closes
-    rv_end = rng.uniform(0.62, 0.86)  # ... and where the RV ends (always before the last heart slice)
 
-    # Body frame: anterior is image-up, patient right is image-left, give or take a rotation; turned by
-    # 90 degrees when Y is the longer axis, so that the wide (left-right) axis of the chest lies along it.
+def _sample_heart(rng: np.random.Generator, group: str) -> dict[str, Any]:
+    """The heart shape of the group, jittered."""
+    shape_g = GROUP_SHAPES[group]
+    return {
+        "lv_radius": shape_g.lv_radius * rng.uniform(0.9, 1.1),
+        "wall": shape_g.wall * rng.uniform(0.9, 1.1),
+        "lv_es": float(np.clip(shape_g.lv_es + rng.uniform(-0.04, 0.04), 0.55, 0.95)),
+        "rv_width": shape_g.rv_width * rng.uniform(0.85, 1.15),
+        "rv_es": float(np.clip(shape_g.rv_es + rng.uniform(-0.05, 0.05), 0.55, 0.92)),
+        "rv_wall": 3.5 if group == "RV" else 2.5,
+        "cavity_end": rng.uniform(0.93, 1.06),  # relative apex position where the LV cavity closes
+        "rv_end": rng.uniform(0.62, 0.86),  # ... and where the RV ends (always before the last heart slice)
+    }
+
+
+def _sample_placement(
+    rng: np.random.Generator, grid: dict[str, Any], heart: dict[str, Any]
+) -> dict[str, Any]:
+    """Body frame and heart position: anterior is image-up, patient right is image-left, give or take a
+    rotation, turned by 90 degrees when Y is the longer axis (so that the wide left-right axis of the chest
+    lies along it); the heart centre off the image centre, inside the field of view with a margin."""
+    nx, ny, _ = grid["shape"]
+    sp = grid["spacing"][0]
     body_rot = rng.uniform(-0.3, 0.3) + (rng.choice([-1.0, 1.0]) * np.pi / 2 if ny > nx else 0.0)
     ant = _unit(-np.pi / 2 + body_rot)
     rgt = _unit(np.pi + body_rot)
     rv_dir = ant * 0.6 + rgt * 0.8
     rv_dir = _rotate2(rv_dir / np.linalg.norm(rv_dir), rng.uniform(-0.3, 0.3))
-
-    # Heart centre off the image centre, inside the field of view with a margin.
     fov = np.array([nx * sp, ny * sp])
-    extent = lv_radius + wall + rv_width + 15.0
+    extent = heart["lv_radius"] + heart["wall"] + heart["rv_width"] + 15.0
     max_off = np.clip(np.minimum(MAX_HEART_OFFSET * fov, fov / 2 - extent), 0.0, None)
     centre = rng.uniform(-max_off, max_off)
     posterior = -float(centre @ ant)
@@ -245,9 +276,15 @@ def _draw_patient(index: int, seed: int) -> _Patient:
         centre = np.clip(centre + ant * 0.7 * posterior, -max_off, max_off)
     drift = _unit(rng.uniform(0, 2 * np.pi)) * rng.uniform(0.0, 8.0)
     es_shift = _unit(rng.uniform(0, 2 * np.pi)) * rng.uniform(0.0, 1.5)
+    return {"ant": ant, "rgt": rgt, "rv_dir": rv_dir, "centre": centre, "drift": drift, "es_shift": es_shift}
 
-    # Body outline around the heart: the heart sits anterior and to the patient's left of the body centre.
-    bmi = weight / (height / 100.0) ** 2
+
+def _sample_body(
+    rng: np.random.Generator, info: dict[str, Any], heart: dict[str, Any], place: dict[str, Any]
+) -> dict[str, Any]:
+    """Body outline around the heart: the heart sits anterior and to the patient's left of the body
+    centre; fat grows with the BMI."""
+    bmi = info["Weight"] / (info["Height"] / 100.0) ** 2
     fat = float(np.clip(4.0 + 0.9 * (bmi - 18.0), 4.0, 25.0)) * rng.uniform(0.8, 1.2)
     muscle = rng.uniform(8.0, 14.0)
     cavity_shift = rng.uniform(6.0, 14.0)
@@ -255,50 +292,33 @@ def _draw_patient(index: int, seed: int) -> _Patient:
     l_off = rng.uniform(30.0, 60.0)
     body_lat = rng.uniform(140.0, 175.0) + 0.6 * (bmi - 22.0)
     body_ap = rng.uniform(95.0, 120.0) + 0.6 * (bmi - 22.0)
-    body_ap = max(body_ap, a_off + lv_radius + wall + rv_width + fat + muscle)  # heart inside the chest
-    body_centre = centre - ant * a_off + rgt * l_off
+    inside = a_off + heart["lv_radius"] + heart["wall"] + heart["rv_width"] + fat + muscle
+    body_ap = max(body_ap, inside)  # the heart inside the chest
+    return {
+        "body_centre": place["centre"] - place["ant"] * a_off + place["rgt"] * l_off,
+        "body_axes": (body_lat, body_ap),
+        "fat": fat,
+        "muscle": muscle,
+        "cavity_shift": cavity_shift,
+    }
 
-    return _Patient(
-        pid=f"patient{index:03d}",
-        group=group,
-        info=info,
-        shape=(nx, ny, nz),
-        spacing=(sp, sp, thickness),
-        affine=affine,
-        n_above=n_above,
-        n_heart=n_heart,
-        centre=centre,
-        drift=drift,
-        es_shift=es_shift,
-        lv_radius=lv_radius,
-        wall=wall,
-        lv_es=lv_es,
-        rv_width=rv_width,
-        rv_es=rv_es,
-        rv_wall=rv_wall,
-        cavity_end=cavity_end,
-        rv_end=rv_end,
-        rv_dir=rv_dir,
-        wall_angle=rng.uniform(0, 2 * np.pi),
-        infarct_angle=rng.uniform(0, 2 * np.pi),
-        infarct_depth=rng.uniform(0.35, 0.5) if group == "MINF" else 0.0,
-        papillary_angles=tuple(
+
+def _sample_details(rng: np.random.Generator, group: str, rv_dir: np.ndarray) -> dict[str, Any]:
+    """Wall texture, infarct (MINF), papillary muscles, epicardial fat, spine, aorta, liver and left dome."""
+    return {
+        "wall_angle": rng.uniform(0, 2 * np.pi),
+        "infarct_angle": rng.uniform(0, 2 * np.pi),
+        "infarct_depth": rng.uniform(0.35, 0.5) if group == "MINF" else 0.0,
+        "papillary_angles": tuple(
             float(np.arctan2(-rv_dir[1], -rv_dir[0]) + s * rng.uniform(0.7, 1.1)) for s in (-1, 1)
         ),
-        fat_angle=rng.uniform(0, 2 * np.pi),
-        fat_thickness=rng.uniform(1.5, 5.0),
-        ant=ant,
-        rgt=rgt,
-        body_centre=body_centre,
-        body_axes=(body_lat, body_ap),
-        fat=fat,
-        muscle=muscle,
-        cavity_shift=cavity_shift,
-        vert_radius=rng.uniform(14.0, 19.0),
-        aorta_radius=rng.uniform(10.0, 14.0),
-        liver_dome=rng.uniform(0.45, 0.8),
-        left_dome=rng.uniform(0.75, 1.1),
-    )
+        "fat_angle": rng.uniform(0, 2 * np.pi),
+        "fat_thickness": rng.uniform(1.5, 5.0),
+        "vert_radius": rng.uniform(14.0, 19.0),
+        "aorta_radius": rng.uniform(10.0, 14.0),
+        "liver_dome": rng.uniform(0.45, 0.8),
+        "left_dome": rng.uniform(0.75, 1.1),
+    }
 
 
 def _rotate2(v: np.ndarray, angle: float) -> np.ndarray:

@@ -96,7 +96,8 @@ class MotionMap(Transform):
     """ED-ES motion map: ``|a - b|`` smoothed in-plane per slice, scaled to [0, 1] by its volume maximum.
 
     The heart is what moves between end-diastole and end-systole, so the map is a free saliency map of the
-    heart (DESIGN section 2). Both volumes must lie on one grid (standardised the same way).
+    heart: no label is needed to find where it is. Both volumes must lie on one grid (standardised the same
+    way).
 
     Args:
         sigma: in-plane Gaussian sigma in pixels.

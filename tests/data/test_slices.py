@@ -37,7 +37,7 @@ def test_real_tags_match_hand_counts_and_design_facts(real_slices: SliceDataset)
         )
     tags = real_slices.tags().numpy()
     assert len(real_slices) == tags.shape[0] == 1552
-    # DESIGN section 2: 80.6% of slices carry all three tags, 3.6% none; RV absent from 18.6%
+    # the 80 real patients: 80.6% of slices carry all three tags, 3.6% none; RV absent from 18.6%
     assert (tags.sum(1) == 3).mean() == pytest.approx(0.806, abs=0.001)
     assert (tags.sum(1) == 0).mean() == pytest.approx(0.036, abs=0.001)
     np.testing.assert_allclose(1 - tags.mean(0), [0.186, 0.043, 0.053], atol=0.001)
