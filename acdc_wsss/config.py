@@ -189,7 +189,7 @@ def load_finished_stage(
     manifest_path = layout.manifest
     if not manifest_path.is_file():
         raise FileNotFoundError(
-            f"{stage_dir} holds no trained {label} (no manifest.json); make it with: {make}"
+            f"{stage_dir} holds no trained {label} (no {manifest_path.name}); make it with: {make}"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("stage") != stage:

@@ -3,8 +3,8 @@
 ``run_l2g(L2GConfig(...))`` is what ``bundles/l2g_acdc/train.json`` calls. It writes ``output_dir/l2g/``:
 ``last.pt`` and ``best.pt`` (networks, optimiser, scheduler, engine state), ``metrics.json`` (per-epoch
 losses and validation) and ``manifest.json`` (resolved config, seed, versions, data, splits, results).
-The run's datalist (``output_dir/datalist.json``) and preprocessed slices (``output_dir/cache``) are shared
-with the later stages.
+The run's datalist and preprocessed slices (``output_dir/cache``) are shared with the later stages (the run
+folder's names: :mod:`acdc_wsss.layout`).
 
 Deliberate changes to the reference L2G code, each a switch (``L2GConfig``):
 

@@ -101,7 +101,8 @@ def read_targets(output_dir: Path, ds: SliceDataset, key: str = "target") -> lis
     )
     if not stage2.pseudo_manifest.is_file():
         raise FileNotFoundError(
-            f"{stage2.pseudo} holds no pseudo labels (no manifest.json); make them with: {make}"
+            f"{stage2.pseudo} holds no pseudo labels (no {stage2.pseudo_manifest.name}); "
+            f"make them with: {make}"
         )
     out = []
     for item, vol in zip(ds.items, ds.volumes, strict=True):

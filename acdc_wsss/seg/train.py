@@ -1,7 +1,7 @@
 """Stage 3: a segmentation network (DeepLab-v2 by default) trained on the stage-2 pseudo labels.
 
 ``run_seg(SegConfig(output_dir=RUN))`` is what ``bundles/deeplab_acdc/train.json`` calls. It reads the
-run's ``datalist.json``, ``cache/`` and ``cam/pseudo/`` (the ``target`` arrays: pseudo labels with
+run's datalist, ``cache/`` and ``cam/pseudo/`` (the ``target`` arrays: pseudo labels with
 uncertain pixels 255, ignored by the loss) and writes ``RUN/seg/``: ``last.pt``, ``best.pt`` (the best
 agreement with the validation patients' pseudo labels: no mask is used to choose), ``metrics.json`` (per
 epoch: loss, learning rate, validation Dice against the pseudo labels and, for evaluation only, against the
