@@ -1,51 +1,110 @@
-"""Ablation of the ACDC anatomy rules: what each rule adds to the pseudo labels of a run's split.
+"""Stage-2 rules on a run's split: what each step from the scan adds, and the sweeps that chose its settings.
 
-    python bench/rules.py --run runs/acdc-l2g [--split validation]
+    python bench/rules.py --run runs/acdc [--splits training validation]
+    python bench/rules.py --run runs/acdc --sweep [--split validation]
 
-``--run`` must hold stage-2 CAMs (``cam/``, made by ``bundles/l2g_acdc/infer.json``). Each row turns one
-more rule on, cumulatively: the first is the plain rule set (LV = bright blob nearest the motion centre,
-fixed 13 mm ring, RV = largest bright blob touching it, no tracking, no ED-ES link, no CAM); the last is
-the default :func:`acdc_wsss.pseudo.rules.priors_labels` with the CAMs, as the ``anatomy`` row of the
-stage-2 evaluation. Prints one JSON line: per row the pooled 2D Dice of RV, Myo, LV and their mean.
+``--run`` must hold stage-2 CAMs (``cam/``, made by ``bundles/l2g_acdc/infer.json`` or the chain). The
+ablation scores the cumulative rows of :mod:`acdc_wsss.pseudo.rows` (``priors``: the template rules, then
+``scan_lv``, ``scan_myo``, ``scan``, ``scan_cam``) on each split: pooled 2D Dice of RV, Myo, LV, their
+mean, per phase, and the seconds each row took. ``scan_cam``'s weight is chosen on the validation split.
+
+``--sweep`` varies one group of settings of :class:`acdc_wsss.pseudo.rules.ScanRules` at a time around the
+defaults, on the validation split only, and names the best value of each: how the defaults were chosen.
+Both print one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.rows import volume_context
-from acdc_wsss.pseudo.rules import es_lv_region, priors_labels
+from acdc_wsss.pseudo.rows import (
+    CAM_WEIGHTS,
+    SCAN_STEPS,
+    context_scan_labels,
+    row_labels,
+    volume_context,
+)
+from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.pseudo.store import split_dataset
 
-#: (row, settings added to the previous row); ``ed_es`` and ``cams`` are not priors_labels arguments.
-STEPS: list[tuple[str, dict[str, Any]]] = [
-    (
-        "plain rules",
-        {"track": False, "myo_k": float("inf"), "rv_reach_mm": 0.0, "ed_es": False, "cams": False},
-    ),
-    ("+ LV tracked along the LV axis", {"track": True}),
-    ("+ myocardial ring grown by intensity", {"myo_k": 2.5}),
-    ("+ RV followed beyond the search disc", {"rv_reach_mm": 20.0}),
-    ("+ ES cavity inside the ED cavity", {"ed_es": True}),
-    ("+ CAM helps pick the LV blob (the anatomy row)", {"cams": True}),
-]
+#: One group of settings per line: the ScanRules field path and the values tried (the default among them).
+SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "lv_chain": {"chain.w_round": (1.0, 2.0, 3.0), "chain.min_iou": (0.1, 0.2, 0.3)},
+    "epicardium": {"epi.prior": (0.25, 0.5, 1.0), "epi.myo_k": (1.0, 1.5, 2.0)},
+    "epicardium_edge": {"epi.edge_weight": (0.0, 0.5, 1.0)},
+    "rv": {"rv.sector_deg": (70.0, 80.0, 90.0), "rv.beta": (0.3, 0.35, 0.4), "rv.max_mm": (70.0, 80.0, 90.0)},
+    "smoothing": {"smooth_sigma": (0.0, 0.7, 1.0)},
+}
 
 
-def _labels(ctx: dict[str, Any], settings: dict[str, Any]) -> np.ndarray:
-    kw = {k: v for k, v in settings.items() if k not in ("ed_es", "cams")}
-    within = None
-    if settings["ed_es"] and "ed" in ctx:
-        within = es_lv_region(_labels(ctx["ed"], settings))
-    scores = ctx["scores"] if settings["cams"] else None
-    return priors_labels(
-        ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"], scores, lv_within=within, **kw
-    )
+def _with(rules: ScanRules, path: str, value: Any) -> ScanRules:
+    if "." not in path:
+        return dataclasses.replace(rules, **{path: value})
+    part, name = path.split(".")
+    return dataclasses.replace(rules, **{part: dataclasses.replace(getattr(rules, part), **{name: value})})
+
+
+def _score(contexts: list[dict], refs: list[np.ndarray], phases: list[str], labels_of: Any) -> dict[str, Any]:
+    acc = {k: DiceAccumulator([0, 1, 2, 3]) for k in ("all", "ED", "ES")}
+    start = time.perf_counter()
+    for ctx, ref, phase in zip(contexts, refs, phases, strict=True):
+        pred = labels_of(ctx)
+        acc["all"].update(pred, ref)
+        if phase in acc:
+            acc[phase].update(pred, ref)
+    dice = acc["all"].compute()[1:]
+    return {
+        "dice": [round(float(d), 3) for d in dice],
+        "mean": round(float(dice.mean()), 4),
+        "ed": round(float(np.nanmean(acc["ED"].compute()[1:])), 4),
+        "es": round(float(np.nanmean(acc["ES"].compute()[1:])), 4),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _load(run: Path, split: str) -> tuple[list[dict], list[np.ndarray], list[str]]:
+    ds = split_dataset(run, split, progress=False)
+    contexts = [volume_context(run, ds, v) for v in range(len(ds.volumes))]
+    refs = [vol["label"][0].numpy() for vol in ds.volumes]
+    return contexts, refs, [it.get("phase", "") for it in ds.items]
+
+
+def ablation(run: Path, splits: list[str]) -> dict[str, Any]:
+    """The cumulative rows on each split; ``scan_cam``'s weight chosen on ``validation``."""
+    data = {s: _load(run, s) for s in dict.fromkeys(["validation", *splits])}
+    cam = {w: _score(*data["validation"], lambda c, w=w: row_labels("scan_cam", c, w)) for w in CAM_WEIGHTS}
+    best = max(CAM_WEIGHTS, key=lambda w: cam[w]["mean"])
+    rows = []
+    for row in ("priors", *SCAN_STEPS, "scan_cam"):
+        value = best if row == "scan_cam" else "default"
+        scores = {s: _score(*data[s], lambda c, r=row, v=value: row_labels(r, c, v)) for s in splits}
+        rows.append({"row": row, "setting": value, **scores})
+    return {"rows": rows, "cam_weight_sweep_validation": {str(w): cam[w]["mean"] for w in CAM_WEIGHTS}}
+
+
+def sweep(run: Path, split: str) -> dict[str, Any]:
+    """Each group of :data:`SWEEPS` over its grid (other settings at their defaults), on ``split``."""
+    data = _load(run, split)
+    out = {}
+    for group, grid in SWEEPS.items():
+        results = []
+        for values in itertools.product(*grid.values()):
+            rules = ScanRules()
+            for path, value in zip(grid, values, strict=True):
+                rules = _with(rules, path, value)
+            score = _score(*data, lambda c, r=rules: context_scan_labels(c, r))
+            results.append({"settings": dict(zip(grid, values, strict=True)), **score})
+        out[group] = {"best": max(results, key=lambda r: r["mean"])["settings"], "results": results}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,24 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", required=True, help="run folder with stage-2 CAMs")
-    parser.add_argument("--split", default="validation", help="split to score (validation)")
+    parser.add_argument(
+        "--splits", nargs="+", default=["training", "validation"], help="splits the ablation scores"
+    )
+    parser.add_argument("--sweep", action="store_true", help="sweep the settings on --split instead")
+    parser.add_argument("--split", default="validation", help="split the sweep chooses on (validation)")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    ds = split_dataset(run, args.split, progress=False)
-    contexts = [volume_context(run, ds, v) for v in range(len(ds.volumes))]
-    refs = [vol["label"][0].numpy() for vol in ds.volumes]
-    settings: dict[str, Any] = {}
-    rows = []
-    for name, change in STEPS:
-        settings = {**settings, **change}
-        acc = DiceAccumulator([0, 1, 2, 3])
-        for ctx, ref in zip(contexts, refs, strict=True):
-            acc.update(_labels(ctx, settings), ref)
-        dice = acc.compute()[1:]
-        rows.append(
-            {"row": name, "dice": [round(float(d), 3) for d in dice], "mean": round(float(dice.mean()), 4)}
-        )
-    print(json.dumps({"run": str(run), "split": args.split, "volumes": len(refs), "rows": rows}))
+    result = sweep(run, args.split) if args.sweep else ablation(run, args.splits)
+    print(json.dumps({"run": str(run), **({"split": args.split} if args.sweep else {}), **result}))
     return 0
 
 

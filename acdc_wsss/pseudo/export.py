@@ -3,9 +3,11 @@
 ``export_pseudo(RUN, row, value)`` turns every volume with stored CAMs into labels with one evaluation
 row's rule (see :data:`acdc_wsss.pseudo.rows.ROWS`) and writes, atomically:
 
-- ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid, and
+- ``cam/pseudo/<patientXXX_frameYY>.npz``: ``labels`` ``(H, W, S)`` uint8 on the preprocessed grid;
   ``target``, the stage-3 training target: the same with uncertain pixels set to 255 (ignored by the
-  loss; see :func:`acdc_wsss.pseudo.rules.uncertain_to_ignore`);
+  loss; see :func:`acdc_wsss.pseudo.rules.uncertain_to_ignore`); and ``confidence`` ``(H, W, S)``
+  float16 in [0, 1], how far each pixel lies from a label boundary, 0 on slices missing a tagged class
+  (:func:`acdc_wsss.pseudo.rules.label_confidence`);
 - ``cam/nifti/<patientXXX_frameYY>_pseudo.nii.gz``: the same labels mapped back through the inverse of the
   preprocessing onto the source image's grid (same shape, affine and orientation; uint8; 0 background,
   1 RV, 2 Myo, 3 LV), ready to lay over the scan in 3D Slicer.
@@ -27,7 +29,7 @@ from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import chosen_setting
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, volume_context
-from acdc_wsss.pseudo.rules import uncertain_to_ignore
+from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
 from acdc_wsss.pseudo.store import inference_volumes, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
@@ -49,7 +51,7 @@ def export_pseudo(
     Args:
         output_dir: the run folder.
         row: the evaluation row whose rule makes the labels (None: the full refinement of the data set,
-            ``anatomy_crf`` for ACDC, ``pcm_crf`` for photos).
+            ``scan`` for ACDC, ``pcm_crf`` for photos).
         value: that row's setting (background score, threshold or CRF confidence); None takes the one the
             latest evaluation chose on the validation patients.
         splits: datalist splits to export (default: those the CAMs were made for).
@@ -77,9 +79,11 @@ def export_pseudo(
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
         labels = row_labels(row, volume_context(out, ds, v), value)
-        target = uncertain_to_ignore(labels, ds.volumes[v]["tags"].numpy(), ignore_band)
+        tags = ds.volumes[v]["tags"].numpy()
+        target = uncertain_to_ignore(labels, tags, ignore_band)
+        confidence = label_confidence(labels, tags).astype(np.float16)
         with atomic_write(stage.pseudo_labels(key)) as tmp:
-            np.savez_compressed(tmp, labels=labels, target=target)
+            np.savez_compressed(tmp, labels=labels, target=target, confidence=confidence)
         if (
             kind == "rgb"
         ):  # photos: PNGs of class indices (labels; training target with 255) beside the arrays

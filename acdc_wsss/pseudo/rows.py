@@ -10,8 +10,15 @@ step to the row above it; two yardsticks stand beside them:
 - ``anatomy``: + ACDC anatomy rules (:func:`~acdc_wsss.pseudo.rules.priors_labels`, the LV blob picked
   with the CAM's help, Myo ring, RV beside the septum, one component per class, holes filled, slices
   tracked on the LV axis).
-- ``anatomy_crf``: + dense CRF on the image (confidence swept): the full refinement, what is exported.
-- ``priors``: no CAM at all, anatomy and motion only: the label-free yardstick.
+- ``anatomy_crf``: + dense CRF on the image (confidence swept): the template path's full refinement.
+- ``priors``: no CAM at all, anatomy and motion only: the template yardstick.
+
+From the scan (:func:`~acdc_wsss.pseudo.rules.scan_labels`), cumulative from ``priors``, one step each:
+
+- ``scan_lv``: + LV from the scan: blobs chained from slice to slice, the roundest chain, convex hulls.
+- ``scan_myo``: + epicardium from the scan (dynamic programming on rays, the patient's own wall).
+- ``scan``: + RV grown through blood on the septal side, up to its free wall: every rule from the scan.
+- ``scan_cam``: + the L2G CAM's LV score in the choice of the LV chain (its weight swept).
 
 Photos (VOC) have the CAM rows and ``pcm_crf`` (DeepLab's RGB dense CRF). :func:`volume_context` gathers
 what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores the rows.
@@ -34,19 +41,26 @@ from acdc_wsss.pseudo.rules import (
     motion_labels,
     priors_labels,
     rgb_crf_labels,
+    scan_labels,
 )
+from acdc_wsss.pseudo.rules.lv import ChainRules
+from acdc_wsss.pseudo.rules.scan import ScanRules
 from acdc_wsss.pseudo.store import load_cams
 
 __all__ = [
     "BG_CONSTANTS",
     "BG_THRESHOLDS",
+    "CAM_WEIGHTS",
     "CRF_CONFIDENCES",
     "DEFAULT_ROW",
     "DEFAULT_ROWS",
     "ROWS",
     "ROW_SETS",
+    "SCAN_STEPS",
+    "context_scan_labels",
     "row_labels",
     "row_set",
+    "scan_rules",
     "volume_context",
 ]
 
@@ -58,6 +72,16 @@ BG_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 #: Dense-CRF confidences (probability of the rule's label) swept by the CRF row.
 CRF_CONFIDENCES: tuple[float, ...] = (0.6, 0.7, 0.8)
+
+#: Weights of the CAM's mean LV score in the LV chain's score, swept by the ``scan_cam`` row.
+CAM_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+
+#: The scan rows' settings (without the CAM weight), cumulative: one step from the scan each.
+SCAN_STEPS: dict[str, ScanRules] = {
+    "scan_lv": ScanRules(myo_step="ring", rv_step="template"),
+    "scan_myo": ScanRules(rv_step="template"),
+    "scan": ScanRules(),
+}
 
 
 def _motion(ctx: dict[str, Any], t: float) -> np.ndarray:
@@ -79,6 +103,26 @@ def _rules(ctx: dict[str, Any], cams: bool) -> np.ndarray:
             lv_within=None if ed is None else es_lv_region(_rules(ed, cams)),
         )
     return ctx[key]
+
+
+def scan_rules(row: str, value: Any = None) -> ScanRules:
+    """The :class:`ScanRules` of a scan row (``scan_cam``: the full rules with CAM weight ``value``)."""
+    if row == "scan_cam":
+        return ScanRules(chain=ChainRules(w_cam=float(value)))
+    return SCAN_STEPS[row]
+
+
+def context_scan_labels(ctx: dict[str, Any], rules: ScanRules) -> np.ndarray:
+    """Scan-rule labels of a volume, computed once per volume and settings; an ES frame seeks its LV inside
+    its ED frame's (``ctx["ed"]``), as :func:`_rules`."""
+    cache = ctx.setdefault("_scan", {})
+    if rules not in cache:
+        ed = ctx.get("ed")
+        within = None if ed is None else es_lv_region(context_scan_labels(ed, rules), rules.es_margin_px)
+        cache[rules] = scan_labels(
+            ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"], ctx.get("scores"), rules, within
+        )
+    return cache[rules]
 
 
 def _anatomy(ctx: dict[str, Any]) -> np.ndarray:
@@ -129,6 +173,26 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence
         lambda ctx, t: _priors(ctx),
         ("default",),
     ),
+    "scan_lv": (
+        "+ LV from the scan (blobs chained across slices, roundest chain, convex hull)",
+        lambda ctx, t: context_scan_labels(ctx, SCAN_STEPS["scan_lv"]),
+        ("default",),
+    ),
+    "scan_myo": (
+        "+ epicardium from the scan (rays, dynamic programming, the patient's own wall)",
+        lambda ctx, t: context_scan_labels(ctx, SCAN_STEPS["scan_myo"]),
+        ("default",),
+    ),
+    "scan": (
+        "+ RV grown through blood on the septal side (every rule from the scan, no CAM)",
+        lambda ctx, t: context_scan_labels(ctx, SCAN_STEPS["scan"]),
+        ("default",),
+    ),
+    "scan_cam": (
+        "+ L2G CAM's LV score in the choice of the LV chain (weight swept)",
+        lambda ctx, t: context_scan_labels(ctx, scan_rules("scan_cam", t)),
+        CAM_WEIGHTS,
+    ),
 }
 ROWS["pcm_crf"] = (
     "+ PCM revision, dense CRF on the photo (RGB)",
@@ -137,11 +201,24 @@ ROWS["pcm_crf"] = (
 )
 #: Rows scored per data set: ACDC has the anatomy rules; RGB photos (VOC) the CAM rows and an RGB CRF.
 ROW_SETS: dict[str, list[str]] = {
-    "acdc": ["baseline", "cam", "pcm", "learned", "motion", "anatomy", "anatomy_crf", "priors"],
+    "acdc": [
+        "baseline",
+        "cam",
+        "pcm",
+        "learned",
+        "motion",
+        "anatomy",
+        "anatomy_crf",
+        "priors",
+        "scan_lv",
+        "scan_myo",
+        "scan",
+        "scan_cam",
+    ],
     "rgb": ["baseline", "cam", "pcm", "learned", "pcm_crf"],
 }
 #: The row exported for stage 3 unless told otherwise, per row set.
-DEFAULT_ROWS: dict[str, str] = {"acdc": "anatomy_crf", "rgb": "pcm_crf"}
+DEFAULT_ROWS: dict[str, str] = {"acdc": "scan", "rgb": "pcm_crf"}
 DEFAULT_ROW = DEFAULT_ROWS["acdc"]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.figures import figure_panels
@@ -149,3 +150,75 @@ def test_figure_panels_png(stage1: Path, tmp_path: Path) -> None:
     export_pseudo(stage1, row="priors", value="default", progress=False)
     png = figure_panels(stage1, stage1, tmp_path / "panels.png", slices=2)  # the run as its own baseline
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def _pseudo(run: Path) -> dict[str, dict[str, bytes]]:
+    """Every exported volume's labels and confidence, as bytes."""
+    out = {}
+    for path in sorted((run / "cam" / "pseudo").glob("*.npz")):
+        with np.load(path) as z:
+            out[path.stem] = {k: z[k].tobytes() + str(z[k].dtype).encode() for k in ("labels", "confidence")}
+    return out
+
+
+def test_pseudo_labels_read_tags_never_mask_pixels(stage1: Path, tmp_path: Path) -> None:
+    """Leakage: a training patient's mask pixels changed, its slice tags kept: byte-identical output."""
+    import shutil
+
+    from acdc_wsss.layout import RunLayout
+    from acdc_wsss.pseudo.store import read_cam_manifest
+
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    root = tmp_path / "copy"  # the run and the phantom side by side, as in stage1's folder
+    shutil.copytree(stage1.parent, root, ignore=shutil.ignore_patterns("cache"))
+    datalist = json.loads((root / "run" / "datalist.json").read_text())
+    datalist["base_dir"] = str(root / "acdc")  # the copy reads the copied phantom
+    (root / "run" / "datalist.json").write_text(json.dumps(datalist))
+    item = read_datalist(root / "run" / "datalist.json", "training")[0]
+    assert item["label"].startswith(str(root))
+    img = nib.load(item["label"])
+    mask = np.asarray(img.dataobj).astype(np.uint8)
+    inner = np.zeros(mask.shape, bool)
+    for z in range(mask.shape[2]):  # the inner ring of the wall becomes cavity; every class stays present
+        inner[..., z] = ndi.binary_dilation(mask[..., z] == 3) & (mask[..., z] == 2)
+    changed = np.where(inner, 3, mask).astype(np.uint8)
+    assert inner.sum() > 100
+    nib.save(nib.Nifti1Image(changed, img.affine, img.header), item["label"])
+    export_pseudo(stage1, progress=False)
+    export_pseudo(root / "run", progress=False)
+    # the copy really read the changed mask, with the same tags
+    manifest = read_cam_manifest(stage1)
+    ds = [
+        RunLayout(r).slices(manifest, [it]) for r, it in ((stage1, _item(stage1, item)), (root / "run", item))
+    ]
+    assert not np.array_equal(ds[0].volumes[0]["label"].numpy(), ds[1].volumes[0]["label"].numpy())
+    assert np.array_equal(ds[0].volumes[0]["tags"].numpy(), ds[1].volumes[0]["tags"].numpy())
+    assert _pseudo(stage1) == _pseudo(root / "run")
+
+
+def _item(run: Path, like: dict) -> dict:
+    return next(
+        it
+        for it in read_datalist(run / "datalist.json", "training")
+        if it["image"].endswith(Path(like["image"]).name)
+    )
+
+
+def test_confidence_is_higher_where_pseudo_labels_are_right(stage1: Path) -> None:
+    from acdc_wsss.layout import RunLayout
+    from acdc_wsss.pseudo.store import read_cam_manifest
+
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    export_pseudo(stage1, row="scan", value="default", progress=False)
+    ds = RunLayout(stage1).slices(read_cam_manifest(stage1), "training")
+    right, wrong = [], []
+    for it, vol in zip(ds.items, ds.volumes, strict=True):
+        with np.load(stage1 / "cam" / "pseudo" / f"{it['patient']}_frame{int(it['frame']):02d}.npz") as z:
+            labels, conf = z["labels"], z["confidence"].astype(np.float32)
+        assert conf.shape == labels.shape and conf.min() >= 0 and conf.max() <= 1
+        ref = vol["label"][0].numpy()
+        heart = (labels > 0) | (ref > 0)  # the heart region, where the labels can be wrong
+        right.append(conf[heart & (labels == ref)])
+        wrong.append(conf[heart & (labels != ref)])
+    right_mean, wrong_mean = np.concatenate(right).mean(), np.concatenate(wrong).mean()
+    assert right_mean > wrong_mean + 0.1, (right_mean, wrong_mean)

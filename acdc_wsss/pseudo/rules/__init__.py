@@ -3,7 +3,10 @@
 - :mod:`.common`: heart centre, search disc, blood pools per slice, Otsu threshold;
 - :mod:`.lv`, :mod:`.myo`, :mod:`.rv`: the LV cavity, the myocardial ring, the RV;
 - :mod:`.consistency`: the ES cavity inside the ED cavity;
-- :mod:`.anatomy`: :func:`priors_labels`, the three structures of a volume composed;
+- :mod:`.anatomy`: :func:`priors_labels`, the three structures of a volume composed by template rules;
+- :mod:`.polar`: rays out of the cavity and closed paths through them (the epicardium's search);
+- :mod:`.scan`: :func:`scan_labels`, the three structures from the scan itself, and
+  :func:`label_confidence`, the per-pixel confidence exported beside the labels;
 - :mod:`.background`: background from a constant score, the learned background channel, the motion prior;
 - :mod:`.crf`: dense-CRF refinement (MRI and RGB);
 - :mod:`.targets`: the stage-3 training target (uncertain pixels ignored).
@@ -18,17 +21,21 @@ from acdc_wsss.pseudo.rules.background import labels_constant, labels_learned, m
 from acdc_wsss.pseudo.rules.common import heart_region, otsu_threshold
 from acdc_wsss.pseudo.rules.consistency import es_lv_region
 from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
+from acdc_wsss.pseudo.rules.scan import ScanRules, label_confidence, scan_labels
 from acdc_wsss.pseudo.rules.targets import uncertain_to_ignore
 
 __all__ = [
+    "ScanRules",
     "crf_labels",
     "es_lv_region",
     "heart_region",
+    "label_confidence",
     "labels_constant",
     "labels_learned",
     "motion_labels",
     "otsu_threshold",
     "priors_labels",
     "rgb_crf_labels",
+    "scan_labels",
     "uncertain_to_ignore",
 ]

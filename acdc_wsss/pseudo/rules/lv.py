@@ -1,14 +1,37 @@
-"""The LV cavity: per slice, the blood pool nearest the heart centre (a CAM's LV score brings a blob
-nearer), then, tracked, the one nearest the LV axis, holes filled (papillary muscles)."""
+"""The LV cavity, two ways.
+
+- Template (the ``priors`` yardstick): per slice, the blood pool nearest the heart centre (a CAM's LV score
+  brings a blob nearer), then, tracked, the one nearest the LV axis, holes filled (papillary muscles).
+- From the scan (:func:`lv_chain`): the bright blobs of every slice are linked from slice to slice into
+  chains (mutual best overlap); the LV is the chain that is roundest, longest and nearest the heart
+  centre (the LV is a stack of round discs in short-axis cine, the RV a crescent); slices the chain
+  misses take the blob nearest its axis. The cavity is the blob's convex hull, so papillary muscles and
+  trabeculae inside it count as LV, as in ACDC's masks.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.measure import perimeter
+from skimage.morphology import convex_hull_image
 
 from acdc_wsss.pseudo.rules.common import LV, BloodPools, SliceGrid, weighted_median
 
-__all__ = ["choose_lv_blobs", "lv_axis", "lv_cavity", "pick_lv_blob"]
+__all__ = [
+    "Blob",
+    "ChainRules",
+    "blob_chains",
+    "choose_lv_blobs",
+    "lv_axis",
+    "lv_cavity",
+    "lv_chain",
+    "pick_lv_blob",
+    "slice_blobs",
+]
 
 
 def pick_lv_blob(
@@ -75,3 +98,119 @@ def choose_lv_blobs(
 def lv_cavity(pools: BloodPools, candidate: int) -> np.ndarray:
     """``(H, W)`` bool LV cavity: the chosen candidate with its holes (papillary muscles) filled."""
     return ndi.binary_fill_holes(pools.candidates == candidate)
+
+
+class Blob(NamedTuple):
+    """One bright blob of a slice, as an LV candidate."""
+
+    mask: np.ndarray  #: (H, W) bool
+    centroid: tuple[float, float]  #: (y, x) pixels
+    roundness: float  #: 4 pi area / perimeter^2, in [0, 1] (1: a disc)
+    distance_mm: float  #: centroid to the heart centre
+    lv_score: float  #: mean CAM LV score inside (0 without CAMs)
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    """Settings of :func:`lv_chain` (chosen on the validation patients: ``bench/rules.py --sweep``).
+
+    Attributes:
+        min_iou: smallest overlap of two blobs on neighbouring slices that links them.
+        w_round: weight of the chain's mean roundness in its score.
+        w_length: weight of the log of its number of slices.
+        w_distance: weight (per mm) of its mean distance to the heart centre.
+        w_cam: weight of its mean CAM LV score (0: the CAMs are not read).
+        reach_mm: how far from the chain's axis a slice off the chain may take a blob.
+    """
+
+    min_iou: float = 0.2
+    w_round: float = 2.0
+    w_length: float = 0.5
+    w_distance: float = 0.02
+    w_cam: float = 0.0
+    reach_mm: float = 20.0
+
+
+def slice_blobs(
+    pools: BloodPools,
+    min_px: float,
+    centre: tuple[float, float],
+    spacing: float,
+    lv_score: np.ndarray | None = None,
+) -> list[Blob]:
+    """The LV candidates of one slice of at least ``min_px`` pixels, described for :func:`lv_chain`."""
+    out = []
+    for i in np.flatnonzero(pools.candidate_sizes >= min_px):
+        if i == 0:
+            continue
+        mask = pools.candidates == i
+        ys, xs = np.nonzero(mask)
+        round_ = min(1.0, 4 * np.pi * ys.size / max(perimeter(mask), 1.0) ** 2)
+        dist = float(np.hypot(ys.mean() - centre[0], xs.mean() - centre[1])) * spacing
+        score = 0.0 if lv_score is None else float(lv_score[mask].mean())
+        out.append(Blob(mask, (float(ys.mean()), float(xs.mean())), round_, dist, score))
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.count_nonzero(a & b)
+    return inter / max(1, np.count_nonzero(a | b))
+
+
+def blob_chains(blobs: list[list[Blob]], min_iou: float) -> list[list[tuple[int, int]]]:
+    """Blobs linked across neighbouring slices where each is the other's best overlap (at least
+    ``min_iou``); every blob lies in exactly one chain of ``(slice, blob index)``, ordered by slice."""
+    nxt: dict[tuple[int, int], tuple[int, int]] = {}
+    for z in range(len(blobs) - 1):
+        if not blobs[z] or not blobs[z + 1]:
+            continue
+        iou = np.array([[_iou(a.mask, b.mask) for b in blobs[z + 1]] for a in blobs[z]])
+        for i in range(iou.shape[0]):
+            j = int(iou[i].argmax())
+            if iou[i, j] >= min_iou and int(iou[:, j].argmax()) == i:
+                nxt[(z, i)] = (z + 1, j)
+    starts = set(nxt.values())
+    chains = []
+    for z, row in enumerate(blobs):
+        for i in range(len(row)):
+            if (z, i) in starts:
+                continue
+            chain = [(z, i)]
+            while chain[-1] in nxt:
+                chain.append(nxt[chain[-1]])
+            chains.append(chain)
+    return chains
+
+
+def _chain_score(chain: list[tuple[int, int]], blobs: list[list[Blob]], rules: ChainRules) -> float:
+    members = [blobs[z][i] for z, i in chain]
+    return (
+        rules.w_round * float(np.mean([b.roundness for b in members]))
+        + rules.w_length * float(np.log(len(members)))
+        - rules.w_distance * float(np.mean([b.distance_mm for b in members]))
+        + rules.w_cam * float(np.mean([b.lv_score for b in members]))
+    )
+
+
+def lv_chain(
+    blobs: list[list[Blob]], rules: ChainRules, spacing: float, wanted: np.ndarray | None = None
+) -> list[np.ndarray | None]:
+    """Per slice, the ``(H, W)`` bool LV cavity (None: no LV found): the best-scoring chain's blobs, and on
+    slices off the chain where ``wanted`` (``(S,)`` bool, e.g. the slice tags; None: every slice), the blob
+    nearest the chain's centre on its nearest slice, within ``rules.reach_mm``. Each cavity is its blob's
+    convex hull."""
+    chains = blob_chains(blobs, rules.min_iou)
+    out: list[np.ndarray | None] = [None] * len(blobs)
+    if not chains:
+        return out
+    best = max(chains, key=lambda c: _chain_score(c, blobs, rules))
+    picked = {z: blobs[z][i] for z, i in best}
+    for z in range(len(blobs)):
+        if z not in picked and blobs[z] and (wanted is None or wanted[z]):
+            near = picked[min(picked, key=lambda k: abs(k - z))].centroid
+            d = [np.hypot(b.centroid[0] - near[0], b.centroid[1] - near[1]) * spacing for b in blobs[z]]
+            if min(d) <= rules.reach_mm:
+                out[z] = blobs[z][int(np.argmin(d))].mask
+        if z in picked:
+            out[z] = picked[z].mask
+    return [None if m is None else convex_hull_image(m) for m in out]

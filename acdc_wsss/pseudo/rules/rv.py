@@ -1,14 +1,24 @@
-"""The RV: the largest other blood pool touching the outside of the myocardial ring (the septum), followed
-beyond the search disc, where a dilated RV reaches."""
+"""The RV, two ways.
+
+- Template (the ``priors`` yardstick, :func:`rv_region`): the largest other blood pool touching the outside
+  of the myocardial ring (the septum), followed beyond the search disc, where a dilated RV reaches.
+- From the scan (:func:`rv_blood`): the largest bright blob touching the heart is a seed that gives the
+  septum's side (the volume's mean direction from the LV centre) and the RV blood's brightness; the RV is
+  then grown through every pixel brighter than a cut between myocardium and RV blood, in a sector on the
+  septal side, connected to the heart and bounded by its free wall: the whole crescent, including its
+  darker, trabeculated parts that the blood-pool threshold misses.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from acdc_wsss.pseudo.rules.common import BloodPools
+from acdc_wsss.pseudo.rules.common import BloodPools, SliceGrid
 
-__all__ = ["rv_region"]
+__all__ = ["RVRules", "rv_blood", "rv_region", "rv_seed", "septal_direction"]
 
 
 def rv_region(
@@ -34,3 +44,76 @@ def rv_region(
             ids = np.unique(wide[rv])
             rv = np.isin(wide, ids[ids > 0])
     return rv
+
+
+@dataclass(frozen=True)
+class RVRules:
+    """Settings of :func:`rv_blood` (chosen on the validation patients: ``bench/rules.py --sweep``).
+
+    Attributes:
+        sector_deg: half-width of the sector around the septal direction the RV may lie in.
+        beta: where the cut lies between the myocardium's (0) and the RV blood's (1) brightness.
+        max_mm: farthest an RV pixel may lie from the LV centre.
+        touch_px: how near the heart (LV and myocardium) a grown component must come.
+    """
+
+    sector_deg: float = 70.0
+    beta: float = 0.3
+    max_mm: float = 80.0
+    touch_px: int = 3
+
+
+def rv_seed(pools: BloodPools, heart: np.ndarray, touch_px: int = 3) -> np.ndarray:
+    """``(H, W)`` bool: the largest blood pool (outside the ``heart``: LV and myocardium) that comes within
+    ``touch_px`` of it; empty when none does."""
+    near = ndi.binary_dilation(heart, iterations=touch_px)
+    outside = (pools.blobs > 0) & ~heart
+    comps, _ = ndi.label(outside)
+    ids = np.unique(comps[near & outside])
+    ids = ids[ids > 0]
+    if not ids.size:
+        return np.zeros_like(heart)
+    sizes = np.bincount(comps.ravel())
+    return comps == ids[np.argmax(sizes[ids])]
+
+
+def septal_direction(seeds: list[tuple[np.ndarray, tuple[float, float]]]) -> float | None:
+    """The angle (radians, ``atan2(dy, dx)``) from the LV centre towards the RV: the circular mean over the
+    seeds' pixels of their direction from their slice's LV centre (``(seed mask, (y, x) centre)`` per
+    slice); None without seed pixels."""
+    sy = sx = 0.0
+    for seed, (cy, cx) in seeds:
+        ys, xs = np.nonzero(seed)
+        ang = np.arctan2(ys - cy, xs - cx)
+        sy, sx = sy + float(np.sin(ang).sum()), sx + float(np.cos(ang).sum())
+    return None if sy == sx == 0.0 else float(np.arctan2(sy, sx))
+
+
+def rv_blood(
+    image: np.ndarray,
+    heart: np.ndarray,
+    centre: tuple[float, float],
+    direction: float,
+    cut: float,
+    spacing: float,
+    rules: RVRules,
+) -> np.ndarray:
+    """``(H, W)`` bool RV of one slice: the largest component of pixels brighter than ``cut``, within
+    ``rules.sector_deg`` of ``direction`` seen from the LV ``centre`` and ``rules.max_mm`` of it, outside the
+    ``heart`` (LV and myocardium) grown by one pixel, that comes within ``rules.touch_px`` of the heart;
+    holes filled."""
+    grid = SliceGrid(*image.shape)
+    ang = np.angle(np.exp(1j * (np.arctan2(grid.yy - centre[0], grid.xx - centre[1]) - direction)))
+    region = (
+        (image > cut)
+        & (np.abs(ang) <= np.deg2rad(rules.sector_deg))
+        & (grid.distance(*centre) * spacing <= rules.max_mm)
+        & ~ndi.binary_dilation(heart)
+    )
+    comps, _ = ndi.label(region)
+    ids = np.unique(comps[ndi.binary_dilation(heart, iterations=rules.touch_px) & region])
+    ids = ids[ids > 0]
+    if not ids.size:
+        return np.zeros_like(heart)
+    sizes = np.bincount(comps.ravel())
+    return ndi.binary_fill_holes(comps == ids[np.argmax(sizes[ids])])

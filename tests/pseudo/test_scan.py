@@ -1,0 +1,102 @@
+"""Pseudo labels from the scan itself on hand-made short-axis volumes (acdc_wsss.pseudo.rules.scan)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acdc_wsss.metrics import dice_per_class
+from acdc_wsss.pseudo.rules import ScanRules, label_confidence, priors_labels, scan_labels
+from acdc_wsss.pseudo.rules.polar import closed_path, polar_sample, polar_to_mask, ray_extent, window_mean
+
+
+def _volume(slices: int = 5, wall: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, motion and truth ``(128, 128, S)``: a round LV pool (r 12 px), a Myo wall ``wall`` px thick
+    (a little brighter than the fat around it), and a bright RV crescent wrapped round the septum on the
+    left, 3 px of wall between them; noise added."""
+    yy, xx = np.mgrid[:128, :128]
+    r_lv = np.hypot(yy - 64, xx - 72)
+    gt = np.zeros((128, 128), np.uint8)
+    gt[r_lv < 12 + wall] = 2
+    gt[r_lv < 12] = 3
+    r_rv = np.hypot(yy - 64, xx - 58)
+    gt[(r_rv < 30) & (r_lv >= 12 + wall + 2) & (xx < 72)] = 1
+    img = np.full((128, 128), -1.0)
+    img[gt == 2] = 0.0
+    img[(gt == 3) | (gt == 1)] = 1.5
+    rng = np.random.default_rng(1)
+    image = np.stack([img + rng.normal(0, 0.1, img.shape) for _ in range(slices)], axis=-1)
+    motion = np.zeros_like(image)
+    motion[50:78, 58:86] = 1.0  # the heart moves
+    return image, motion, np.stack([gt] * slices, axis=-1)
+
+
+def test_polar_tools_on_hand_made_tables() -> None:
+    cost = np.ones((72, 30))
+    want = 10 + np.round(4 * np.sin(2 * np.pi * np.arange(72) / 72)).astype(int)  # moves at most 1 a ray
+    cost[np.arange(72), want] = 0
+    assert (closed_path(cost, 2) == want).all()
+    cost = np.ones((8, 10))
+    cost[:4, 1], cost[4:, 8] = 0, 0  # a jump of 7 between rows 3 and 4 (and 7 and 0) is not allowed
+    path = closed_path(cost, 2)
+    assert np.abs(np.diff(np.r_[path, path[0]])).max() <= 2
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.hypot(yy - 30, xx - 32) <= 10
+    radii = np.arange(0, 30, 0.5)
+    extent = radii[ray_extent(polar_sample(disc.astype(float), (30, 32), 72, radii) > 0.5)]
+    assert 9.0 <= extent.min() and extent.max() <= 10.5
+    assert abs(polar_to_mask((30, 32), extent, (64, 64)).sum() - disc.sum()) < 0.05 * disc.sum()
+    means = window_mean(np.arange(10.0)[None], np.array([2]), 3)
+    assert means[0, 0] == 3.0 and means[0, -1] == 9.0  # samples 2..4; past the end the last one repeats
+
+
+def test_scan_rules_follow_the_wall_and_the_whole_rv() -> None:
+    image, motion, gt = _volume()
+    labels = scan_labels(image, motion, spacing=1.5)
+    dice = dice_per_class(labels, gt, (1, 2, 3))
+    assert dice[2] > 0.9 and dice[1] > 0.85 and dice[0] > 0.9, dice
+    template = dice_per_class(priors_labels(image, motion, spacing=1.5), gt, (1, 2, 3))
+    assert dice[0] > template[0] + 0.1, (dice, template)  # the template keeps only the RV blob by the septum
+
+
+def test_scan_wall_follows_the_patient() -> None:
+    for wall in (5.0, 10.0):
+        image, motion, gt = _volume(wall=wall)
+        labels = scan_labels(image, motion, spacing=1.5)
+        assert dice_per_class(labels, gt, (2,))[0] > 0.75, wall
+        assert abs((labels == 2).sum() / (gt == 2).sum() - 1) < 0.15, wall
+
+
+def test_scan_tags_and_steps() -> None:
+    image, motion, _ = _volume(slices=3)
+    tags = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 0]], np.float32)
+    labels = scan_labels(image, motion, tags, spacing=1.5)
+    assert set(np.unique(labels[..., 1]).tolist()) == {0, 2, 3} and labels[..., 2].max() == 0
+    template = ScanRules(lv_step="template", myo_step="ring", rv_step="template")
+    assert (scan_labels(image, motion, spacing=1.5, rules=template) > 0).any()
+    with pytest.raises(ValueError, match="lv_step"):
+        ScanRules(lv_step="magic")
+
+
+def test_lv_chain_prefers_the_round_stack_to_a_nearer_crescent() -> None:
+    yy, xx = np.mgrid[:128, :128]
+    crescent = (np.hypot(yy - 64, xx - 64) < 14) & (np.hypot(yy - 64, xx - 72) >= 12)
+    disc = np.hypot(yy - 64, xx - 94) < 11
+    img = np.where(crescent | disc, 1.5, -1.0)
+    image = np.stack([img] * 4, axis=-1)
+    motion = np.zeros_like(image)
+    motion[60:68, 58:66] = 1.0  # the motion centre sits on the crescent
+    labels = scan_labels(image, motion, spacing=1.5)
+    assert (labels[..., 0][disc] == 3).mean() > 0.85 and (labels[..., 0][crescent] == 3).mean() < 0.05
+
+
+def test_label_confidence_by_hand() -> None:
+    labels = np.zeros((5, 6, 2), np.uint8)
+    labels[:, 3:, :] = 3  # a vertical boundary between columns 2 and 3
+    conf = label_confidence(labels, scale_px=1.5)
+    assert conf.dtype == np.float32
+    np.testing.assert_allclose(conf[2, 2, 0], 1 - np.exp(-1 / 1.5), rtol=1e-6)  # next to the boundary
+    np.testing.assert_allclose(conf[2, 0, 0], 1 - np.exp(-3 / 1.5), rtol=1e-6)  # 3 px from it
+    tags = np.array([[0, 0, 1], [1, 0, 1]], np.float32)  # slice 1 should hold RV and has none
+    conf = label_confidence(labels, tags)
+    assert conf[..., 1].max() == 0 and conf[..., 0].min() > 0
