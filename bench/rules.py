@@ -8,8 +8,9 @@ ablation scores the cumulative rows of :mod:`acdc_wsss.pseudo.rows` (``priors``:
 ``scan_lv``, ``scan_myo``, ``scan``, ``scan_cam``) on each split: pooled 2D Dice of RV, Myo, LV, their
 mean, per phase, and the seconds each row took. ``scan_cam``'s weight is chosen on the validation split.
 
-``--sweep`` varies one group of settings of :class:`acdc_wsss.pseudo.rules.ScanRules` at a time around the
-defaults, on the validation split only, and names the best value of each: how the defaults were chosen.
+``--sweep`` varies one group of settings of :class:`acdc_wsss.pseudo.rules.ScanRules` at a time, in the
+order of :data:`SWEEPS`, each group's best carried into the next (coordinate descent from the defaults), on
+the validation split only, and names the best values: how the defaults were chosen.
 Both print one JSON line.
 """
 
@@ -38,11 +39,11 @@ from acdc_wsss.pseudo.store import split_dataset
 
 #: One group of settings per line: the ScanRules field path and the values tried (the default among them).
 SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "smoothing": {"smooth_sigma": (0.0, 0.7, 1.0)},
     "lv_chain": {"chain.w_round": (1.0, 2.0, 3.0), "chain.min_iou": (0.1, 0.2, 0.3)},
     "epicardium": {"epi.prior": (0.25, 0.5, 1.0), "epi.myo_k": (1.0, 1.5, 2.0)},
     "epicardium_edge": {"epi.edge_weight": (0.0, 0.5, 1.0)},
     "rv": {"rv.sector_deg": (70.0, 80.0, 90.0), "rv.beta": (0.3, 0.35, 0.4), "rv.max_mm": (70.0, 80.0, 90.0)},
-    "smoothing": {"smooth_sigma": (0.0, 0.7, 1.0)},
 }
 
 
@@ -92,19 +93,23 @@ def ablation(run: Path, splits: list[str]) -> dict[str, Any]:
 
 
 def sweep(run: Path, split: str) -> dict[str, Any]:
-    """Each group of :data:`SWEEPS` over its grid (other settings at their defaults), on ``split``."""
+    """Each group of :data:`SWEEPS` over its grid, in order, each group's best kept for the next, on
+    ``split``; ``chosen`` holds every setting's final value."""
     data = _load(run, split)
-    out = {}
+    out: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
     for group, grid in SWEEPS.items():
         results = []
         for values in itertools.product(*grid.values()):
             rules = ScanRules()
-            for path, value in zip(grid, values, strict=True):
+            for path, value in [*chosen.items(), *zip(grid, values, strict=True)]:
                 rules = _with(rules, path, value)
             score = _score(*data, lambda c, r=rules: context_scan_labels(c, r))
             results.append({"settings": dict(zip(grid, values, strict=True)), **score})
-        out[group] = {"best": max(results, key=lambda r: r["mean"])["settings"], "results": results}
-    return out
+        best = max(results, key=lambda r: r["mean"])
+        chosen.update(best["settings"])
+        out[group] = {"best": best["settings"], "mean": best["mean"], "results": results}
+    return {**out, "chosen": chosen}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,9 +59,11 @@ def _score(
     labels = list(range(ds.num_classes + 1))
     acc = {(r, t): DiceAccumulator(labels) for r in rows for t in ROWS[r][2]}
     per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
+    known: dict[int, dict] = {}
     for v in progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress):
         key = volume_key(ds.items[v])
-        ctx = volume_context(out, ds, v)
+        ctx = volume_context(out, ds, v, known=known)
+        known = {v: ctx}  # an ES frame follows its ED frame in the datalist: its labels are reused
         base = None
         if "baseline" in rows:
             base = {**ctx, **load_cams(baseline_run, key)}  # type: ignore[arg-type]

@@ -76,9 +76,12 @@ def export_pseudo(
     ]
     ds = inference_volumes(manifest, items, out, progress)
     stage = run.cam
+    known: dict[int, dict] = {}
     for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
         key = volume_key(ds.items[v])
-        labels = row_labels(row, volume_context(out, ds, v), value)
+        ctx = volume_context(out, ds, v, known=known)
+        known = {v: ctx}  # an ES frame follows its ED frame in the datalist: its labels are reused
+        labels = row_labels(row, ctx, value)
         tags = ds.volumes[v]["tags"].numpy()
         target = uncertain_to_ignore(labels, tags, ignore_band)
         confidence = label_confidence(labels, tags).astype(np.float16)

@@ -234,9 +234,16 @@ def row_labels(row: str, ctx: dict[str, Any], value: Any) -> np.ndarray:
     return ROWS[row][1](ctx, value).astype(np.uint8)
 
 
-def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, partner: bool = True) -> dict:
+def volume_context(
+    output_dir: str | os.PathLike,
+    ds: SliceDataset,
+    v: int,
+    partner: bool = True,
+    known: dict[int, dict] | None = None,
+) -> dict:
     """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing;
-    for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"``."""
+    for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"`` (taken
+    from ``known``, contexts by volume index, when there: its labels are then computed once)."""
     vol = ds.volumes[v]
     if "rgb" in vol:  # an RGB data set: the photo for the CRF, no motion
         return {
@@ -256,6 +263,7 @@ def volume_context(output_dir: str | os.PathLike, ds: SliceDataset, v: int, part
         for u, other in enumerate(ds.items):
             same = other["patient"] == item["patient"] and other.get("phase") == "ED"
             if same and ds.volumes[u]["image"].shape == vol["image"].shape:
-                ctx["ed"] = volume_context(output_dir, ds, u, partner=False)
+                ed = (known or {}).get(u)
+                ctx["ed"] = ed if ed is not None else volume_context(output_dir, ds, u, partner=False)
                 break
     return ctx

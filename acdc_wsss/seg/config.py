@@ -8,9 +8,10 @@ from typing import Any
 
 from acdc_wsss.config import check_types
 
-__all__ = ["NETWORKS", "SegConfig"]
+__all__ = ["LOSSES", "NETWORKS", "SegConfig"]
 
 NETWORKS = ("deeplab", "unet")
+LOSSES = ("ce", "dice_ce")
 
 
 @dataclass
@@ -23,7 +24,10 @@ class SegConfig:
     back: DeepLab's stride 8 is coarse on 128-pixel slices). Optimisation: ``epochs``, ``batch_size``,
     ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``, ``lr_schedule``. Augmentation: ``aug_scale``
     (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction); ``image_size``: the
-    training crop of photo data sets (VOC). Engine: as stage 1.
+    training crop of photo data sets (VOC). Loss: ``loss`` (``ce``: cross-entropy; ``dice_ce``: plus
+    MONAI's masked Dice loss), ``confidence_weight`` (each pixel's cross-entropy weighted by the stage-2
+    confidence exported beside its pseudo label). ``pseudo_dir``: where the training targets are read (None:
+    stage 2's ``cam/pseudo``; a self-training round's folder). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -44,6 +48,9 @@ class SegConfig:
     aug_rotate: float = 15.0
     aug_flip: bool = True
     aug_intensity: float = 0.1
+    loss: str = "ce"
+    confidence_weight: bool = True
+    pseudo_dir: str | None = None
     val_interval: int = 1
     resume: bool = False
     overwrite: bool = False
@@ -61,6 +68,7 @@ class SegConfig:
         check_types(self, "Stage 3")
         checks = [
             (self.network in NETWORKS, f"network must be one of {NETWORKS}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),

@@ -1,14 +1,16 @@
 """What stage 3 trains and validates on: :class:`StageData`, built per data set.
 
 For ACDC (:func:`acdc_seg_data`): the run's preprocessed training slices with their exported stage-2
-targets (``target``: pseudo labels with uncertain pixels 255, ignored by the loss), augmented by a MONAI
-chain (:func:`augmentation`), and validation against the validation patients' pseudo labels (and, for
+targets (``target``: pseudo labels with uncertain pixels 255, ignored by the loss) and, with
+``confidence_weight``, their per-pixel confidence (``weight``), augmented by a MONAI chain
+(:func:`augmentation`), and validation against the validation patients' pseudo labels (and, for
 evaluation only, their masks).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +51,17 @@ class StageData:
 
 
 class PseudoLabelSlices(Dataset):
-    """Slices of a :class:`SliceDataset` with their stage-2 targets, augmented by a MONAI chain."""
+    """Slices of a :class:`SliceDataset` with their stage-2 targets (and per-pixel loss ``weights``, e.g.
+    the stage-2 confidence), augmented by a MONAI chain."""
 
-    def __init__(self, slices: SliceDataset, targets: list[np.ndarray], transform: Any | None = None):
-        self.slices, self.targets, self.transform = slices, targets, transform
+    def __init__(
+        self,
+        slices: SliceDataset,
+        targets: list[np.ndarray],
+        transform: Any | None = None,
+        weights: list[np.ndarray] | None = None,
+    ):
+        self.slices, self.targets, self.transform, self.weights = slices, targets, transform, weights
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -62,22 +71,30 @@ class PseudoLabelSlices(Dataset):
         d = {
             "image": self.slices.volumes[v]["image"].as_tensor()[..., z].float(),
             "target": torch.as_tensor(self.targets[v][None, :, :, z].astype(np.float32)),
+            "weight": torch.ones(1, *self.targets[v].shape[:2])
+            if self.weights is None
+            else torch.as_tensor(self.weights[v][None, :, :, z].astype(np.float32)),
         }
         if self.transform is not None:
             d = self.transform(d)
-        return {"image": torch.as_tensor(d["image"]), "target": torch.as_tensor(d["target"])[0].long()}
+        return {
+            "image": torch.as_tensor(d["image"]),
+            "target": torch.as_tensor(d["target"])[0].long(),
+            "weight": torch.as_tensor(d["weight"])[0].float(),
+        }
 
 
 def augmentation(cfg: SegConfig) -> Compose:
-    """Training augmentation: scale and small rotation (targets nearest, padding ignored), flip, intensity."""
-    keys = ["image", "target"]
+    """Training augmentation: scale and small rotation (targets nearest, loss weights bilinear, padding
+    weighted 0), flip, intensity."""
+    keys = ["image", "target", "weight"]
     steps: list[Any] = [
         RandAffined(
             keys,
             prob=0.7,
             rotate_range=(math.radians(cfg.aug_rotate),),
             scale_range=(cfg.aug_scale, cfg.aug_scale),
-            mode=("bilinear", "nearest"),
+            mode=("bilinear", "nearest", "bilinear"),
             padding_mode="zeros",
         ),
     ]
@@ -91,25 +108,32 @@ def augmentation(cfg: SegConfig) -> Compose:
     return Compose(steps)
 
 
-def read_targets(output_dir: Path, ds: SliceDataset, key: str = "target") -> list[np.ndarray]:
-    """The exported stage-2 arrays (``target`` or ``labels``) of every volume of ``ds``, refusing missing
-    ones with the command that makes them."""
+def read_targets(
+    output_dir: Path, ds: SliceDataset, key: str = "target", pseudo_dir: str | os.PathLike | None = None
+) -> list[np.ndarray]:
+    """The exported stage-2 arrays (``target``, ``labels`` or ``confidence``) of every volume of ``ds``
+    (from ``pseudo_dir`` when given: a self-training round's labels), refusing missing ones with the
+    command that makes them."""
     stage2 = RunLayout(output_dir).cam
     make = (
         "python -m monai.bundle run --config_file \"['bundles/l2g_acdc/train.json',"
         f"'bundles/l2g_acdc/infer.json']\" --output_dir {output_dir}"
     )
-    if not stage2.pseudo_manifest.is_file():
+    folder = Path(pseudo_dir) if pseudo_dir is not None else stage2.pseudo
+    if not (folder / stage2.pseudo_manifest.name).is_file():
         raise FileNotFoundError(
-            f"{stage2.pseudo} holds no pseudo labels (no {stage2.pseudo_manifest.name}); "
-            f"make them with: {make}"
+            f"{folder} holds no pseudo labels (no {stage2.pseudo_manifest.name}); make them with: {make}"
         )
     out = []
     for item, vol in zip(ds.items, ds.volumes, strict=True):
-        path = stage2.pseudo_labels(volume_key(item))
+        path = folder / stage2.pseudo_labels(volume_key(item)).name
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; make the pseudo labels with: {make}")
         with np.load(path) as z:
+            if key not in z.files:
+                raise ValueError(
+                    f"{path} holds no {key!r} (made by an older version); remake it with: {make}"
+                )
             arr = z[key]
         if arr.shape != tuple(vol["image"].shape[1:]):
             raise ValueError(
@@ -145,14 +169,16 @@ def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> Stage
     patients' pseudo labels; refuses missing pseudo labels before any work."""
     run = RunLayout(out)
     train_ds = run.slices(manifest2, "training", progress=cfg.progress)
-    train_targets = read_targets(out, train_ds)  # before any work: refuse missing pseudo labels now
+    # before any work: refuse missing pseudo labels now
+    train_targets = read_targets(out, train_ds, pseudo_dir=cfg.pseudo_dir)
     has_val = "validation" in manifest2["splits"]
     val_items = run.split("validation") if has_val else []
     val_ds = run.slices(manifest2, val_items, progress=cfg.progress) if val_items else None
     val_pseudo = read_targets(out, val_ds, "labels") if val_ds is not None else []
+    weights = read_targets(out, train_ds, "confidence", cfg.pseudo_dir) if cfg.confidence_weight else None
     aug = augmentation(cfg)
     return StageData(
-        train=PseudoLabelSlices(train_ds, train_targets, aug),
+        train=PseudoLabelSlices(train_ds, train_targets, aug, weights),
         in_channels=int(train_ds.volumes[0]["image"].shape[0]),
         augmentation=aug,
         validate=(lambda model, device: _validation(model, val_ds, val_pseudo, device)) if val_ds else None,

@@ -37,7 +37,7 @@ from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti, write_colour_table
-from acdc_wsss.pseudo.rules import es_lv_region, priors_labels
+from acdc_wsss.pseudo.rules import es_lv_region, scan_labels
 from acdc_wsss.seg.model import load_seg, predict_slices
 from acdc_wsss.utils import moved, progress_bar, write_json
 
@@ -165,12 +165,13 @@ def _anatomy_rules(
     spacing: float,
     ed_rules: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """The stage-2 anatomy rules' labels ``(S, H, W)`` of a frame ``x`` ``(S, 1, H, W)`` with its ED/ES
-    pair; an ED frame's labels are kept in ``ed_rules`` for its ES frame, whose LV is sought inside them."""
+    """The stage-2 rules' labels from the scan (``(S, H, W)``, no tags: none at inference) of a frame ``x``
+    ``(S, 1, H, W)`` with its ED/ES pair; an ED frame's labels are kept in ``ed_rules`` for its ES frame,
+    whose LV is sought inside them."""
     image, motion = x[:, 0].permute(1, 2, 0).numpy(), vol["motion"][0].float().numpy()
     ed = ed_rules.get(item["patient"]) if item["phase"] == "ES" else None
     within = es_lv_region(ed) if ed is not None and ed.shape == image.shape else None
-    rules = priors_labels(image, motion, None, spacing, lv_within=within)
+    rules = scan_labels(image, motion, None, spacing, lv_within=within)
     if item["phase"] == "ED":
         ed_rules[item["patient"]] = rules
     return rules.transpose(2, 0, 1)
@@ -217,8 +218,9 @@ def predict(
         crf: dense CRF on each slice's probabilities (grayscale MRI kernels).
         largest_component: keep each class's largest 3D component.
         anatomy: where a frame has its ED/ES pair, fuse the network's probabilities with the stage-2
-            anatomy rules run on the frame (:func:`fuse_with_rules`; the rules' label gets this
-            probability); None: the network alone. 0.7 was chosen on the validation patients.
+            rules from the scan run on the frame, without tags (:func:`fuse_with_rules`; the rules' label
+            gets this probability); None: the network alone. Chosen on the validation patients
+            (``bench/stage3.py``).
         device: torch device.
         progress: progress bar on a terminal.
     """

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.losses import MaskedDiceLoss
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -43,7 +44,7 @@ from acdc_wsss.seg.data import StageData  # the module registers the acdc stage-
 from acdc_wsss.seg.model import SegNet
 from acdc_wsss.utils import moved
 
-__all__ = ["run_seg"]
+__all__ = ["SegLoss", "run_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,33 @@ __getattr__ = moved(
 )
 
 
-def _loss(out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    loss = F.cross_entropy(out["logits"], target, ignore_index=IGNORE)
-    for logits in out.get("scales", ()):  # multi-scale DeepLab: each scale too
-        loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)
-    return loss
+class SegLoss(nn.Module):
+    """Stage 3's loss: pixel cross-entropy weighted by ``weight`` (the stage-2 confidence, or ones),
+    normalised by the total weight, plus, with ``dice``, MONAI's masked Dice loss over the labelled pixels;
+    pixels labelled :data:`~acdc_wsss.labels.IGNORE` count nowhere. Multi-scale DeepLab: each scale too."""
+
+    def __init__(self, dice: bool = False) -> None:
+        super().__init__()
+        self.dice = MaskedDiceLoss(include_background=False, to_onehot_y=True, softmax=True) if dice else None
+
+    def _one(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        known = target != IGNORE
+        w = weight * known
+        ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+        loss = (ce * w).sum() / w.sum().clamp_min(1e-6)
+        if self.dice is not None:
+            labels = torch.where(known, target, 0)[:, None]
+            loss = loss + self.dice(logits, labels, mask=known[:, None].float())
+        return loss
+
+    def forward(
+        self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        weight = torch.ones_like(target, dtype=torch.float32) if weight is None else weight
+        loss = self._one(out["logits"], target, weight)
+        for logits in out.get("scales", ()):
+            loss = loss + self._one(logits, target, weight)
+        return loss
 
 
 def _stage2_manifest(run: RunLayout) -> dict[str, Any]:
@@ -137,10 +160,13 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         sampler.set_epoch(engine.state.epoch)
         aug.set_random_state(seed=(cfg.seed * 1_000_003 + engine.state.epoch * 7919 + rank) % 2**32)
 
+    criterion = SegLoss(dice=cfg.loss == "dice_ce")
+
     def step(engine: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         model.train()
         x, target = batch["image"].to(device), batch["target"].to(device)
-        loss = _loss(net(x), target)
+        weight = batch["weight"].to(device) if "weight" in batch else None
+        loss = criterion(net(x), target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

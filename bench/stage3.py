@@ -1,0 +1,101 @@
+"""Stage-3 variants on a run's pseudo labels, scored on the validation patients: how the stage-3 defaults
+(network, loss, confidence weighting) and the inference fusion with the rules were chosen.
+
+    python bench/stage3.py --run runs/acdc --name unet --set network=unet [--set loss=dice_ce] \
+        [--anatomy none 0.6 0.7 0.8] [--split validation]
+
+``--run`` must hold stage-2 pseudo labels (``cam/pseudo/``). Each variant trains in its own folder
+``<run>-stage3/<name>`` (the run's datalist, cache and stage-2 output linked, never written), resumes there
+when interrupted, then segments ``--split`` once per ``--anatomy`` setting (the weight of the tag-free
+rules fused with the network at inference; ``none``: the network alone) and scores the masks in 3D on the
+original grid. Prints one JSON line: the settings, the training minutes, and per anatomy setting the mean
+Dice, per class and per phase, and the mean HD95 (mm); ``best_anatomy`` is the best on the split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from acdc_wsss.layout import RunLayout
+from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def variant_folder(run: Path, name: str) -> Path:
+    """``<run>-stage3/<name>``: links to the run's datalist, cache, stage-1 and stage-2 outputs."""
+    folder = run.parent / f"{run.name}-stage3" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    src = RunLayout(run)
+    for path in (src.datalist, src.cache, src.cam.path, src.l2g.path):
+        link = folder / path.name
+        if not link.exists():
+            os.symlink(path.resolve(), link)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", required=True, help="run folder with stage-2 pseudo labels")
+    parser.add_argument("--name", required=True, help="variant name (its folder under <run>-stage3/)")
+    parser.add_argument("--set", action="append", default=[], help="SegConfig override key=value (repeat)")
+    parser.add_argument("--anatomy", nargs="+", default=["none", "0.5", "0.6", "0.7", "0.8"])
+    parser.add_argument("--split", default="validation", help="split scored (validation)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    folder = variant_folder(run, args.name)
+    cfg = SegConfig(
+        output_dir=str(folder),
+        progress=False,
+        device=args.device,
+        **{k: _value(v) for k, v in overrides.items()},
+    )
+    start = time.perf_counter()
+    done = (folder / "seg" / "manifest.json").is_file() and '"complete"' in (
+        folder / "seg" / "manifest.json"
+    ).read_text()
+    if not done:
+        cfg.resume = (folder / "seg" / "last.pt").is_file()
+        run_seg(cfg)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    results = {}
+    for a in args.anatomy:
+        anatomy = None if a == "none" else float(a)
+        predict(folder, split=args.split, anatomy=anatomy, device=args.device, progress=False)
+        ev = evaluate_seg(folder, args.split, progress=False)
+        results[a] = {
+            "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
+            "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
+        }
+    best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
+    print(
+        json.dumps(
+            {
+                "name": args.name,
+                "settings": overrides,
+                "split": args.split,
+                "train_minutes": minutes,
+                "results": results,
+                "best_anatomy": best,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
