@@ -32,12 +32,24 @@ from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset
 
-__all__ = ["BEST", "CAM_STAGE", "L2G_STAGE", "LAST", "SEG_STAGE", "CamLayout", "RunLayout", "StageLayout"]
+__all__ = [
+    "BEST",
+    "CAM_STAGE",
+    "L2G_STAGE",
+    "LAST",
+    "MANIFEST",
+    "SEG_STAGE",
+    "CamLayout",
+    "RunLayout",
+    "StageLayout",
+]
 
 #: Checkpoints of a training stage: after every epoch, and at the best validation.
 LAST, BEST = "last.pt", "best.pt"
 #: Stage folders of a run; each name is also the ``stage`` its manifest records.
 L2G_STAGE, CAM_STAGE, SEG_STAGE = "l2g", "cam", "seg"
+#: What every folder of a run that holds stage outputs records about them.
+MANIFEST = "manifest.json"
 
 
 class StageLayout:
@@ -56,7 +68,7 @@ class StageLayout:
 
     @property
     def manifest(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST
 
     @property
     def metrics(self) -> Path:
@@ -100,7 +112,7 @@ class CamLayout(StageLayout):
 
     @property
     def pseudo_manifest(self) -> Path:
-        return self.pseudo / "manifest.json"
+        return self.pseudo / MANIFEST
 
     def pseudo_labels(self, key: str) -> Path:
         """Labels and training target of volume ``key`` (arrays)."""
@@ -131,7 +143,7 @@ class PredictionLayout:
 
     @property
     def manifest(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST
 
     @property
     def colour_table(self) -> Path:

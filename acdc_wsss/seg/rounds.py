@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from acdc_wsss.data.slices import volume_key
-from acdc_wsss.layout import RunLayout
+from acdc_wsss.layout import MANIFEST, RunLayout
 from acdc_wsss.pseudo.rules import uncertain_to_ignore
 from acdc_wsss.seg.data import read_targets
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
@@ -87,5 +87,5 @@ def relabel(
         with atomic_write(dest / f"{volume_key(ds.items[v])}.npz") as tmp:
             np.savez_compressed(tmp, labels=labels, target=target, confidence=conf.astype(np.float16))
     record = {"source": str(source_dir or run.cam.pseudo), "fuse": fuse, "ignore_band": ignore_band}
-    write_json({**record, "volumes": [volume_key(it) for it in ds.items]}, dest / "manifest.json")
+    write_json({**record, "volumes": [volume_key(it) for it in ds.items]}, dest / MANIFEST)
     return dest

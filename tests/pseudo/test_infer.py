@@ -67,7 +67,20 @@ def test_cams_stored_as_float16_per_volume(stage1: Path) -> None:
 def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
     result = evaluate_pseudo(stage1, "training", baseline_run=stage1, progress=False)  # its own baseline
-    rows = ["baseline", "cam", "pcm", "learned", "motion", "anatomy", "anatomy_crf", "priors"]
+    rows = [
+        "baseline",
+        "cam",
+        "pcm",
+        "learned",
+        "motion",
+        "anatomy",
+        "anatomy_crf",
+        "priors",
+        "scan_lv",
+        "scan_myo",
+        "scan",
+        "scan_cam",
+    ]
     assert [r["row"] for r in result["rows"]] == rows and result["selected_on"] == "validation"
     by = {r["row"]: r for r in result["rows"]}
     for r in result["rows"]:

@@ -123,8 +123,8 @@ class ChainRules:
         reach_mm: how far from the chain's axis a slice off the chain may take a blob.
     """
 
-    min_iou: float = 0.2
-    w_round: float = 2.0
+    min_iou: float = 0.3
+    w_round: float = 1.0
     w_length: float = 0.5
     w_distance: float = 0.02
     w_cam: float = 0.0

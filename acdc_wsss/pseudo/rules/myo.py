@@ -73,7 +73,7 @@ class EpicardiumRules:
     first_wall_mm: float = 9.0
     first_prior: float = 0.1
     wall_clip_mm: tuple[float, float] = (5.0, 18.0)
-    prior: float = 0.5
+    prior: float = 1.0
     edge_weight: float = 0.5
     max_jump: int = 2
     outside_px: float = 3.0

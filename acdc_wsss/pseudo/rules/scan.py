@@ -54,7 +54,7 @@ class ScanRules:
     lv_step: str = "chain"
     myo_step: str = "epicardium"
     rv_step: str = "blood"
-    smooth_sigma: float = 0.7
+    smooth_sigma: float = 0.0
     disc_mm: float = 60.0
     min_blob_mm2: float = 40.0
     es_margin_px: int = 3
