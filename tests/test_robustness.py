@@ -240,12 +240,12 @@ def test_killed_training_resumes_to_the_same_weights_and_metrics(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch.load(last, weights_only=False)["epoch"] == 1  # killed during epoch 2
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # killed during epoch 2
     assert json.loads((run_copy / "seg" / "manifest.json").read_text())["status"] == "running"
     again = run_chain(str(phantom_dir), str(run_copy), progress=False, baseline=True, **settings)
     assert again["steps"]["stage 3: segmentation network"] == "ran"
-    a = torch.load(finished / "seg" / "last.pt", weights_only=False)["model"]
-    b = torch.load(last, weights_only=False)["model"]
+    a = torch.load(finished / "seg" / "last.pt", weights_only=True)["model"]
+    b = torch.load(last, weights_only=True)["model"]
     assert a.keys() == b.keys()
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert diff == 0, diff
