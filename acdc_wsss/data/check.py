@@ -207,7 +207,9 @@ def _check_frame_pair(
     return tuple(img.shape), img.affine
 
 
-def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -> None:
+def _check_patient(
+    folder: Path, subset: str, deep: bool, report: CheckReport, require_masks: bool = True
+) -> None:
     """Check one patient folder, appending its problems and counts to ``report``."""
     pid = folder.name
     problems = report.problems
@@ -233,7 +235,7 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
             problems.append(Problem(image, f"missing; Info.cfg names frame {idx} as {phase}.", pid))
             continue
         if not label.is_file():
-            if subset == "training":
+            if subset == "training" and require_masks:
                 problems.append(Problem(label, f"missing ground truth for the {phase} frame.", pid))
             label = None
         grid = _check_frame_pair(image, label, deep, report, pid)
@@ -267,7 +269,9 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
         pass  # already reported above
 
 
-def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True) -> CheckReport:
+def check_dataset(
+    dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True, require_masks: bool = True
+) -> CheckReport:
     """Check an ACDC folder and return every problem found, each naming its file.
 
     Checks: the folder exists and holds patients; each patient has a readable Info.cfg with all of
@@ -281,6 +285,8 @@ def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: b
         dataset_dir: the ACDC folder (with ``training/`` and/or ``testing/``).
         deep: read every voxel (catches truncated files and bad label values); ``False`` reads headers.
         progress: show a progress bar on a terminal.
+        require_masks: ``training/`` patients (or a bare folder of patients) must have their ``_gt`` masks;
+            False for inference, where masks are optional everywhere.
     """
     root = Path(dataset_dir)
     report = CheckReport(dataset_dir=root)
@@ -297,12 +303,16 @@ def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: b
             )
             continue
         seen[folder.name] = folder
-        _check_patient(folder, subset, deep, report)
+        _check_patient(folder, subset, deep, report, require_masks)
     return report
 
 
 def validated_patients(
-    dataset_dir: str | os.PathLike, skip_bad: bool = False, deep: bool = True, progress: bool = True
+    dataset_dir: str | os.PathLike,
+    skip_bad: bool = False,
+    deep: bool = True,
+    progress: bool = True,
+    require_masks: bool = True,
 ) -> list[Patient]:
     """Check a dataset and return its patients, refusing (or skipping) bad ones before any work is done.
 
@@ -311,12 +321,13 @@ def validated_patients(
         skip_bad: leave patients with problems out, logging a warning for each, instead of failing.
         deep: see :func:`check_dataset`.
         progress: show a progress bar on a terminal.
+        require_masks: see :func:`check_dataset`.
 
     Raises:
         DatasetCheckError: any problem (without ``skip_bad``), a problem with the folder itself, or no
             patient left after skipping.
     """
-    report = check_dataset(dataset_dir, deep=deep, progress=progress)
+    report = check_dataset(dataset_dir, deep=deep, progress=progress, require_masks=require_masks)
     for w in report.warnings:
         logger.warning("%s", w)
     if report.ok:

@@ -84,6 +84,12 @@ def test_predict_a_folder_without_masks_and_a_single_file(
     target = predict(out, dataset_dir=str(nogt.parent), progress=False)
     written = json.loads((target / "manifest.json").read_text())["files"]
     assert len(written) == 2 and all(name.startswith(src.name) for name in written)
+    # the testing/ folder itself, one patient with masks and one without (README's --infer_dataset_dir)
+    with_gt = sorted((phantom_dir / "training").iterdir())[1]
+    shutil.copytree(with_gt, nogt / with_gt.name)
+    target = predict(out, dataset_dir=str(nogt), progress=False)
+    written = json.loads((target / "manifest.json").read_text())["files"]
+    assert sorted({name.split("_")[0] for name in written}) == sorted([src.name, with_gt.name])
     frame = sorted(src.glob("*_frame??.nii.gz"))[0]
     target = predict(out, images=[str(frame)], progress=False)
     mask = nib.load(target / frame.name.replace(".nii.gz", "_seg.nii.gz"))
