@@ -63,6 +63,10 @@ __getattr__ = moved(
 
 
 def _loss(out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled pixels; zero (no gradient) for a batch whose pixels are all ignored
+    (a random crop of a VOC pseudo label can be), where the mean over no pixel would be NaN."""
+    if not bool((target != IGNORE).any()):
+        return out["logits"].sum() * 0.0
     loss = F.cross_entropy(out["logits"], target, ignore_index=IGNORE)
     for logits in out.get("scales", ()):  # multi-scale DeepLab: each scale too
         loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)

@@ -230,3 +230,13 @@ def test_fusion_with_the_anatomy_rules_by_hand() -> None:
     assert (
         fuse_with_rules(sure, np.ones((1, 1, 1), np.int64), 0.7)[0, :, 0, 0].argmax() == 0
     )  # a sure net wins
+
+
+def test_a_batch_of_ignored_pixels_gives_zero_loss_not_nan() -> None:
+    from acdc_wsss.labels import IGNORE
+    from acdc_wsss.seg.train import _loss
+
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    loss = _loss({"logits": logits}, torch.full((2, 8, 8), IGNORE, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
