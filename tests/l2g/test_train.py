@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Events
 
 from acdc_wsss.l2g import L2GConfig, evaluate_l2g, load_l2g, run_l2g
+from acdc_wsss.l2g.evaluate import DEFAULT_BG_SCORE, DEFAULT_BG_THRESHOLD
 
 TINY = {
     "phantom_patients": 5,
@@ -137,6 +138,20 @@ def test_evaluate_and_refusals_of_missing_or_foreign_stage1(tmp_path: Path, tiny
     result = evaluate_l2g(cfg, split="validation", checkpoint="last")
     assert result["split"] == "validation" and 0 <= result["map"] <= 1 and "cam_dice" in result
     assert json.loads((stage / "evaluation_validation.json").read_text())["slices"] == result["slices"]
+    # another split is scored at the settings validation chose, never at its own best
+    train = evaluate_l2g(cfg, split="training", checkpoint="last")
+    assert train["selected_on"] == "validation" and result["selected_on"] == "validation"
+    assert (train["cam_bg_score"], train["bg_channel_threshold"]) == (
+        result["cam_bg_score"],
+        result["bg_channel_threshold"],
+    )
+    assert train["cam_dice_mean"] == pytest.approx(train["cam_dice_sweep"][str(train["cam_bg_score"])])
+    datalist = json.loads((tmp_path / "run" / "datalist.json").read_text())
+    (tmp_path / "run" / "datalist.json").write_text(json.dumps({**datalist, "validation": []}))
+    fixed = evaluate_l2g(cfg, split="training", checkpoint="last")
+    assert fixed["selected_on"] == "fixed default (no validation split)"
+    assert (fixed["cam_bg_score"], fixed["bg_channel_threshold"]) == (DEFAULT_BG_SCORE, DEFAULT_BG_THRESHOLD)
+    (tmp_path / "run" / "datalist.json").write_text(json.dumps(datalist))
     # another architecture's checkpoint
     manifest = json.loads((stage / "manifest.json").read_text())
     manifest["config"]["width"] = 0.25
