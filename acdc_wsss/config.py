@@ -24,6 +24,7 @@ from torch import nn
 import acdc_wsss
 from acdc_wsss.engine import resume
 from acdc_wsss.layout import StageLayout
+from acdc_wsss.safeload import load_pt
 from acdc_wsss.utils import ensure_writable, write_json
 
 __all__ = [
@@ -202,7 +203,7 @@ def load_finished_stage(
     names = {f.name for f in dataclasses.fields(config_cls)}
     saved = {k: v for k, v in manifest["config"].items() if k in names}
     model = build(manifest, config_cls(**{**saved, "device": str(device), "pretrained": None}))
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    state = load_pt(path)["model"]
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -230,7 +231,7 @@ def run_recorded(
     final manifest."""
     layout = StageLayout(stage_dir)
     if resuming:
-        info = resume(layout.last, trainer.save_dict)
+        info = resume(layout.last, trainer.save_dict, getattr(trainer, "checkpoints", None))
         logger.info("resuming %s from epoch %d", stage_dir, info["epoch"])
     for h in handlers:
         h(trainer)

@@ -1,12 +1,15 @@
 """The training loop every stage uses: an ignite ``Engine`` with MONAI and ignite handlers.
 
 A stage supplies its iteration function (one batch in, a dict of float losses out), its data loader and
-a validation function; :func:`build_trainer` adds the rest: a progress bar, MONAI ``StatsHandler`` logging,
-optional TensorBoard, the learning-rate schedule (MONAI ``LrScheduleHandler``), validation every N epochs,
-a metrics JSON after every epoch, and atomic checkpoints (``last.pt`` every epoch, ``best.pt`` when the key
-metric improves). :func:`resume` restores a run from ``last.pt``: the model, the optimiser, the scheduler
-and the engine's epoch counter; with data order and random views derived from (seed, epoch, iteration), a
-resumed run ends with the same weights as an uninterrupted one.
+a validation function; :func:`build_trainer` adds the rest: a progress bar (on a terminal; a log file gets
+one line per epoch), MONAI ``StatsHandler`` logging, a stop with :class:`NonFiniteLossError` at the first
+NaN loss, optional TensorBoard, the learning-rate schedule (MONAI ``LrScheduleHandler``), validation every
+N epochs, a metrics JSON after every epoch, and atomic checkpoints (``last.pt`` every epoch, ``best.pt``
+when the key metric improves). :func:`resume` restores a run from ``last.pt``: the model, the optimiser,
+the scheduler, the engine's epoch counter and the score ``best.pt`` holds; with data order and random
+views derived from (seed, epoch, iteration), a resumed run ends with the same weights and the same
+``best.pt`` as an uninterrupted one. Checkpoints hold tensors and plain types only and load with
+``weights_only=True`` (:mod:`acdc_wsss.safeload`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,9 +29,10 @@ from ignite.handlers import Checkpoint
 from monai.handlers import LrScheduleHandler, StatsHandler
 
 from acdc_wsss.layout import BEST, LAST, StageLayout
+from acdc_wsss.safeload import load_pt
 from acdc_wsss.utils import atomic_write, write_json
 
-__all__ = ["CheckpointHandler", "build_trainer", "resume"]
+__all__ = ["CheckpointHandler", "NonFiniteLossError", "build_trainer", "resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,25 +72,45 @@ class CheckpointHandler:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
         extra = {"metrics": dict(engine.state.metrics), "epoch": engine.state.epoch}
-        self._save(LAST, extra)
         value = engine.state.metrics.get(self.key_metric) if self.key_metric else None
+        # best.pt first: a run killed between the two files redoes this epoch and finds it saved
         if value is not None and math.isfinite(value) and self.sign * value > self.best:
             self.best = self.sign * value
             self._save(BEST, extra)
             logger.info(
                 "new best %s %.4f at epoch %d -> %s", self.key_metric, value, engine.state.epoch, BEST
             )
+        self._save(LAST, extra)
+
+    def restore_best(self) -> None:
+        """Take up the score of an existing ``best.pt`` (a resumed run), so that only a better epoch
+        replaces it."""
+        path = self.save_dir / BEST
+        if self.key_metric is None or not path.is_file():
+            return
+        value = load_pt(path).get("metrics", {}).get(self.key_metric)
+        if value is not None and math.isfinite(value):
+            self.best = self.sign * float(value)
+            logger.info("best.pt holds %s %.4f; a resumed epoch must beat it", self.key_metric, value)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
 
-def resume(path: str | os.PathLike, save_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Load a checkpoint written by :class:`CheckpointHandler` into ``save_dict``'s objects.
+def resume(
+    path: str | os.PathLike, save_dict: Mapping[str, Any], checkpoints: CheckpointHandler | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint written by :class:`CheckpointHandler` into ``save_dict``'s objects (tensors and
+    plain types only: ``weights_only=True``), and into ``checkpoints`` the score of the run's ``best.pt``.
 
     Returns the checkpoint's ``metrics`` and ``epoch``.
+
+    Raises:
+        UnsafeFileError: the file carries pickled objects (refused before anything in it runs).
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_pt(path)
+    if checkpoints is not None:
+        checkpoints.restore_best()
     Checkpoint.load_objects(to_load=dict(save_dict), checkpoint={k: ckpt[k] for k in save_dict})
     return {"metrics": ckpt.get("metrics", {}), "epoch": ckpt.get("epoch", 0)}
 
@@ -115,7 +140,7 @@ def build_trainer(
             ``engine.state.metrics`` and ``metrics.json``.
         val_interval: epochs between validations.
         key_metric: metric that selects ``best.pt``.
-        progress: tqdm progress bar.
+        progress: tqdm progress bar, shown only when stderr is a terminal (otherwise one log line per epoch).
         tensorboard: TensorBoard logs in ``output_dir/tb`` (needs the ``tensorboard`` package).
         rank: DDP rank; only rank 0 writes files, logs and shows progress.
         on_epoch_start: callables run at the start of every epoch (e.g. ``sampler.set_epoch``).
@@ -124,6 +149,7 @@ def build_trainer(
     trainer = Engine(step)
     save_dict = {**save_dict, "trainer": trainer}
     trainer.state_dict_user_keys.append("history")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, _stop_on_non_finite, out.name)
     _attach_epoch_records(
         trainer, out, save_dict.get("optimizer"), validate, val_interval, rank, on_epoch_start
     )
@@ -132,9 +158,11 @@ def build_trainer(
     if scheduler is not None:
         LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
     # registered after validation so that best.pt sees this epoch's metrics
-    CheckpointHandler(out, save_dict, key_metric, enabled=rank == 0).attach(trainer)
+    checkpoints = CheckpointHandler(out, save_dict, key_metric, enabled=rank == 0)
+    checkpoints.attach(trainer)
     trainer.state.history = []
     trainer.save_dict = save_dict  # type: ignore[attr-defined]
+    trainer.checkpoints = checkpoints  # type: ignore[attr-defined]
     return trainer
 
 
@@ -186,11 +214,30 @@ def _attach_epoch_records(
             logger.info("epoch %d: %s", engine.state.epoch, _short(row))
 
 
+class NonFiniteLossError(ValueError):
+    """A training loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+
+
+def _stop_on_non_finite(engine: Engine, stage: str) -> None:
+    """Stop at the first non-finite loss (like ignite's ``TerminateOnNan``, but as an error that names the
+    stage and the epoch), before this epoch writes any checkpoint."""
+    bad = {k: v for k, v in engine.state.output.items() if not math.isfinite(float(v))}
+    if not bad:
+        return
+    epoch, it = engine.state.epoch, (engine.state.iteration - 1) % engine.state.epoch_length + 1
+    kept = f"last.pt holds epoch {epoch - 1}, the last good one" if epoch > 1 else "no checkpoint was written"
+    raise NonFiniteLossError(
+        f"stage {stage}: loss {', '.join(f'{k}={v}' for k, v in bad.items())} at epoch {epoch}, "
+        f"iteration {it}; training stopped ({kept}). Check the input images "
+        "(python -m acdc_wsss.data.check DATASET_DIR) or lower the learning rate."
+    )
+
+
 def _attach_logging(trainer: Engine, out: Path, progress: bool, tensorboard: bool) -> None:
     """MONAI ``StatsHandler`` logging, a progress bar, and TensorBoard logs in ``out/tb`` (rank 0)."""
     # name=None logs through the engine's own logger (a named one would stop propagating to the root)
     StatsHandler(iteration_log=False, output_transform=lambda o: o["loss"], name=None).attach(trainer)
-    if progress:
+    if progress and sys.stderr.isatty():  # a log file gets the one line per epoch of _epoch_end instead
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False, desc="train").attach(

@@ -92,7 +92,7 @@ def content(path: Path) -> Any:
         img = nib.load(str(path))
         return {"data": np.asanyarray(img.dataobj), "affine": img.affine}
     if name.endswith(".pt"):
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     if name.endswith(".json"):
         return json.loads(path.read_text(encoding="utf-8"))
     if name.endswith(".png"):

@@ -77,6 +77,13 @@ def _label_7(path: Path) -> None:
     nib.save(nib.Nifti1Image(arr, img.affine, img.header), path)
 
 
+def _nan_voxels(path: Path) -> None:
+    img = nib.load(path)
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[:2, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), path)
+
+
 def _no_ed(path: Path) -> None:
     path.write_text("".join(line for line in path.open() if not line.startswith("ED:")))
 
@@ -88,8 +95,9 @@ def _no_ed(path: Path) -> None:
         (_gt_wrong_shape, "patient002_frame01_gt.nii.gz", ["patient002_frame01_gt.nii.gz", "shape"]),
         (_label_7, "patient003_frame01_gt.nii.gz", ["patient003_frame01_gt.nii.gz", "7"]),
         (_no_ed, "Info.cfg", ["Info.cfg", "ED"]),
+        (_nan_voxels, "patient002_frame01.nii.gz", ["patient002_frame01.nii.gz", "2 of", "not finite"]),
     ],
-    ids=["corrupt-nifti", "gt-wrong-shape", "label-7", "info-without-ed"],
+    ids=["corrupt-nifti", "gt-wrong-shape", "label-7", "info-without-ed", "nan-voxels"],
 )
 def test_damaged_dataset_is_refused_before_work(
     fault, target: str, words: list[str], data: Path, run_copy: Path, capsys: pytest.CaptureFixture
@@ -217,6 +225,28 @@ def test_bundle_inference_with_a_checkpoint_of_another_architecture(run_copy: Pa
     assert snapshot(run_copy) == before
 
 
+def test_bundle_inference_with_a_checkpoint_carrying_code(run_copy: Path, tmp_path: Path) -> None:
+    """A ``seg/last.pt`` that someone handed over, carrying a pickled call that writes a file when loaded
+    the trusting way: refused by name, and the call never runs."""
+    marker = tmp_path / "ran.txt"
+    ckpt = torch.load(run_copy / "seg" / "last.pt", weights_only=True)
+    ckpt["note"] = _WritesOnLoad(marker)
+    torch.save(ckpt, run_copy / "seg" / "last.pt")
+    before = snapshot(run_copy)
+    configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/inference.json']"
+    run = _bundle([configs, "--output_dir", str(run_copy)])
+    _bundle_error(run, "seg/last.pt", "refused to load", "pickled Python objects")
+    assert not marker.exists() and snapshot(run_copy) == before
+
+
+class _WritesOnLoad:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.marker, "code from a .pt ran"))
+
+
 def test_killed_training_resumes_to_the_same_weights_and_metrics(
     chain_run: tuple[Path, dict], run_copy: Path, phantom_dir: Path, tiny: dict
 ) -> None:
@@ -240,12 +270,12 @@ def test_killed_training_resumes_to_the_same_weights_and_metrics(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch.load(last, weights_only=False)["epoch"] == 1  # killed during epoch 2
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # killed during epoch 2
     assert json.loads((run_copy / "seg" / "manifest.json").read_text())["status"] == "running"
     again = run_chain(str(phantom_dir), str(run_copy), progress=False, baseline=True, **settings)
     assert again["steps"]["stage 3: segmentation network"] == "ran"
-    a = torch.load(finished / "seg" / "last.pt", weights_only=False)["model"]
-    b = torch.load(last, weights_only=False)["model"]
+    a = torch.load(finished / "seg" / "last.pt", weights_only=True)["model"]
+    b = torch.load(last, weights_only=True)["model"]
     assert a.keys() == b.keys()
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert diff == 0, diff

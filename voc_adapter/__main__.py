@@ -1,9 +1,10 @@
 """``python -m voc_adapter run --voc-root DIR --output_dir RUN --stages l2g,cam``: the bundles' stages on VOC.
 
-Stages: ``l2g`` (stage 1 on the train list, validated on val), ``cam`` (CAMs of train and val, the
-pseudo-label table scored on val with mIoU over 21 classes and void ignored, pseudo labels exported as
-PNG), ``deeplab`` (stage 3 on the pseudo labels), ``evaluate`` (val images segmented to PNG; per-class IoU
-and mIoU, the final table).
+Stages: ``l2g`` (stage 1 on the train list less a held-out part, validated on val), ``cam`` (CAMs of
+train, the held-out part and val; the pseudo-label table with its settings chosen on the held-out part and
+scored on val with mIoU over 21 classes and void ignored, pseudo labels exported as PNG), ``deeplab``
+(stage 3 on the pseudo labels), ``evaluate`` (val images segmented to PNG; per-class IoU and mIoU, the
+final table).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
     from acdc_wsss.pseudo.evaluate import markdown_table
     from acdc_wsss.seg import run_seg
+    from voc_adapter.dataset import HOLDOUT
     from voc_adapter.segment import evaluate_voc, miou_table, predict_voc
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,8 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "cam" in stages:
             scales = [float(x) for x in args.cam_scales.split(",")]
-            run_cam(CamConfig(output_dir=args.output_dir, scales=scales, device=device, progress=progress))
-            result = evaluate_pseudo(args.output_dir, "validation", select_split=None, progress=progress)
+            splits = ["training", "validation", HOLDOUT]
+            cam = CamConfig(
+                output_dir=args.output_dir, scales=scales, device=device, progress=progress, splits=splits
+            )
+            run_cam(cam)
+            # settings (the CRF's among them) chosen on held-out training images, reported on val
+            result = evaluate_pseudo(args.output_dir, "validation", select_split=HOLDOUT, progress=progress)
             export_pseudo(args.output_dir, progress=progress)
             print(markdown_table(result))
         if "deeplab" in stages:

@@ -85,10 +85,16 @@ class VOCImages(Dataset):
         return sample
 
 
+#: The split of held-out training images that stage 2 chooses its settings on, and its share of train.
+HOLDOUT = "holdout"
+HOLDOUT_FRACTION = 0.15
+
+
 @register_dataset("voc")
 def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[str]], VOCImages, VOCImages]:
     """The ``voc`` builder for the training stages: check the folder, write ``datalist.json`` (the
-    official ``train_aug`` list where it exists, else ``train``, and ``val``), and return the training
+    official ``train_aug`` list where it exists, else ``train``, less a held-out part (:func:`hold_out`),
+    and ``val``), and return the training
     (random crops) and validation (centre crops) sets."""
     if cfg.dataset_dir is None:
         raise DatasetError("dataset 'voc' needs --dataset_dir (there is no phantom of it).")
@@ -100,6 +106,7 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
         (root / "ImageSets" / f / "train_aug.txt").is_file() for f in ("Segmentation", "SegmentationAug")
     )
     datalist = make_voc_datalist(data, {"training": "train_aug" if has_aug else "train", "validation": "val"})
+    datalist = hold_out(datalist, getattr(cfg, "seed", 0))
     if rank == 0:
         write_json(datalist, RunLayout(out).datalist)
     if dist.is_initialized():
@@ -113,8 +120,24 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
     config = VOCConfig(image_size=cfg.image_size)
     train = VOCImages(datalist["training"], voc_train_transforms(cfg.image_size, config.scale), config)
     val = VOCImages(datalist["validation"], voc_val_transforms(cfg.image_size), config)
-    splits = {k: [it["id"] for it in datalist[k]] for k in ("training", "validation")}
+    splits = {k: [it["id"] for it in datalist[k]] for k in ("training", "validation", HOLDOUT)}
     return data, splits, train, val
+
+
+def hold_out(datalist: dict[str, Any], seed: int = 0, fraction: float = HOLDOUT_FRACTION) -> dict[str, Any]:
+    """Move a seeded ``fraction`` of the training images (at least one) into the ``holdout`` split: stage 1
+    never trains on them, and stage 2 chooses its settings (the CRF's among them) on them, so that nothing
+    is chosen on val, which is reported."""
+    train = list(datalist["training"])
+    if len(train) < 2:
+        raise DatasetError(f"{len(train)} training image(s): too few to hold some out for choosing settings.")
+    n = min(len(train) - 1, max(1, round(fraction * len(train))))
+    picked = set(np.random.default_rng(seed).choice(len(train), size=n, replace=False).tolist())
+    return {
+        **datalist,
+        "training": [it for i, it in enumerate(train) if i not in picked],
+        HOLDOUT: [it for i, it in enumerate(train) if i in picked],
+    }
 
 
 class _LazyImages(Sequence):

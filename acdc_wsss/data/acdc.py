@@ -269,10 +269,12 @@ def split_patients(
 
 
 def _volume_items(patient: Patient, root: Path) -> list[dict[str, Any]]:
-    """Datalist items (one per ED/ES frame) of one patient, paths relative to ``root``."""
+    """Datalist items (one per ED/ES frame) of one patient, paths relative to the resolved ``root`` (symlinks
+    resolved once, here); a file whose real path lies outside ``root`` keeps its plain absolute path."""
 
     def rel(p: Path) -> str:
-        return os.path.relpath(p, root)
+        real = p.resolve()
+        return real.relative_to(root).as_posix() if real.is_relative_to(root) else str(real)
 
     items = []
     for frame in patient.frames:

@@ -62,6 +62,7 @@ class CheckReport:
     dataset_dir: Path
     patients: list[Patient] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     volumes: int = 0
     slices: int = 0
 
@@ -85,6 +86,7 @@ class CheckReport:
             f"{self.volumes} volumes, {self.slices:,} slices",
             "groups: " + (", ".join(f"{g} {n}" for g, n in sorted(groups.items())) or "none"),
         ]
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.ok:
             lines.append("no problem found")
         else:
@@ -106,6 +108,9 @@ class CheckReport:
             "groups": dict(Counter(p.group for p in self.patients)),
             "problems": [
                 {"path": str(p.path), "patient": p.patient, "message": p.message} for p in self.problems
+            ],
+            "warnings": [
+                {"path": str(p.path), "patient": p.patient, "message": p.message} for p in self.warnings
             ],
         }
 
@@ -133,14 +138,36 @@ def _load(path: Path, deep: bool, problems: list[Problem], pid: str) -> tuple[An
     return img, data
 
 
+def _check_intensities(path: Path, data: np.ndarray, report: CheckReport, pid: str) -> None:
+    """Refuse non-finite voxels (NaN, inf) with their count; warn about a constant image."""
+    finite = np.isfinite(data)
+    n_bad = int(data.size - np.count_nonzero(finite))
+    if n_bad:
+        report.problems.append(
+            Problem(
+                path,
+                f"{n_bad:,} of {data.size:,} voxels are not finite (NaN or inf); training on them gives a "
+                "NaN loss. Re-export the image.",
+                pid,
+            )
+        )
+    elif data.size and float(data.max()) == float(data.min()):
+        report.warnings.append(
+            Problem(path, f"constant image (every voxel {float(data.flat[0]):g}); it carries nothing.", pid)
+        )
+
+
 def _check_frame_pair(
-    image_path: Path, label_path: Path | None, deep: bool, problems: list[Problem], pid: str
+    image_path: Path, label_path: Path | None, deep: bool, report: CheckReport, pid: str
 ) -> tuple[tuple[int, ...], np.ndarray] | None:
     """Check one frame and its mask; return (shape, affine) of the image when it is readable and 3D."""
+    problems = report.problems
     loaded = _load(image_path, deep, problems, pid)
     if loaded is None:
         return None
-    img, _ = loaded
+    img, data = loaded
+    if data is not None:
+        _check_intensities(image_path, data, report, pid)
     if len(img.shape) != 3:
         problems.append(
             Problem(
@@ -180,7 +207,9 @@ def _check_frame_pair(
     return tuple(img.shape), img.affine
 
 
-def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -> None:
+def _check_patient(
+    folder: Path, subset: str, deep: bool, report: CheckReport, require_masks: bool = True
+) -> None:
     """Check one patient folder, appending its problems and counts to ``report``."""
     pid = folder.name
     problems = report.problems
@@ -206,10 +235,10 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
             problems.append(Problem(image, f"missing; Info.cfg names frame {idx} as {phase}.", pid))
             continue
         if not label.is_file():
-            if subset == "training":
+            if subset == "training" and require_masks:
                 problems.append(Problem(label, f"missing ground truth for the {phase} frame.", pid))
             label = None
-        grid = _check_frame_pair(image, label, deep, problems, pid)
+        grid = _check_frame_pair(image, label, deep, report, pid)
         if grid is not None:
             grids[phase] = grid
             report.volumes += 1
@@ -240,19 +269,24 @@ def _check_patient(folder: Path, subset: str, deep: bool, report: CheckReport) -
         pass  # already reported above
 
 
-def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True) -> CheckReport:
+def check_dataset(
+    dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True, require_masks: bool = True
+) -> CheckReport:
     """Check an ACDC folder and return every problem found, each naming its file.
 
     Checks: the folder exists and holds patients; each patient has a readable Info.cfg with all of
     ``ED, ES, Group, Height, NbFrame, Weight``; the frames it names exist (and their ``_gt`` in
     ``training/``); every NIfTI reads to the end (with ``deep``) and is 3D; image and mask share shape and
-    affine; label values lie in {0, 1, 2, 3} (with ``deep``); ED and ES share one grid; an optional
+    affine; label values lie in {0, 1, 2, 3} and every image voxel is finite (with ``deep``; a constant
+    image is a warning); ED and ES share one grid; an optional
     ``_4d`` cine is 4D on the same grid; no patient id appears twice.
 
     Args:
         dataset_dir: the ACDC folder (with ``training/`` and/or ``testing/``).
         deep: read every voxel (catches truncated files and bad label values); ``False`` reads headers.
         progress: show a progress bar on a terminal.
+        require_masks: ``training/`` patients (or a bare folder of patients) must have their ``_gt`` masks;
+            False for inference, where masks are optional everywhere.
     """
     root = Path(dataset_dir)
     report = CheckReport(dataset_dir=root)
@@ -269,12 +303,16 @@ def check_dataset(dataset_dir: str | os.PathLike, deep: bool = True, progress: b
             )
             continue
         seen[folder.name] = folder
-        _check_patient(folder, subset, deep, report)
+        _check_patient(folder, subset, deep, report, require_masks)
     return report
 
 
 def validated_patients(
-    dataset_dir: str | os.PathLike, skip_bad: bool = False, deep: bool = True, progress: bool = True
+    dataset_dir: str | os.PathLike,
+    skip_bad: bool = False,
+    deep: bool = True,
+    progress: bool = True,
+    require_masks: bool = True,
 ) -> list[Patient]:
     """Check a dataset and return its patients, refusing (or skipping) bad ones before any work is done.
 
@@ -283,12 +321,15 @@ def validated_patients(
         skip_bad: leave patients with problems out, logging a warning for each, instead of failing.
         deep: see :func:`check_dataset`.
         progress: show a progress bar on a terminal.
+        require_masks: see :func:`check_dataset`.
 
     Raises:
         DatasetCheckError: any problem (without ``skip_bad``), a problem with the folder itself, or no
             patient left after skipping.
     """
-    report = check_dataset(dataset_dir, deep=deep, progress=progress)
+    report = check_dataset(dataset_dir, deep=deep, progress=progress, require_masks=require_masks)
+    for w in report.warnings:
+        logger.warning("%s", w)
     if report.ok:
         return report.patients
     folder_level = [p for p in report.problems if p.patient is None]

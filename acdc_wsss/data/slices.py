@@ -41,6 +41,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, for
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import dice_per_class
+from acdc_wsss.safeload import from_plain, load_pt, to_plain
 from acdc_wsss.utils import atomic_write, progress_bar
 
 __all__ = ["SliceDataset", "label_round_trip", "read_tag_csv", "volume_key", "write_tag_csv"]
@@ -118,6 +119,11 @@ def write_tag_csv(
                     [patient, frame, z, " ".join(c for c, on in zip(classes, row, strict=True) if on > 0)]
                 )
     return path
+
+
+#: Layout of a cached volume: 2 stores plain types (:func:`acdc_wsss.safeload.to_plain`), loaded with
+#: ``weights_only=True``; files of older layouts are not looked at.
+_CACHE_FORMAT = 2
 
 
 def _file_stamp(path: str) -> list[Any]:
@@ -211,6 +217,7 @@ class SliceDataset(Dataset):
             "config": self.config.to_dict(),
             "classes": self.classes,
             "version": acdc_wsss.__version__,
+            "format": _CACHE_FORMAT,
         }
         return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -226,9 +233,9 @@ class SliceDataset(Dataset):
             path = self._cache_path(item)
             if path is not None and path.is_file():
                 try:
-                    volumes[i] = torch.load(path, weights_only=False)
+                    volumes[i] = from_plain(load_pt(path))
                     continue
-                except Exception as e:  # a damaged cache file is rebuilt, never trusted
+                except Exception as e:  # a damaged or foreign cache file is rebuilt, never trusted
                     logger.warning("cache file %s unreadable (%s); preprocessing again.", path, e)
             todo.append(i)
         if todo:
@@ -244,7 +251,7 @@ class SliceDataset(Dataset):
                 path = self._cache_path(self.items[i])
                 if path is not None:
                     with atomic_write(path) as tmp:
-                        torch.save(vol, tmp)
+                        torch.save(to_plain(vol), tmp)
         logger.info(
             "%d volumes ready (%d preprocessed, %d from cache).",
             len(volumes),

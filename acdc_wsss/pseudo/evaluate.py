@@ -3,7 +3,8 @@
 
 A row with a swept setting is scored for every value; the value is chosen on ``select_split`` (the
 validation patients) and the scored split is reported at that value, so nothing is tuned on the patients
-it is scored on. Scores are 2D Dice pooled over all slices of the split, 128 x 128 at the chain's spacing.
+it is scored on; without a selection split each row keeps its first (default) setting. Scores are 2D Dice
+pooled over all slices of the split, 128 x 128 at the chain's spacing.
 :func:`chosen_setting` reads the setting the latest evaluation chose (the export uses it).
 """
 
@@ -26,9 +27,12 @@ from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_context
 from acdc_wsss.pseudo.store import load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
-__all__ = ["chosen_setting", "evaluate_pseudo", "markdown_table"]
+__all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table"]
 
 logger = logging.getLogger(__name__)
+
+#: ``selected_on`` of an evaluation with no selection split: each row's first setting, chosen on nothing.
+FIXED_DEFAULT = "fixed default"
 
 #: Names that lived here before 0.2.0.
 __getattr__ = moved(
@@ -95,7 +99,8 @@ def evaluate_pseudo(
         output_dir: the run folder (its ``cam/`` made by ``infer.json``).
         split: the split scored (its masks are read for scoring only).
         select_split: the split on which each row's swept setting is chosen (validation patients); None,
-            or a split without CAMs, chooses on ``split`` itself (marked in the table).
+            the scored split itself, or a split without CAMs: every row takes its first (default) setting,
+            marked ``selected_on: "fixed default"`` in the JSON and the table (never chosen on ``split``).
         baseline_run: a plain-CAM run (``--l2g False``) with CAMs of the same volumes: adds its row.
         progress: progress bars on a terminal.
 
@@ -117,15 +122,22 @@ def evaluate_pseudo(
             )
         rows.insert(0, "baseline")
     acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress)
-    selected_on = split
-    chooser = acc
+    chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
+    selected_on = FIXED_DEFAULT
     if select_split and select_split != split and select_split in manifest["splits"]:
         chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress)
         selected_on = select_split
+    else:
+        logger.warning(
+            "no CAMs of a selection split (%s) beside the scored %r: every row uses its first (default) "
+            "setting, nothing is tuned on the scored split.",
+            select_split,
+            split,
+        )
     table = []
     for row in rows:
         name, _, values = ROWS[row]
-        best = max(values, key=lambda t: _mean_dice(chooser[(row, t)]))
+        best = values[0] if chooser is None else max(values, key=lambda t: _mean_dice(chooser[(row, t)]))
         dice, iou = acc[(row, best)].compute(), acc[(row, best)].compute_iou()
         table.append(
             {
@@ -137,7 +149,9 @@ def evaluate_pseudo(
                 "iou": {c: float(d) for c, d in zip(["background", *classes], iou, strict=True)},
                 "miou": float(np.nanmean(iou)),
                 "sweep": {str(t): _mean_dice(acc[(row, t)]) for t in values},
-                "sweep_selection": {str(t): _mean_dice(chooser[(row, t)]) for t in values},
+                "sweep_selection": (
+                    {str(t): _mean_dice(chooser[(row, t)]) for t in values} if chooser is not None else None
+                ),
                 "per_volume": per_volume[(row, best)],
             }
         )

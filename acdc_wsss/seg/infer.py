@@ -102,16 +102,12 @@ def _items_from(
             items.append({"image": str(path.resolve()), "patient": stem, "frame": 0, "phase": "frame"})
         return items
     if dataset_dir is not None:
-        data = Path(dataset_dir)
-        patients = validated_patients(data, progress=False)
+        # the dataset root or a testing/-style folder of patients; masks optional (scored where present)
+        data = Path(dataset_dir).resolve()
+        patients = validated_patients(data, progress=False, require_masks=False)
         datalist = make_datalist(patients, data)
-        return [
-            {
-                **it,
-                **{k: str(data.resolve() / it[k]) for k in ("image", "label", "pair", "cine") if it.get(k)},
-            }
-            for it in datalist["training"]
-        ]
+        paths = ("image", "label", "pair", "cine")
+        return [{**it, **{k: str(data / it[k]) for k in paths if it.get(k)}} for it in datalist["training"]]
     return RunLayout(output_dir).split(split or "testing")
 
 

@@ -66,7 +66,8 @@ __getattr__ = moved(
 class SegLoss(nn.Module):
     """Stage 3's loss: pixel cross-entropy weighted by ``weight`` (the stage-2 confidence, or ones),
     normalised by the total weight, plus, with ``dice``, MONAI's masked Dice loss over the labelled pixels;
-    pixels labelled :data:`~acdc_wsss.labels.IGNORE` count nowhere. Multi-scale DeepLab: each scale too."""
+    pixels labelled :data:`~acdc_wsss.labels.IGNORE` count nowhere (a batch of only those gives zero,
+    not NaN). Multi-scale DeepLab: each scale too."""
 
     def __init__(self, dice: bool = False) -> None:
         super().__init__()
@@ -85,6 +86,8 @@ class SegLoss(nn.Module):
     def forward(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if not bool((target != IGNORE).any()):  # a random crop of a VOC pseudo label can be all void
+            return out["logits"].sum() * 0.0
         weight = torch.ones_like(target, dtype=torch.float32) if weight is None else weight
         loss = self._one(out["logits"], target, weight)
         for logits in out.get("scales", ()):

@@ -160,3 +160,27 @@ def test_datalist_refuses_patient_in_two_splits() -> None:
         make_datalist([p], "/d", {"training": ["patient001"], "testing": ["patient001"]})
     with pytest.raises(DatasetError, match="not among the patients"):
         make_datalist([p], "/d", {"training": ["patient002"]})
+
+
+def test_symlinked_dataset_gives_plain_paths(phantom_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    real = tmp_path / "store" / "acdc"
+    shutil.copytree(phantom_dir, real)
+    outside = tmp_path / "elsewhere" / "patient005"  # a patient folder that is itself a symlink
+    shutil.move(real / "training" / "patient005", outside)
+    (real / "training" / "patient005").symlink_to(outside)
+    link = tmp_path / "links" / "a" / "b" / "acdc"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    datalist = make_datalist(read_patients(link), link)
+    assert datalist["base_dir"] == str(real.resolve())
+    stored = [it[k] for it in datalist["training"] for k in ("image", "label", "pair") if k in it]
+    inside = [p for p in stored if not p.startswith("patient005") and "patient005" not in p]
+    assert inside and all(p.startswith("training/patient00") and ".." not in p for p in inside)
+    assert {p for p in stored if "patient005" in p} == {
+        str(f.resolve()) for f in outside.glob("*.nii.gz") if "_4d" not in f.name
+    }
+    path = write_datalist(datalist, tmp_path / "datalist.json")
+    for it in read_datalist(path, "training"):
+        assert ".." not in it["image"] and Path(it["image"]).is_file() and Path(it["image"]).is_absolute()

@@ -163,3 +163,23 @@ def test_module_command_runs_cleanly(acdc_dir: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "80 patients (80 training), 160 volumes" in run.stdout
     assert "RuntimeWarning" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_non_finite_image_is_refused_and_constant_image_warned(phantom_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "acdc"
+    shutil.copytree(phantom_dir, root)
+    first, second = sorted((root / "training").iterdir())[:2]
+    nan_frame = sorted(first.glob("*_frame??.nii.gz"))[0]
+    img = nib.load(nan_frame)
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[0, 0, :3] = np.nan
+    arr[1, 0, 0] = np.inf
+    _save(nan_frame, arr, img.affine)
+    flat_frame = sorted(second.glob("*_frame??.nii.gz"))[0]
+    _save(flat_frame, np.zeros(nib.load(flat_frame).shape, np.float32), nib.load(flat_frame).affine)
+    report = check_dataset(root, progress=False)
+    assert [(p.path, p.patient) for p in report.problems] == [(nan_frame, first.name)]
+    assert "4 of" in report.problems[0].message and "not finite" in report.problems[0].message
+    assert [w.path for w in report.warnings] == [flat_frame] and "constant image" in report.summary()
+    with pytest.raises(DatasetCheckError, match=rf"{nan_frame.name}: 4 of [\d,]+ voxels are not finite"):
+        validated_patients(root, progress=False)

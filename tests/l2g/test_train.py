@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Events
 
 from acdc_wsss.l2g import L2GConfig, evaluate_l2g, load_l2g, run_l2g
+from acdc_wsss.l2g.evaluate import DEFAULT_BG_SCORE, DEFAULT_BG_THRESHOLD
 
 TINY = {
     "phantom_patients": 5,
@@ -45,7 +46,7 @@ def test_l2g_learns_and_writes_its_outputs(tmp_path: Path, tiny_phantom: str) ->
     assert manifest["status"] == "complete" and manifest["classes"] == ["RV", "Myo", "LV"]
     assert manifest["seed"] == 0 and manifest["config"]["l2g"] is True
     assert set(manifest["splits"]["training"]).isdisjoint(manifest["splits"]["validation"])
-    ckpt = torch.load(stage / "last.pt", weights_only=False)
+    ckpt = torch.load(stage / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "trainer"} <= set(ckpt) and ckpt["epoch"] == 4
     assert (stage / "best.pt").is_file() and (tmp_path / "run" / "datalist.json").is_file()
     assert any(k.startswith("local_net.") for k in ckpt["model"])
@@ -56,7 +57,7 @@ def test_baseline_is_global_only_with_classification_loss(tmp_path: Path, tiny_p
     row = json.loads((stage / "metrics.json").read_text())["epochs"][0]
     assert set(row) >= {"loss", "cls_global"} and "attention" not in row and "cls_local" not in row
     assert row["loss"] == pytest.approx(row["cls_global"])
-    ckpt = torch.load(stage / "last.pt", weights_only=False)
+    ckpt = torch.load(stage / "last.pt", weights_only=True)
     assert not any(k.startswith("local_net.") for k in ckpt["model"])
     (stage / "evaluation_validation.json").write_text("{}")  # an output of the old run
     run_l2g(_cfg(tmp_path, tiny_phantom, epochs=1, l2g=False, overwrite=True))
@@ -75,17 +76,24 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_
     with pytest.raises(KeyboardInterrupt):
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2), handlers=(kill_in_epoch_2,))
     interrupted = tmp_path / "b" / "run" / "l2g"
-    assert torch.load(interrupted / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(interrupted / "last.pt", weights_only=True)["epoch"] == 1
     with pytest.raises(FileExistsError, match="--resume True"):
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2))
     resumed = run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=2, resume=True))
-    a = torch.load(straight / "last.pt", weights_only=False)["model"]
-    b = torch.load(resumed / "last.pt", weights_only=False)["model"]
+    a = torch.load(straight / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "last.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     history = json.loads((resumed / "metrics.json").read_text())["epochs"]
     assert [h["epoch"] for h in history] == [1, 2]
+    # best.pt and its score survive the resume: epoch 1 is the best one here, and the resumed epoch 2,
+    # worse, must not replace it (before 0.2.0 the resumed run's best score restarted at -inf)
+    best_a, best_b = (torch.load(r / "best.pt", weights_only=True) for r in (straight, resumed))
+    assert best_a["epoch"] == 1, "the test needs a run whose best epoch is not its last"
+    assert best_b["epoch"] == best_a["epoch"] and best_b["metrics"] == best_a["metrics"]
+    for k in best_a["model"]:
+        torch.testing.assert_close(best_a["model"][k], best_b["model"][k], rtol=1e-5, atol=1e-6, msg=k)
     with pytest.raises(ValueError, match="other settings"):
         run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=3, resume=True, lr=0.5))
 
@@ -100,10 +108,10 @@ def test_two_runs_with_one_seed_are_identical_and_record_it(tmp_path: Path, tiny
 
     assert metrics(manifests[0]) == metrics(manifests[1])  # exactly, not approximately
     assert manifests[0]["final_validation"] == manifests[1]["final_validation"]
-    a, b = (torch.load(r / "last.pt", weights_only=False)["model"] for r in runs)
+    a, b = (torch.load(r / "last.pt", weights_only=True)["model"] for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = run_l2g(_cfg(tmp_path / "c", tiny_phantom, epochs=1, seed=4))
-    c = torch.load(other / "last.pt", weights_only=False)["model"]
+    c = torch.load(other / "last.pt", weights_only=True)["model"]
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed does change the run
 
 
@@ -130,6 +138,20 @@ def test_evaluate_and_refusals_of_missing_or_foreign_stage1(tmp_path: Path, tiny
     result = evaluate_l2g(cfg, split="validation", checkpoint="last")
     assert result["split"] == "validation" and 0 <= result["map"] <= 1 and "cam_dice" in result
     assert json.loads((stage / "evaluation_validation.json").read_text())["slices"] == result["slices"]
+    # another split is scored at the settings validation chose, never at its own best
+    train = evaluate_l2g(cfg, split="training", checkpoint="last")
+    assert train["selected_on"] == "validation" and result["selected_on"] == "validation"
+    assert (train["cam_bg_score"], train["bg_channel_threshold"]) == (
+        result["cam_bg_score"],
+        result["bg_channel_threshold"],
+    )
+    assert train["cam_dice_mean"] == pytest.approx(train["cam_dice_sweep"][str(train["cam_bg_score"])])
+    datalist = json.loads((tmp_path / "run" / "datalist.json").read_text())
+    (tmp_path / "run" / "datalist.json").write_text(json.dumps({**datalist, "validation": []}))
+    fixed = evaluate_l2g(cfg, split="training", checkpoint="last")
+    assert fixed["selected_on"] == "fixed default (no validation split)"
+    assert (fixed["cam_bg_score"], fixed["bg_channel_threshold"]) == (DEFAULT_BG_SCORE, DEFAULT_BG_THRESHOLD)
+    (tmp_path / "run" / "datalist.json").write_text(json.dumps(datalist))
     # another architecture's checkpoint
     manifest = json.loads((stage / "manifest.json").read_text())
     manifest["config"]["width"] = 0.25

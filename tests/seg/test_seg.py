@@ -84,6 +84,12 @@ def test_predict_a_folder_without_masks_and_a_single_file(
     target = predict(out, dataset_dir=str(nogt.parent), progress=False)
     written = json.loads((target / "manifest.json").read_text())["files"]
     assert len(written) == 2 and all(name.startswith(src.name) for name in written)
+    # the testing/ folder itself, one patient with masks and one without (README's --infer_dataset_dir)
+    with_gt = sorted((phantom_dir / "training").iterdir())[1]
+    shutil.copytree(with_gt, nogt / with_gt.name)
+    target = predict(out, dataset_dir=str(nogt), progress=False)
+    written = json.loads((target / "manifest.json").read_text())["files"]
+    assert sorted({name.split("_")[0] for name in written}) == sorted([src.name, with_gt.name])
     frame = sorted(src.glob("*_frame??.nii.gz"))[0]
     target = predict(out, images=[str(frame)], progress=False)
     mask = nib.load(target / frame.name.replace(".nii.gz", "_seg.nii.gz"))
@@ -224,3 +230,14 @@ def test_fusion_with_the_anatomy_rules_by_hand() -> None:
     assert (
         fuse_with_rules(sure, np.ones((1, 1, 1), np.int64), 0.7)[0, :, 0, 0].argmax() == 0
     )  # a sure net wins
+
+
+def test_a_batch_of_ignored_pixels_gives_zero_loss_not_nan() -> None:
+    from acdc_wsss.labels import IGNORE
+    from acdc_wsss.seg.train import SegLoss
+
+    for dice in (False, True):
+        logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+        loss = SegLoss(dice)({"logits": logits}, torch.full((2, 8, 8), IGNORE, dtype=torch.long))
+        loss.backward()
+        assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()

@@ -42,7 +42,9 @@ def test_l2g_bundle_runs_on_voc_with_the_override(tmp_path: Path) -> None:
     assert len(manifest["classes"]) == 20 and manifest["preprocess"]["image_size"] == 64
     datalist = json.loads((tmp_path / "run" / "datalist.json").read_text())
     assert manifest["splits"]["training"] == [it["id"] for it in datalist["training"]]
-    assert len(manifest["splits"]["training"]) == 12 and len(manifest["splits"]["validation"]) == 5
+    assert len(manifest["splits"]["training"]) == 10 and len(manifest["splits"]["validation"]) == 5
+    held = manifest["splits"]["holdout"]  # 15 % of the 12 train images, never trained on
+    assert len(held) == 2 and not set(held) & set(manifest["splits"]["training"])
     val = json.loads((tmp_path / "run" / "l2g" / "metrics.json").read_text())["epochs"][0]["val"]
     assert 0 < val["map"] <= 1 and val["prior_map"] < val["map"]  # better than the constant classifier
 
@@ -89,6 +91,10 @@ def test_whole_voc_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     with Image.open(VOC_DIR / "VOC2012" / "JPEGImages" / f"{key}.jpg") as im:
         assert target.shape == (im.size[1], im.size[0])
     assert set(np.unique(target).tolist()) <= set(range(21)) | {255}
+    table = json.loads((out / "cam" / "evaluation_validation.json").read_text())
+    assert (
+        table["selected_on"] == "holdout" and table["split"] == "validation"
+    )  # CRF setting not chosen on val
     result = json.loads((out / "seg" / "evaluation_validation.json").read_text())
     assert result["images"] == 5 and len(result["iou"]) == 21 and 0 <= result["miou"] <= 1
     assert result["seed"] == pseudo["seed"] == 0  # recorded in every manifest and evaluation

@@ -1,0 +1,52 @@
+"""Settings are chosen on validation only: the stage-2 table without a selection split keeps fixed defaults,
+and the stage-3 anatomy weight has its sweep in bench/ (on the validation patients, writing nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, evaluate_pseudo
+from acdc_wsss.pseudo.rows import ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pseudo_table_without_selection_split_uses_fixed_defaults(run_copy: Path) -> None:
+    result = evaluate_pseudo(run_copy, "training", select_split=None, progress=False)
+    assert result["selected_on"] == FIXED_DEFAULT
+    assert all(r["setting"] == ROWS[r["row"]][2][0] and r["sweep_selection"] is None for r in result["rows"])
+    assert f"chosen on {FIXED_DEFAULT}" in (run_copy / "cam" / "evaluation_training.md").read_text()
+    same = evaluate_pseudo(run_copy, "training", select_split="training", progress=False)  # not on itself
+    assert same["selected_on"] == FIXED_DEFAULT
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple[Path, dict]) -> None:
+    run, _ = chain_run
+    before = _digest(run)
+    script = str(ROOT / "bench" / "anatomy.py")
+    done = subprocess.run(
+        [sys.executable, script, "--run", str(run), "--values", "None,0.7"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["selected_on"] == "validation" and result["volumes"] > 0
+    assert set(result["sweep"]) == {"None", "0.7"} and result["chosen"] in result["sweep"]
+    assert all(0 <= d <= 1 for d in result["sweep"].values())
+    assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
+    refused = subprocess.run(
+        [sys.executable, script, "--run", str(run), "--split", "testing"], capture_output=True
+    )
+    assert refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+    assert _digest(run) == before
