@@ -67,8 +67,8 @@ def to_plain(obj: Any) -> Any:
         return {_TAG: "enum", "cls": type(obj).__name__, "value": obj.value}
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # MONAI keys trace entries with string enums: stored as their string
+        return {(k.value if isinstance(k, Enum) else k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return type(obj)(to_plain(v) for v in obj)
     return obj

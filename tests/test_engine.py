@@ -132,12 +132,14 @@ def test_plain_form_round_trip() -> None:
     from monai.utils import SpaceKeys, TraceKeys
 
     t = MetaTensor(torch.arange(6.0).reshape(1, 2, 3), meta={"space": SpaceKeys.RAS, "dim": np.arange(3)})
-    t.applied_operations = [{"id": TraceKeys.NONE, "orig_size": (2, 3), "extra": {"m": np.eye(2)}}]
+    extra = {"m": np.eye(2), TraceKeys.CLASS_NAME: "Spacingd"}  # MONAI keys trace entries with enums
+    t.applied_operations = [{"id": TraceKeys.NONE, "orig_size": (2, 3), "extra": extra}]
     back = from_plain(torch.load(_save_plain(t), weights_only=True))
     assert isinstance(back, MetaTensor) and torch.equal(back.as_tensor(), t.as_tensor())
     assert back.meta["space"] is SpaceKeys.RAS and np.array_equal(back.meta["dim"], np.arange(3))
     assert back.applied_operations[0]["id"] is TraceKeys.NONE
     assert back.applied_operations[0]["orig_size"] == (2, 3)
+    assert back.applied_operations[0]["extra"][TraceKeys.CLASS_NAME] == "Spacingd"  # found by the enum
 
 
 def _save_plain(obj: Any) -> Any:

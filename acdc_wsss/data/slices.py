@@ -123,7 +123,7 @@ def write_tag_csv(
 
 #: Layout of a cached volume: 2 stores plain types (:func:`acdc_wsss.safeload.to_plain`), loaded with
 #: ``weights_only=True``; files of older layouts are not looked at.
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 
 def _file_stamp(path: str) -> list[Any]:
