@@ -11,8 +11,10 @@ Stages hand their work to each other through the run folder (``output_dir``)::
         cams/                    <key>.npz: the stored CAMs of each volume
         pseudo/                  <key>.npz pseudo labels, manifest.json (VOC: <key>.png, <key>_target.png)
         nifti/                   <key>_pseudo.nii.gz: the pseudo labels on the source grid
-      seg/                     stage 3: last.pt, best.pt, metrics.json, manifest.json,
+      seg/                     stage 3: last.pt, best.pt, metrics.json, manifest.json, rounds.json,
                                  evaluation_<split>.{json,csv,md}
+      seg_rounds/round<r>/     self-training round r (``rounds`` > 0): pseudo/ (the labels of round r,
+                                 r >= 1) and, for r below the last, the network trained on them
       predictions/             <key>_seg.nii.gz (VOC: <id>.png), acdc_labels.ctbl, manifest.json
       figures/                 panels.png, curves.png, data.png
       dataset_summary.json, summary.json, report.md
@@ -40,6 +42,7 @@ __all__ = [
     "MANIFEST",
     "SEG_STAGE",
     "CamLayout",
+    "RoundLayout",
     "RunLayout",
     "StageLayout",
 ]
@@ -135,6 +138,15 @@ class CamLayout(StageLayout):
         return self.path / "panels.png"
 
 
+class RoundLayout(StageLayout):
+    """``seg_rounds/round<r>/``: a self-training round's labels (``pseudo/``, laid out as stage 2's) and
+    the network trained on them."""
+
+    @property
+    def pseudo(self) -> Path:
+        return self.path / "pseudo"
+
+
 class PredictionLayout:
     """``predictions/``: the stage-3 masks, their colour table and manifest."""
 
@@ -174,6 +186,16 @@ class RunLayout:
     @property
     def datalist(self) -> Path:
         return self.root / "datalist.json"
+
+    def seg_round(self, r: int) -> RoundLayout:
+        """Self-training round ``r``: its network's stage folder, with its labels in ``pseudo/``."""
+        return RoundLayout(self.root / "seg_rounds" / f"round{r}")
+
+    @property
+    def rounds(self) -> Path:
+        """The self-training table: per round, its labels' Dice on training and its network's on
+        validation."""
+        return self.seg.path / "rounds.json"
 
     @property
     def cache(self) -> Path:

@@ -23,7 +23,7 @@ import torch
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.seg.infer import _anatomy_rules, _jobs, _labels, fuse_with_rules
-from acdc_wsss.seg.model import load_seg, predict_slices
+from acdc_wsss.seg.model import load_seg, predict_slices, volume_slices
 
 
 def _value(text: str) -> float | None:
@@ -45,7 +45,9 @@ def sweep(
     for ds, v in _jobs(run, manifest, items, False):
         vol, item = ds.volumes[v], ds.items[v]
         x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()
-        probs = predict_slices(model, x, torch.device("cpu"), flip=True).numpy()
+        probs = predict_slices(
+            model, volume_slices(vol["image"], model.context), torch.device("cpu"), True
+        ).numpy()
         rules = _anatomy_rules(x, vol, item, ds.config.spacing, ed_rules) if item.get("pair") else None
         ref = vol["label"][0].numpy()
         for value in values:

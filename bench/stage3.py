@@ -9,7 +9,8 @@
 when interrupted, then segments ``--split`` once per ``--anatomy`` setting (the weight of the tag-free
 rules fused with the network at inference; ``none``: the network alone) and scores the masks in 3D on the
 original grid. Prints one JSON line: the settings, the training minutes, and per anatomy setting the mean
-Dice, per class and per phase, and the mean HD95 (mm); ``best_anatomy`` is the best on the split.
+Dice, per class and per phase, and the mean HD95 (mm); ``best_anatomy`` is the best on the split;
+``stage2_labels``: the stage-2 pseudo labels of the split (``cam/nifti``) scored the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
 
@@ -82,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
             "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
         }
     best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
+    layout = RunLayout(folder)
+    nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(args.split)]
+    stage2 = None
+    if nifti and all(p.is_file() for p in nifti):  # the labels it learnt from, scored the same way
+        ev = evaluate_seg(
+            folder, args.split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
+        )
+        stage2 = {
+            "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
+            "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
+        }
     print(
         json.dumps(
             {
@@ -91,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_minutes": minutes,
                 "results": results,
                 "best_anatomy": best,
+                "stage2_labels": stage2,
             }
         )
     )

@@ -222,6 +222,10 @@ class _Targets(Dataset):
 def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
     """Stage 3 on VOC: random crops of the training images with their exported pseudo-label targets
     (``cam/pseudo/<id>_target.png``); validation mIoU against the val masks (evaluation only)."""
+    if cfg.context_slices or cfg.rounds:
+        raise ValueError(
+            "Stage 3 config: context_slices and rounds apply to volumes (ACDC); a photo data set takes 0."
+        )
     run = RunLayout(out)
     datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     items = []

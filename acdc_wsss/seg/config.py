@@ -27,7 +27,10 @@ class SegConfig:
     training crop of photo data sets (VOC). Loss: ``loss`` (``ce``: cross-entropy; ``dice_ce``: plus
     MONAI's masked Dice loss), ``confidence_weight`` (each pixel's cross-entropy weighted by the stage-2
     confidence exported beside its pseudo label). ``pseudo_dir``: where the training targets are read (None:
-    stage 2's ``cam/pseudo``; a self-training round's folder). Engine: as stage 1.
+    stage 2's ``cam/pseudo``; a self-training round's folder). ``rounds``: self-training rounds (each
+    trained network relabels the training patients, fused with the stage-2 labels, for a fresh network;
+    0: one network on the stage-2 labels). ``context_slices``: neighbouring slices on each side given to the
+    network as extra input channels (2.5D; 0: plain 2D). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -51,6 +54,8 @@ class SegConfig:
     loss: str = "ce"
     confidence_weight: bool = True
     pseudo_dir: str | None = None
+    rounds: int = 0
+    context_slices: int = 0
     val_interval: int = 1
     resume: bool = False
     overwrite: bool = False
@@ -70,6 +75,8 @@ class SegConfig:
             (self.network in NETWORKS, f"network must be one of {NETWORKS}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.rounds >= 0, "rounds must be >= 0"),
+            (self.context_slices >= 0, "context_slices must be >= 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.input_scale > 0, "input_scale must be > 0"),

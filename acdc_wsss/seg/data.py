@@ -33,7 +33,7 @@ from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.config import SegConfig
-from acdc_wsss.seg.model import SegNet, predict_slices
+from acdc_wsss.seg.model import SegNet, predict_slices, volume_slices
 
 __all__ = ["PseudoLabelSlices", "StageData", "acdc_seg_data", "augmentation", "read_targets"]
 
@@ -60,16 +60,24 @@ class PseudoLabelSlices(Dataset):
         targets: list[np.ndarray],
         transform: Any | None = None,
         weights: list[np.ndarray] | None = None,
+        context: int = 0,
     ):
         self.slices, self.targets, self.transform, self.weights = slices, targets, transform, weights
+        self.context = context
 
     def __len__(self) -> int:
         return len(self.slices)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v, z = self.slices.index[i]
+        image = self.slices.volumes[v]["image"].as_tensor()
+        if self.context:  # the neighbours as channels, as volume_slices gives them
+            near = [min(max(z + d, 0), image.shape[-1] - 1) for d in range(-self.context, self.context + 1)]
+            x = image[..., near].permute(0, 3, 1, 2).flatten(0, 1).float()
+        else:
+            x = image[..., z].float()
         d = {
-            "image": self.slices.volumes[v]["image"].as_tensor()[..., z].float(),
+            "image": x,
             "target": torch.as_tensor(self.targets[v][None, :, :, z].astype(np.float32)),
             "weight": torch.ones(1, *self.targets[v].shape[:2])
             if self.weights is None
@@ -150,7 +158,7 @@ def _validation(
     k = ds.num_classes + 1
     agree, truth = DiceAccumulator(list(range(k))), DiceAccumulator(list(range(k)))
     for v, vol in enumerate(ds.volumes):
-        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()
+        x = volume_slices(vol["image"].as_tensor(), model.context)
         pred = predict_slices(model, x, device).argmax(1).permute(1, 2, 0).numpy()
         agree.update(pred, pseudo[v])
         if vol["label"] is not None:
@@ -178,8 +186,8 @@ def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> Stage
     weights = read_targets(out, train_ds, "confidence", cfg.pseudo_dir) if cfg.confidence_weight else None
     aug = augmentation(cfg)
     return StageData(
-        train=PseudoLabelSlices(train_ds, train_targets, aug, weights),
-        in_channels=int(train_ds.volumes[0]["image"].shape[0]),
+        train=PseudoLabelSlices(train_ds, train_targets, aug, weights, cfg.context_slices),
+        in_channels=int(train_ds.volumes[0]["image"].shape[0]) * (2 * cfg.context_slices + 1),
         augmentation=aug,
         validate=(lambda model, device: _validation(model, val_ds, val_pseudo, device)) if val_ds else None,
         key_metric="pseudo_dice" if val_ds is not None else None,

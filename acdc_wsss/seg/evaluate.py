@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +30,29 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_seg(
-    output_dir: str | os.PathLike, split: str = "testing", progress: bool = True
+    output_dir: str | os.PathLike,
+    split: str = "testing",
+    progress: bool = True,
+    masks: Callable[[dict[str, Any]], Path] | None = None,
 ) -> dict[str, Any]:
     """Dice and HD95 of the predicted masks of one split against its masks, on the original grid.
 
     Writes ``seg/evaluation_<split>.json``, ``.csv`` (one row per patient and phase) and ``.md``.
+    ``masks``: where another set of masks of a datalist item lies (e.g. the stage-2 pseudo labels' NIfTI),
+    scored the same way and returned without writing anything.
     """
     out = Path(output_dir)
     run = RunLayout(out)
     items = [it for it in run.split(split) if it.get("label")]
     if not items:
         raise DatasetError(f"split {split!r} of {run.datalist} has no masks to score against.")
-    manifest = json.loads(run.seg.manifest.read_text(encoding="utf-8"))
+    source = run.seg.manifest if masks is None or run.seg.manifest.is_file() else run.cam.manifest
+    manifest = json.loads(source.read_text(encoding="utf-8"))
     classes = manifest["classes"]
     labels = list(range(1, len(classes) + 1))
     rows = []
     for it in progress_bar(items, f"scoring {split}", progress):
-        path = run.predictions.mask(mask_name(it))
+        path = run.predictions.mask(mask_name(it)) if masks is None else masks(it)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found; segment the split first: python -m monai.bundle run --config_file "
@@ -93,6 +100,8 @@ def evaluate_seg(
         },
         "per_volume": rows,
     }
+    if masks is not None:
+        return result
     stage = run.seg
     write_json(result, stage.evaluation(split))
     with (

@@ -38,7 +38,7 @@ from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti, write_colour_table
 from acdc_wsss.pseudo.rules import es_lv_region, scan_labels
-from acdc_wsss.seg.model import load_seg, predict_slices
+from acdc_wsss.seg.model import load_seg, predict_slices, volume_slices
 from acdc_wsss.utils import moved, progress_bar, write_json
 
 __all__ = ["fuse_with_rules", "largest_components", "mask_name", "predict"]
@@ -234,7 +234,7 @@ def predict(
     for ds, v in progress_bar(_jobs(run, manifest, items, bool(images)), "segmenting volumes", progress):
         vol, item = ds.volumes[v], ds.items[v]
         x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()  # (S, 1, H, W)
-        probs = predict_slices(model, x, dev, flip=flip).numpy()  # (S, K, H, W)
+        probs = predict_slices(model, volume_slices(vol["image"], model.context), dev, flip=flip).numpy()
         if anatomy is not None and item.get("pair"):
             rules = _anatomy_rules(x, vol, item, ds.config.spacing, ed_rules)
             probs = fuse_with_rules(probs, rules, anatomy)

@@ -19,19 +19,35 @@ from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.seg.config import SegConfig
 
-__all__ = ["SegNet", "load_seg", "predict_slices"]
+__all__ = ["SegNet", "load_seg", "predict_slices", "volume_slices"]
+
+
+def volume_slices(image: torch.Tensor, context: int = 0) -> torch.Tensor:
+    """The network inputs ``(S, C * (2 * context + 1), H, W)`` of a ``(C, H, W, S)`` volume: each slice with
+    its ``context`` neighbours on each side as extra channels (2.5D; the end slices repeated), in slice
+    order ``z - context ... z + context``."""
+    if hasattr(image, "as_tensor"):  # a MetaTensor: plain data for the network
+        image = image.as_tensor()
+    x = image.permute(3, 0, 1, 2).float()  # (S, C, H, W)
+    if context == 0:
+        return x
+    n = x.shape[0]
+    idx = torch.arange(n)[:, None] + torch.arange(-context, context + 1)[None, :]  # (S, 2k + 1)
+    return x[idx.clamp(0, n - 1)].flatten(1, 2)
 
 
 class SegNet(nn.Module):
     """The stage-3 network: DeepLab-v2 or a MONAI BasicUNet, with optional input enlargement.
 
     ``forward(x)`` returns ``logits`` ``(B, num_classes, H, W)`` at the input size (and, for multi-scale
-    DeepLab in training, ``scales``).
+    DeepLab in training, ``scales``). ``in_channels`` counts the neighbour slices of a 2.5D network
+    (``context``: neighbours on each side, see :func:`volume_slices`).
     """
 
     def __init__(self, num_classes: int, in_channels: int, cfg: SegConfig) -> None:
         super().__init__()
         self.input_scale = cfg.input_scale
+        self.context = cfg.context_slices
         if cfg.network == "deeplab":
             self.net: nn.Module = DeepLabV2(
                 num_classes,
@@ -68,10 +84,14 @@ class SegNet(nn.Module):
 
 
 def load_seg(
-    output_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
+    output_dir: str | Path,
+    checkpoint: str = "last",
+    device: str | torch.device = "cpu",
+    stage_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], SegNet]:
     """Load a finished stage 3: its manifest and network from ``checkpoint``.pt (refusing a missing,
-    unfinished or foreign one with the command that makes it)."""
+    unfinished or foreign one with the command that makes it); ``stage_dir``: another stage-3 folder of the
+    run than ``seg/`` (a self-training round's)."""
     make = (
         f"python -m monai.bundle run --config_file bundles/deeplab_acdc/train.json --output_dir {output_dir}"
     )
@@ -80,7 +100,14 @@ def load_seg(
         return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
 
     return load_finished_stage(  # type: ignore[return-value]
-        RunLayout(output_dir).seg.path, SEG_STAGE, "stage 3", make, checkpoint, SegConfig, build, device
+        Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path,
+        SEG_STAGE,
+        "stage 3",
+        make,
+        checkpoint,
+        SegConfig,
+        build,
+        device,
     )
 
 

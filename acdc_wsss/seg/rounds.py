@@ -6,26 +6,42 @@ from a slice's tags removed (the tags are what weak supervision gives), then eac
 component; the confidence is the fused probability of the chosen label (0 on slices missing a tagged
 class). The files have the layout of stage 2's ``cam/pseudo/`` (``labels``, ``target``, ``confidence``), so
 the next network reads them as it reads stage 2's (``SegConfig.pseudo_dir``).
+
+:func:`self_train` runs the rounds (``SegConfig.rounds``) and writes the round table ``seg/rounds.json``:
+per round, its labels' Dice on the training patients (their masks read for this report only) and its
+network's Dice on the validation patients.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import MANIFEST, RunLayout
+from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rules import uncertain_to_ignore
+from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
-from acdc_wsss.seg.model import SegNet, predict_slices
+from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, volume_slices
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
-__all__ = ["relabel", "relabel_volume"]
+__all__ = ["RELABEL_FUSE", "labels_dice", "relabel", "relabel_volume", "self_train"]
+
+logger = logging.getLogger(__name__)
+
+#: Probability the stage-2 label gets when a round's network relabels (as the inference fusion's default).
+RELABEL_FUSE = 0.7
 
 
 def relabel_volume(
@@ -79,8 +95,9 @@ def relabel(
     model.eval()
     for v in progress_bar(range(len(ds.volumes)), "relabelling training patients", progress):
         vol = ds.volumes[v]
-        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()
-        probs = predict_slices(model, x, dev, flip=True).numpy()
+        probs = predict_slices(
+            model, volume_slices(vol["image"].as_tensor(), model.context), dev, True
+        ).numpy()
         tags = vol["tags"].numpy()
         labels, conf = relabel_volume(probs, source[v], tags, fuse)
         target = uncertain_to_ignore(labels, tags, ignore_band)
@@ -89,3 +106,77 @@ def relabel(
     record = {"source": str(source_dir or run.cam.pseudo), "fuse": fuse, "ignore_band": ignore_band}
     write_json({**record, "volumes": [volume_key(it) for it in ds.items]}, dest / MANIFEST)
     return dest
+
+
+def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Dice of a folder of pseudo labels (stage 2's when None) against the training patients' masks, per
+    class and mean, accumulated over the split (as the stage-2 table): for reports, never for choosing."""
+    run = RunLayout(output_dir)
+    manifest2 = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
+    ds = run.slices(manifest2, "training", progress=False)
+    acc = DiceAccumulator(list(range(ds.num_classes + 1)))
+    for vol, labels in zip(ds.volumes, read_targets(Path(output_dir), ds, "labels", pseudo_dir), strict=True):
+        acc.update(labels, vol["label"][0].numpy())
+    dice = acc.compute()[1:]
+    return {
+        "dice": {c: round(float(d), 4) for c, d in zip(ds.classes, dice, strict=True)},
+        "mean": round(float(np.nanmean(dice)), 4),
+    }
+
+
+def _network_row(stage_dir: Path) -> dict[str, Any]:
+    """The validation Dice (masks) of a round's network at its best epoch (chosen on pseudo labels)."""
+    metrics = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
+    scored = [e for e in metrics["epochs"] if "val" in e]
+    if not scored or "dice_mean" not in scored[0]["val"]:
+        return {}
+    best = max(scored, key=lambda e: e["val"]["pseudo_dice"])
+    return {"validation_dice": round(best["val"]["dice_mean"], 4), "best_epoch": best["epoch"]}
+
+
+def self_train(
+    cfg: SegConfig, train: Callable[[SegConfig, Path, tuple[Any, ...]], Path], handlers: tuple[Any, ...] = ()
+) -> Path:
+    """``cfg.rounds`` self-training rounds (see :func:`acdc_wsss.seg.run_seg`); ``train(cfg, stage_dir,
+    handlers)`` trains one network. Returns ``seg/``."""
+    run = RunLayout(cfg.output_dir)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    source, table = cfg.pseudo_dir, []
+    for r in range(cfg.rounds + 1):
+        layout = run.seg_round(r)
+        if r > 0:
+            if cfg.overwrite or not (layout.pseudo / MANIFEST).is_file():
+                if rank == 0:
+                    _, model = load_seg(run.root, "best", cfg.device, stage_dir=run.seg_round(r - 1).path)
+                    relabel(
+                        run.root,
+                        model,
+                        layout.pseudo,
+                        cfg.pseudo_dir,
+                        RELABEL_FUSE,
+                        device=cfg.device,
+                        progress=cfg.progress,
+                    )
+                if dist.is_initialized():
+                    dist.barrier()
+            source = str(layout.pseudo)
+        stage_dir = run.seg.path if r == cfg.rounds else layout.path
+        manifest = stage_dir / MANIFEST
+        done = (
+            manifest.is_file()
+            and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "complete"
+        )
+        if cfg.overwrite or not done:
+            logger.info("self-training round %d of %d: labels %s", r, cfg.rounds, source or "stage 2")
+            train(dataclasses.replace(cfg, pseudo_dir=source), stage_dir, handlers)
+        table.append(
+            {
+                "round": r,
+                "labels": source or "stage 2",
+                "training_labels": labels_dice(run.root, source),
+                **_network_row(stage_dir),
+            }
+        )
+    if rank == 0:
+        write_json({"rounds": table, "fuse": RELABEL_FUSE}, run.rounds)
+    return run.seg.path

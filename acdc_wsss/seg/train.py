@@ -38,10 +38,11 @@ from acdc_wsss.config import (
 from acdc_wsss.data.registry import get_seg_data
 from acdc_wsss.engine import build_trainer
 from acdc_wsss.labels import IGNORE
-from acdc_wsss.layout import SEG_STAGE, RunLayout
+from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import StageData  # the module registers the acdc stage-3 data
 from acdc_wsss.seg.model import SegNet
+from acdc_wsss.seg.rounds import self_train
 from acdc_wsss.utils import moved
 
 __all__ = ["SegLoss", "run_seg"]
@@ -109,7 +110,8 @@ def _manifest(
     cfg: SegConfig, run: RunLayout, manifest2: dict[str, Any], in_channels: int, training_slices: int
 ) -> dict[str, Any]:
     """What ``seg/manifest.json`` records before training: settings, seed, data, pseudo-label source."""
-    pseudo = json.loads(run.cam.pseudo_manifest.read_text(encoding="utf-8"))
+    source = Path(cfg.pseudo_dir) / MANIFEST if cfg.pseudo_dir else run.cam.pseudo_manifest
+    pseudo = json.loads(source.read_text(encoding="utf-8"))
     pseudo.pop("volumes", None)
     return {
         "stage": SEG_STAGE,
@@ -130,15 +132,26 @@ def _manifest(
 def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) -> Path:
     """Train stage 3 and return ``output_dir/seg``.
 
+    With ``rounds`` > 0, self-training: the network of round ``r`` trains in ``seg_rounds/round<r>/`` on
+    round ``r``'s labels (round 0: stage 2's), then relabels the training patients for round ``r + 1``
+    (:func:`~acdc_wsss.seg.rounds.relabel`); the last round's network trains in ``seg/``, and
+    ``seg/rounds.json`` holds the round table. A finished round is kept on resume.
+
     Raises:
         FileNotFoundError: no stage-2 pseudo labels in ``output_dir`` (the message gives the command).
         FileExistsError: ``seg/`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     """
     cfg = config if isinstance(config, SegConfig) else SegConfig(**config)
+    if cfg.rounds == 0:
+        return _train_network(cfg, RunLayout(cfg.output_dir).seg.path, handlers)
+    return self_train(cfg, _train_network, handlers)
+
+
+def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = ()) -> Path:
+    """Train one stage-3 network on ``cfg.pseudo_dir``'s labels (stage 2's when None) in ``stage_dir``."""
     rank, world = setup_distributed(cfg.distributed, "bundles/deeplab_acdc/multi_gpu_train.json")
     out = Path(cfg.output_dir)
     run = RunLayout(out)
-    stage_dir = run.seg.path
     manifest2 = _stage2_manifest(run)
     classes = manifest2["classes"]
     # before any work: the data set's builder refuses missing pseudo labels now

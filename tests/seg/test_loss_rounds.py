@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from acdc_wsss.labels import IGNORE
-from acdc_wsss.seg.rounds import relabel_volume
+from acdc_wsss.layout import RunLayout
+from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
+from acdc_wsss.seg.model import volume_slices
+from acdc_wsss.seg.rounds import labels_dice, relabel_volume
 from acdc_wsss.seg.train import SegLoss
 
 
@@ -58,3 +64,47 @@ def test_relabel_fuses_gates_by_tags_and_scores_confidence() -> None:
     probs_none[1] /= probs_none[1].sum(0, keepdims=True)
     _, conf = relabel_volume(probs_none, np.zeros_like(stage2), tags_lv, fuse=0.0)
     assert conf[..., 1].max() == 0
+
+
+def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, tiny: dict) -> None:
+    run = RunLayout(run_copy)
+    shutil.rmtree(run.seg.path)
+    cfg = SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"])
+    assert run_seg(cfg) == run.seg.path
+    first, labels = run.seg_round(0), run.seg_round(1).pseudo
+    assert first.best.is_file() and not run.seg_round(1).best.is_file()  # the last round trains in seg/
+    assert json.loads(run.seg.manifest.read_text())["config"]["pseudo_dir"] == str(labels)
+    stage2 = RunLayout(run_copy).cam.pseudo
+    for path in sorted(stage2.glob("*.npz")):
+        if not (labels / path.name).is_file():  # only training volumes are relabelled
+            continue
+        with np.load(path) as a, np.load(labels / path.name) as b:
+            assert b["labels"].shape == a["labels"].shape and b["confidence"].dtype == np.float16
+            assert set(np.unique(b["labels"])) <= {0, 1, 2, 3}
+    table = json.loads(run.rounds.read_text())["rounds"]
+    assert [row["round"] for row in table] == [0, 1] and table[0]["labels"] == "stage 2"
+    assert table[0]["training_labels"] == labels_dice(run_copy)  # round 0 learns from stage 2's labels
+    assert all(0 <= row["training_labels"]["mean"] <= 1 and "validation_dice" in row for row in table)
+    stamp = first.best.stat().st_mtime_ns
+    run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
+    assert first.best.stat().st_mtime_ns == stamp
+
+
+def test_volume_slices_stack_neighbours_as_channels() -> None:
+    image = torch.arange(3.0)[None, None, None, :].expand(2, 1, 1, 3)  # (C=2, H, W, S=3): slice z holds z
+    x = volume_slices(image, context=1)
+    assert x.shape == (3, 6, 1, 1)
+    want = [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2], [1, 1, 2, 2, 2, 2]]  # z-1, z, z+1; ends repeated
+    assert x[:, :, 0, 0].tolist() == want
+    assert torch.equal(volume_slices(image), image.permute(3, 0, 1, 2))
+
+
+def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:
+    run = RunLayout(run_copy)
+    shutil.rmtree(run.seg.path)
+    run_seg(SegConfig(output_dir=str(run_copy), context_slices=1, progress=False, **tiny["seg"]))
+    manifest, model = load_seg(run_copy)
+    assert manifest["in_channels"] == 3 and model.context == 1
+    where = predict(run_copy, split="testing", progress=False)
+    masks = sorted(where.glob("*_seg.nii.gz"))
+    assert masks and len(masks) == len(run.split("testing"))

@@ -72,6 +72,12 @@ def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple
     row = result["per_volume"][0]
     assert set(row) >= {"patient", "phase", "dice_RV", "hd95_LV"}
     assert (out / "seg" / "evaluation_testing.csv").read_text().startswith("patient,phase,dice_RV")
+    stamp = (out / "seg" / "evaluation_testing.json").stat().st_mtime_ns
+    truth = evaluate_seg(out, "testing", progress=False, masks=lambda it: Path(it["label"]))  # masks vs masks
+    assert truth["mean"]["dice_mean"] == 1.0 and truth["mean"]["hd95_mean"] == 0.0
+    assert (
+        out / "seg" / "evaluation_testing.json"
+    ).stat().st_mtime_ns == stamp  # other masks: nothing written
 
 
 def test_predict_a_folder_without_masks_and_a_single_file(
