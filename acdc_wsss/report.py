@@ -105,6 +105,7 @@ def _tables(run: RunLayout) -> list[str]:
         lines.append(f"Test patients: {test.get('patients')} ({test.get('volumes')} volumes).")
     return [
         *lines,
+        *_rounds_table(run),
         "",
         "## Pseudo labels (stage 2, training patients, 2D Dice over slices)",
         "",
@@ -112,6 +113,29 @@ def _tables(run: RunLayout) -> list[str]:
         "",
         f"All numbers and every swept setting: {_link(root, cam.evaluation('training'))}.",
     ]
+
+
+def _rounds_table(run: RunLayout) -> list[str]:
+    """The self-training rounds (``seg/rounds.json``), when the run had any."""
+    rounds = read_json(run.rounds).get("rounds")
+    if not rounds:
+        return []
+    lines = [
+        "",
+        "## Self-training rounds (labels: 2D Dice on the training patients; network: validation patients)",
+        "",
+        "| round | labels | labels' Dice RV / Myo / LV | labels' mean Dice | network's validation Dice |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rounds:
+        dice = r["training_labels"]
+        per = " / ".join(f"{d:.3f}" for d in dice["dice"].values())
+        val = r.get("validation_dice")
+        source = "stage 2" if r["labels"] == "stage 2" else f"network of round {r['round'] - 1}"
+        val_text = f"{val:.3f}" if val is not None else "-"
+        lines.append(f"| {r['round']} | {source} | {per} | {dice['mean']:.3f} | {val_text} |")
+    lines += ["", f"All numbers: {_link(run.root, run.rounds)}."]
+    return lines
 
 
 def _figures_and_masks(run: RunLayout) -> list[str]:

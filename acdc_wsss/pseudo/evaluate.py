@@ -86,6 +86,38 @@ def _mean_dice(acc: DiceAccumulator) -> float:
     return float(np.nanmean(acc.compute()[1:]))
 
 
+def _table(
+    rows: list[str],
+    acc: dict[tuple[str, Any], DiceAccumulator],
+    chooser: dict[tuple[str, Any], DiceAccumulator] | None,
+    per_volume: dict[tuple[str, Any], dict[str, list[float]]],
+    classes: list[str],
+) -> list[dict[str, Any]]:
+    """Each row at its setting chosen on ``chooser`` (the selection split; its first setting without one)."""
+    table = []
+    for row in rows:
+        name, _, values = ROWS[row]
+        best = values[0] if chooser is None else max(values, key=lambda t: _mean_dice(chooser[(row, t)]))
+        dice, iou = acc[(row, best)].compute(), acc[(row, best)].compute_iou()
+        table.append(
+            {
+                "row": row,
+                "name": name,
+                "setting": best,
+                "dice": {c: float(d) for c, d in zip(classes, dice[1:], strict=True)},
+                "mean_dice": float(np.nanmean(dice[1:])),
+                "iou": {c: float(d) for c, d in zip(["background", *classes], iou, strict=True)},
+                "miou": float(np.nanmean(iou)),
+                "sweep": {str(t): _mean_dice(acc[(row, t)]) for t in values},
+                "sweep_selection": (
+                    {str(t): _mean_dice(chooser[(row, t)]) for t in values} if chooser is not None else None
+                ),
+                "per_volume": per_volume[(row, best)],
+            }
+        )
+    return table
+
+
 def evaluate_pseudo(
     output_dir: str | os.PathLike,
     split: str = "training",
@@ -134,27 +166,7 @@ def evaluate_pseudo(
             select_split,
             split,
         )
-    table = []
-    for row in rows:
-        name, _, values = ROWS[row]
-        best = values[0] if chooser is None else max(values, key=lambda t: _mean_dice(chooser[(row, t)]))
-        dice, iou = acc[(row, best)].compute(), acc[(row, best)].compute_iou()
-        table.append(
-            {
-                "row": row,
-                "name": name,
-                "setting": best,
-                "dice": {c: float(d) for c, d in zip(classes, dice[1:], strict=True)},
-                "mean_dice": float(np.nanmean(dice[1:])),
-                "iou": {c: float(d) for c, d in zip(["background", *classes], iou, strict=True)},
-                "miou": float(np.nanmean(iou)),
-                "sweep": {str(t): _mean_dice(acc[(row, t)]) for t in values},
-                "sweep_selection": (
-                    {str(t): _mean_dice(chooser[(row, t)]) for t in values} if chooser is not None else None
-                ),
-                "per_volume": per_volume[(row, best)],
-            }
-        )
+    table = _table(rows, acc, chooser, per_volume, classes)
     result = {
         "split": split,
         "selected_on": selected_on,

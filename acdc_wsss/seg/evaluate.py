@@ -29,30 +29,19 @@ __all__ = ["evaluate_seg", "markdown_table"]
 logger = logging.getLogger(__name__)
 
 
-def evaluate_seg(
-    output_dir: str | os.PathLike,
-    split: str = "testing",
-    progress: bool = True,
-    masks: Callable[[dict[str, Any]], Path] | None = None,
-) -> dict[str, Any]:
-    """Dice and HD95 of the predicted masks of one split against its masks, on the original grid.
-
-    Writes ``seg/evaluation_<split>.json``, ``.csv`` (one row per patient and phase) and ``.md``.
-    ``masks``: where another set of masks of a datalist item lies (e.g. the stage-2 pseudo labels' NIfTI),
-    scored the same way and returned without writing anything.
-    """
-    out = Path(output_dir)
-    run = RunLayout(out)
-    items = [it for it in run.split(split) if it.get("label")]
-    if not items:
-        raise DatasetError(f"split {split!r} of {run.datalist} has no masks to score against.")
-    source = run.seg.manifest if masks is None or run.seg.manifest.is_file() else run.cam.manifest
-    manifest = json.loads(source.read_text(encoding="utf-8"))
-    classes = manifest["classes"]
+def _score_volumes(
+    out: Path,
+    split: str,
+    items: list[dict[str, Any]],
+    where: Callable[[dict[str, Any]], Path],
+    classes: list[str],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One row per volume: Dice and HD95 per class of the mask at ``where(item)`` against the item's."""
     labels = list(range(1, len(classes) + 1))
     rows = []
     for it in progress_bar(items, f"scoring {split}", progress):
-        path = run.predictions.mask(mask_name(it)) if masks is None else masks(it)
+        path = where(it)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found; segment the split first: python -m monai.bundle run --config_file "
@@ -74,6 +63,32 @@ def evaluate_seg(
                 **{f"hd95_{c}": float(h) for c, h in zip(classes, hd, strict=True)},
             }
         )
+
+    return rows
+
+
+def evaluate_seg(
+    output_dir: str | os.PathLike,
+    split: str = "testing",
+    progress: bool = True,
+    masks: Callable[[dict[str, Any]], Path] | None = None,
+) -> dict[str, Any]:
+    """Dice and HD95 of the predicted masks of one split against its masks, on the original grid.
+
+    Writes ``seg/evaluation_<split>.json``, ``.csv`` (one row per patient and phase) and ``.md``.
+    ``masks``: where another set of masks of a datalist item lies (e.g. the stage-2 pseudo labels' NIfTI),
+    scored the same way and returned without writing anything.
+    """
+    out = Path(output_dir)
+    run = RunLayout(out)
+    items = [it for it in run.split(split) if it.get("label")]
+    if not items:
+        raise DatasetError(f"split {split!r} of {run.datalist} has no masks to score against.")
+    source = run.seg.manifest if masks is None or run.seg.manifest.is_file() else run.cam.manifest
+    manifest = json.loads(source.read_text(encoding="utf-8"))
+    classes = manifest["classes"]
+    where = masks or (lambda it: run.predictions.mask(mask_name(it)))
+    rows = _score_volumes(out, split, items, where, classes, progress)
 
     def means(subset: list[dict[str, Any]]) -> dict[str, float]:
         with warnings.catch_warnings():  # a class missing from every volume of a subset: NaN, no warning

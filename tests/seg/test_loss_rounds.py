@@ -12,6 +12,7 @@ import torch
 
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
+from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
 from acdc_wsss.seg.model import volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel_volume
@@ -85,6 +86,8 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     assert [row["round"] for row in table] == [0, 1] and table[0]["labels"] == "stage 2"
     assert table[0]["training_labels"] == labels_dice(run_copy)  # round 0 learns from stage 2's labels
     assert all(0 <= row["training_labels"]["mean"] <= 1 and "validation_dice" in row for row in table)
+    report = write_report(run_copy).read_text()
+    assert "## Self-training rounds" in report and "| 1 | network of round 0 | " in report
     stamp = first.best.stat().st_mtime_ns
     run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
     assert first.best.stat().st_mtime_ns == stamp
