@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_seg(
                 {
                     "output_dir": args.output_dir,
+                    "network": "deeplab",  # the paper's network on photos
                     "image_size": args.image_size,
                     "epochs": args.seg_epochs,
                     "width": args.width,

@@ -18,7 +18,8 @@ LOSSES = ("ce", "dice_ce")
 class SegConfig:
     """Settings of stage 3 (every field can be overridden from the bundle command line).
 
-    Network: ``network`` (``deeplab``: DeepLab-v2; ``unet``: MONAI's BasicUNet, for comparison),
+    Network: ``network`` (``unet``: MONAI's BasicUNet at full resolution, the default, better on the
+    validation patients; ``deeplab``: DeepLab-v2, the paper's network, used on photos),
     ``backbone``, ``width``, ``multiscale`` (DeepLab's multi-scale input), ``pretrained`` (local backbone
     weights), ``input_scale`` (slices are enlarged by this factor before the network and the scores shrunk
     back: DeepLab's stride 8 is coarse on 128-pixel slices). Optimisation: ``epochs``, ``batch_size``,
@@ -34,7 +35,7 @@ class SegConfig:
     """
 
     output_dir: str = "runs/l2g_acdc"
-    network: str = "deeplab"
+    network: str = "unet"
     backbone: str = "resnet18"
     width: float = 0.5
     multiscale: bool = False
@@ -52,7 +53,7 @@ class SegConfig:
     aug_flip: bool = True
     aug_intensity: float = 0.1
     loss: str = "ce"
-    confidence_weight: bool = True
+    confidence_weight: bool = False
     pseudo_dir: str | None = None
     rounds: int = 0
     context_slices: int = 0

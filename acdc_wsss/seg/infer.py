@@ -198,7 +198,7 @@ def predict(
     flip: bool = True,
     crf: bool = False,
     largest_component: bool = True,
-    anatomy: float | None = 0.7,
+    anatomy: float | None = 0.5,
     device: str = "cpu",
     progress: bool = True,
 ) -> Path:
