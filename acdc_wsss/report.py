@@ -116,20 +116,20 @@ def _tables(run: RunLayout) -> list[str]:
 
 
 def _rounds_table(run: RunLayout) -> list[str]:
-    """The self-training rounds (``seg/rounds.json``), when the run had any."""
+    """The stage-3 round table (``seg/rounds.json``): round 0 is the network on the stage-2 labels."""
     rounds = read_json(run.rounds).get("rounds")
     if not rounds:
         return []
     lines = [
         "",
-        "## Self-training rounds (labels: 2D Dice on the training patients; network: validation patients)",
+        "## Stage-3 rounds (labels: 2D Dice on the training patients; network: Dice on validation patients)",
         "",
         "| round | labels | labels' Dice RV / Myo / LV | labels' mean Dice | network's validation Dice |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rounds:
-        dice = r["training_labels"]
-        per = " / ".join(f"{d:.3f}" for d in dice["dice"].values())
+        dice = r["training_labels"] or {"dice": {}, "mean": float("nan")}
+        per = " / ".join(f"{d:.3f}" for d in dice["dice"].values()) or "-"
         val = r.get("validation_dice")
         source = "stage 2" if r["labels"] == "stage 2" else f"network of round {r['round'] - 1}"
         val_text = f"{val:.3f}" if val is not None else "-"

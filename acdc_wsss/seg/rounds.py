@@ -115,8 +115,13 @@ def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | N
     manifest2 = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
     ds = run.slices(manifest2, "training", progress=False)
     acc = DiceAccumulator(list(range(ds.num_classes + 1)))
+    scored = 0
     for vol, labels in zip(ds.volumes, read_targets(Path(output_dir), ds, "labels", pseudo_dir), strict=True):
-        acc.update(labels, vol["label"][0].numpy())
+        if vol["label"] is not None:  # weakly labelled patients have no mask: nothing to report
+            acc.update(labels, vol["label"][0].numpy())
+            scored += 1
+    if not scored:
+        return {}
     dice = acc.compute()[1:]
     return {
         "dice": {c: round(float(d), 4) for c, d in zip(ds.classes, dice, strict=True)},
@@ -169,14 +174,18 @@ def self_train(
         if cfg.overwrite or not done:
             logger.info("self-training round %d of %d: labels %s", r, cfg.rounds, source or "stage 2")
             train(dataclasses.replace(cfg, pseudo_dir=source), stage_dir, handlers)
-        table.append(
-            {
-                "round": r,
-                "labels": source or "stage 2",
-                "training_labels": labels_dice(run.root, source),
-                **_network_row(stage_dir),
-            }
-        )
+        table.append(round_row(run, r, source, stage_dir))
     if rank == 0:
         write_json({"rounds": table, "fuse": RELABEL_FUSE}, run.rounds)
     return run.seg.path
+
+
+def round_row(run: RunLayout, r: int, source: str | None, stage_dir: Path) -> dict[str, Any]:
+    """Round ``r``'s line of the table: its labels' Dice on the training patients (masks read for the
+    report only; ``{}`` where they have none) and its network's on the validation patients."""
+    return {
+        "round": r,
+        "labels": source or "stage 2",
+        "training_labels": labels_dice(run.root, source),
+        **_network_row(stage_dir),
+    }

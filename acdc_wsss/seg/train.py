@@ -42,8 +42,8 @@ from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import StageData  # the module registers the acdc stage-3 data
 from acdc_wsss.seg.model import SegNet
-from acdc_wsss.seg.rounds import self_train
-from acdc_wsss.utils import moved
+from acdc_wsss.seg.rounds import round_row, self_train
+from acdc_wsss.utils import moved, write_json
 
 __all__ = ["SegLoss", "run_seg"]
 
@@ -142,9 +142,14 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         FileExistsError: ``seg/`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     """
     cfg = config if isinstance(config, SegConfig) else SegConfig(**config)
-    if cfg.rounds == 0:
-        return _train_network(cfg, RunLayout(cfg.output_dir).seg.path, handlers)
-    return self_train(cfg, _train_network, handlers)
+    if cfg.rounds > 0:
+        return self_train(cfg, _train_network, handlers)
+    run = RunLayout(cfg.output_dir)
+    stage_dir = _train_network(cfg, run.seg.path, handlers)
+    manifest = json.loads(run.seg.manifest.read_text(encoding="utf-8"))
+    if manifest["dataset"] == "acdc" and setup_distributed(cfg.distributed, "")[0] == 0:  # one-line table
+        write_json({"rounds": [round_row(run, 0, cfg.pseudo_dir, stage_dir)]}, run.rounds)
+    return stage_dir
 
 
 def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = ()) -> Path:

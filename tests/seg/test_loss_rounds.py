@@ -87,7 +87,7 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     assert table[0]["training_labels"] == labels_dice(run_copy)  # round 0 learns from stage 2's labels
     assert all(0 <= row["training_labels"]["mean"] <= 1 and "validation_dice" in row for row in table)
     report = write_report(run_copy).read_text()
-    assert "## Self-training rounds" in report and "| 1 | network of round 0 | " in report
+    assert "## Stage-3 rounds" in report and "| 1 | network of round 0 | " in report
     stamp = first.best.stat().st_mtime_ns
     run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
     assert first.best.stat().st_mtime_ns == stamp
@@ -108,6 +108,10 @@ def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:
     run_seg(SegConfig(output_dir=str(run_copy), context_slices=1, progress=False, **tiny["seg"]))
     manifest, model = load_seg(run_copy)
     assert manifest["in_channels"] == 3 and model.context == 1
+    (row,) = json.loads(run.rounds.read_text())["rounds"]  # no self-training: a one-line table
+    assert (
+        row["round"] == 0 and row["labels"] == "stage 2" and row["training_labels"] == labels_dice(run_copy)
+    )
     where = predict(run_copy, split="testing", progress=False)
     masks = sorted(where.glob("*_seg.nii.gz"))
     assert masks and len(masks) == len(run.split("testing"))

@@ -152,7 +152,8 @@ def test_refusals_name_the_command(chain_run: tuple[Path, dict], tmp_path: Path,
     other = tmp_path / "other"
     shutil.copytree(out / "seg", other / "seg")
     manifest = json.loads((other / "seg" / "manifest.json").read_text())
-    manifest["config"]["width"] = 0.25  # the checkpoint no longer fits the recorded architecture
+    manifest["config"]["width"] = 0.25  # the checkpoint no longer fits the recorded architecture ...
+    manifest["config"]["unet_features"] = [8, 8, 16, 32, 64, 8]  # ... whichever network it is
     (other / "seg" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="does not fit the architecture"):
         load_seg(other)

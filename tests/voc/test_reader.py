@@ -95,7 +95,8 @@ def test_saliency_maps_reach_the_samples(voc: Path, tmp_path: Path) -> None:
         Image.fromarray(sal).save(root / "Sal" / f"{jpg.stem}.png")
     cfg = SimpleNamespace(dataset_dir=str(root), image_size=48, saliency_key="saliency")
     _, splits, train, val = build_voc(cfg, tmp_path / "run", 0)
-    assert len(splits["training"]) == 12 and "saliency" in train.items[0]
+    assert len(splits["training"]) == 10 and len(splits["holdout"]) == 2  # 15% of 12 held out to choose on
+    assert "saliency" in train.items[0]
     sample = val[0]
     assert sample["saliency"].shape == (1, 48, 48) and sample["image"].shape == (3, 48, 48)
     assert 0 <= float(sample["saliency"].min()) and float(sample["saliency"].max()) <= 1
