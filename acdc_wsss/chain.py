@@ -36,10 +36,6 @@ __all__ = ["main", "run_chain"]
 logger = logging.getLogger(__name__)
 
 
-def _complete(stage: StageLayout) -> bool:
-    return read_json(stage.manifest).get("status") == "complete"
-
-
 def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and than.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
@@ -107,9 +103,9 @@ def _steps(
     def base_config() -> L2GConfig:
         return dataclasses.replace(l2g_cfg, output_dir=str(base.root), l2g=False, resume=resume(base.l2g))
 
-    steps = [Step("stage 1: L2G classifiers", lambda: _complete(run.l2g), run_l2g, lambda: l2g_cfg)]
+    steps = [Step("stage 1: L2G classifiers", lambda: run.l2g.complete, run_l2g, lambda: l2g_cfg)]
     if train_baseline:
-        steps.append(Step("stage 1: baseline classifier", lambda: _complete(base.l2g), run_l2g, base_config))
+        steps.append(Step("stage 1: baseline classifier", lambda: base.l2g.complete, run_l2g, base_config))
     steps.append(Step("stage 2: CAMs", lambda: False, run_cam, cams(out)))  # run_cam keeps up-to-date CAMs
     if baseline_run is not None and baseline:
         steps.append(Step("stage 2: baseline CAMs", lambda: False, run_cam, cams(baseline_run)))
@@ -128,7 +124,7 @@ def _steps(
         ),
         Step(
             "stage 3: segmentation network",
-            lambda: _complete(run.seg) and _newer(run.seg.manifest, run.cam.pseudo_manifest),
+            lambda: run.seg.complete and _newer(run.seg.manifest, run.cam.pseudo_manifest),
             run_seg,
             seg_config,
         ),

@@ -198,7 +198,6 @@ def _panel_row(
 
 def _finished_network(run: RunLayout) -> nn.Module | None:
     """The stage-3 network of ``run`` on the CPU, or None when it holds no finished one."""
-    manifest = run.seg.manifest
-    if not manifest.is_file() or json.loads(manifest.read_text(encoding="utf-8")).get("status") != "complete":
+    if not run.seg.complete:
         return None
     return load_seg(run.root, "last")[1]

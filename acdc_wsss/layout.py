@@ -33,6 +33,7 @@ from typing import Any
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.data.slices import SliceDataset
+from acdc_wsss.utils import read_json
 
 __all__ = [
     "BEST",
@@ -72,6 +73,11 @@ class StageLayout:
     @property
     def manifest(self) -> Path:
         return self.path / MANIFEST
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stage's manifest records a finished run."""
+        return read_json(self.manifest).get("status") == "complete"
 
     @property
     def metrics(self) -> Path:

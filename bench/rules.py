@@ -32,7 +32,7 @@ from acdc_wsss.pseudo.rows import (
     SCAN_STEPS,
     context_scan_labels,
     row_labels,
-    volume_context,
+    volume_contexts,
 )
 from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.pseudo.store import split_dataset
@@ -74,7 +74,7 @@ def _score(contexts: list[dict], refs: list[np.ndarray], phases: list[str], labe
 
 def _load(run: Path, split: str) -> tuple[list[dict], list[np.ndarray], list[str]]:
     ds = split_dataset(run, split, progress=False)
-    contexts = [volume_context(run, ds, v) for v in range(len(ds.volumes))]
+    contexts = [ctx for _, ctx in volume_contexts(run, ds, range(len(ds.volumes)))]
     refs = [vol["label"][0].numpy() for vol in ds.volumes]
     return contexts, refs, [it.get("phase", "") for it in ds.items]
 

@@ -46,6 +46,14 @@ def variant_folder(run: Path, name: str) -> Path:
     return folder
 
 
+def _brief(ev: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's means and per-phase mean Dice, rounded for the JSON line."""
+    return {
+        "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
+        "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,34 +75,24 @@ def main(argv: list[str] | None = None) -> int:
         **{k: _value(v) for k, v in overrides.items()},
     )
     start = time.perf_counter()
-    done = (folder / "seg" / "manifest.json").is_file() and '"complete"' in (
-        folder / "seg" / "manifest.json"
-    ).read_text()
-    if not done:
-        cfg.resume = (folder / "seg" / "last.pt").is_file()
+    layout = RunLayout(folder)
+    if not layout.seg.complete:
+        cfg.resume = layout.seg.last.is_file()
         run_seg(cfg)
     minutes = round((time.perf_counter() - start) / 60, 1)
     results = {}
     for a in args.anatomy:
         anatomy = None if a == "none" else float(a)
         predict(folder, split=args.split, anatomy=anatomy, device=args.device, progress=False)
-        ev = evaluate_seg(folder, args.split, progress=False)
-        results[a] = {
-            "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
-            "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
-        }
+        results[a] = _brief(evaluate_seg(folder, args.split, progress=False))
     best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
-    layout = RunLayout(folder)
     nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(args.split)]
     stage2 = None
     if nifti and all(p.is_file() for p in nifti):  # the labels it learnt from, scored the same way
         ev = evaluate_seg(
             folder, args.split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
         )
-        stage2 = {
-            "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
-            "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
-        }
+        stage2 = _brief(ev)
     print(
         json.dumps(
             {

@@ -23,7 +23,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_context
+from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
 from acdc_wsss.pseudo.store import load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
@@ -63,11 +63,9 @@ def _score(
     labels = list(range(ds.num_classes + 1))
     acc = {(r, t): DiceAccumulator(labels) for r in rows for t in ROWS[r][2]}
     per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
-    known: dict[int, dict] = {}
-    for v in progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress):
+    volumes = progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress)
+    for v, ctx in volume_contexts(out, ds, volumes):
         key = volume_key(ds.items[v])
-        ctx = volume_context(out, ds, v, known=known)
-        known = {v: ctx}  # an ES frame follows its ED frame in the datalist: its labels are reused
         base = None
         if "baseline" in rows:
             base = {**ctx, **load_cams(baseline_run, key)}  # type: ignore[arg-type]

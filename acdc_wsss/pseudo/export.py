@@ -28,7 +28,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import chosen_setting
-from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, volume_context
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, volume_contexts
 from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
 from acdc_wsss.pseudo.store import inference_volumes, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
@@ -76,11 +76,9 @@ def export_pseudo(
     ]
     ds = inference_volumes(manifest, items, out, progress)
     stage = run.cam
-    known: dict[int, dict] = {}
-    for v in progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress):
+    volumes = progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress)
+    for v, ctx in volume_contexts(out, ds, volumes):
         key = volume_key(ds.items[v])
-        ctx = volume_context(out, ds, v, known=known)
-        known = {v: ctx}  # an ES frame follows its ED frame in the datalist: its labels are reused
         labels = row_labels(row, ctx, value)
         tags = ds.volumes[v]["tags"].numpy()
         target = uncertain_to_ignore(labels, tags, ignore_band)

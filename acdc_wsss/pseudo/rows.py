@@ -27,7 +27,7 @@ what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ __all__ = [
     "row_set",
     "scan_rules",
     "volume_context",
+    "volume_contexts",
 ]
 
 #: Constant background scores swept by the constant-background rows.
@@ -235,6 +236,18 @@ def row_labels(row: str, ctx: dict[str, Any], value: Any) -> np.ndarray:
     if row not in ROWS:
         raise ValueError(f"unknown pseudo-label row {row!r}; expected one of {sorted(ROWS)}.")
     return ROWS[row][1](ctx, value).astype(np.uint8)
+
+
+def volume_contexts(
+    output_dir: str | os.PathLike, ds: SliceDataset, indices: Iterable[int]
+) -> Iterator[tuple[int, dict]]:
+    """``(v, volume_context(...))`` of each volume of ``indices`` in turn; an ES frame that follows its ED
+    frame (as in the datalist) takes that frame's context, so the ED labels are computed once."""
+    known: dict[int, dict] = {}
+    for v in indices:
+        ctx = volume_context(output_dir, ds, v, known=known)
+        known = {v: ctx}
+        yield v, ctx
 
 
 def volume_context(

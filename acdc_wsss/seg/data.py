@@ -33,7 +33,7 @@ from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.config import SegConfig
-from acdc_wsss.seg.model import SegNet, predict_slices, volume_slices
+from acdc_wsss.seg.model import SegNet, predict_slices, slice_input, volume_slices
 
 __all__ = ["PseudoLabelSlices", "StageData", "acdc_seg_data", "augmentation", "read_targets"]
 
@@ -70,14 +70,8 @@ class PseudoLabelSlices(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v, z = self.slices.index[i]
-        image = self.slices.volumes[v]["image"].as_tensor()
-        if self.context:  # the neighbours as channels, as volume_slices gives them
-            near = [min(max(z + d, 0), image.shape[-1] - 1) for d in range(-self.context, self.context + 1)]
-            x = image[..., near].permute(0, 3, 1, 2).flatten(0, 1).float()
-        else:
-            x = image[..., z].float()
         d = {
-            "image": x,
+            "image": slice_input(self.slices.volumes[v]["image"], z, self.context),
             "target": torch.as_tensor(self.targets[v][None, :, :, z].astype(np.float32)),
             "weight": torch.ones(1, *self.targets[v].shape[:2])
             if self.weights is None

@@ -19,21 +19,23 @@ from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.seg.config import SegConfig
 
-__all__ = ["SegNet", "load_seg", "predict_slices", "volume_slices"]
+__all__ = ["SegNet", "load_seg", "predict_slices", "slice_input", "volume_slices"]
+
+
+def slice_input(image: torch.Tensor, z: int, context: int = 0) -> torch.Tensor:
+    """The network input ``(C * (2 * context + 1), H, W)`` of slice ``z`` of a ``(C, H, W, S)`` volume: the
+    slice with its ``context`` neighbours on each side as extra channels (2.5D; the end slices repeated),
+    in slice order ``z - context ... z + context``, each slice's ``C`` channels together."""
+    if hasattr(image, "as_tensor"):  # a MetaTensor: plain data for the network
+        image = image.as_tensor()
+    near = [min(max(z + d, 0), image.shape[-1] - 1) for d in range(-context, context + 1)]
+    return image[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()
 
 
 def volume_slices(image: torch.Tensor, context: int = 0) -> torch.Tensor:
-    """The network inputs ``(S, C * (2 * context + 1), H, W)`` of a ``(C, H, W, S)`` volume: each slice with
-    its ``context`` neighbours on each side as extra channels (2.5D; the end slices repeated), in slice
-    order ``z - context ... z + context``."""
-    if hasattr(image, "as_tensor"):  # a MetaTensor: plain data for the network
-        image = image.as_tensor()
-    x = image.permute(3, 0, 1, 2).float()  # (S, C, H, W)
-    if context == 0:
-        return x
-    n = x.shape[0]
-    idx = torch.arange(n)[:, None] + torch.arange(-context, context + 1)[None, :]  # (S, 2k + 1)
-    return x[idx.clamp(0, n - 1)].flatten(1, 2)
+    """The network inputs ``(S, C * (2 * context + 1), H, W)`` of every slice of a ``(C, H, W, S)`` volume
+    (:func:`slice_input`)."""
+    return torch.stack([slice_input(image, z, context) for z in range(image.shape[-1])])
 
 
 class SegNet(nn.Module):

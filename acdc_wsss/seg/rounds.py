@@ -27,14 +27,14 @@ import torch
 import torch.distributed as dist
 
 from acdc_wsss.data.slices import volume_key
-from acdc_wsss.layout import MANIFEST, RunLayout
+from acdc_wsss.layout import MANIFEST, RunLayout, StageLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.rules import uncertain_to_ignore
+from acdc_wsss.pseudo.rules import missing_tagged, uncertain_to_ignore
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
 from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, volume_slices
-from acdc_wsss.utils import atomic_write, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, progress_bar, read_json, write_json
 
 __all__ = ["RELABEL_FUSE", "labels_dice", "relabel", "relabel_volume", "self_train"]
 
@@ -57,9 +57,7 @@ def relabel_volume(
     labels = largest_components(fused.argmax(1).transpose(1, 2, 0).astype(np.uint8), probs.shape[1] - 1)
     conf = np.take_along_axis(fused, labels.transpose(2, 0, 1)[:, None].astype(np.int64), 1)[:, 0]
     conf = conf.transpose(1, 2, 0).astype(np.float32)
-    for z in range(labels.shape[-1]):
-        if any(tags[z, c] > 0 and not (labels[..., z] == c + 1).any() for c in range(tags.shape[1])):
-            conf[..., z] = 0
+    conf[..., missing_tagged(labels, tags)] = 0
     return labels, conf
 
 
@@ -129,10 +127,9 @@ def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | N
     }
 
 
-def _network_row(stage_dir: Path) -> dict[str, Any]:
+def _network_row(stage: StageLayout) -> dict[str, Any]:
     """The validation Dice (masks) of a round's network at its best epoch (chosen on pseudo labels)."""
-    metrics = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
-    scored = [e for e in metrics["epochs"] if "val" in e]
+    scored = [e for e in read_json(stage.metrics).get("epochs", []) if "val" in e]
     if not scored or "dice_mean" not in scored[0]["val"]:
         return {}
     best = max(scored, key=lambda e: e["val"]["pseudo_dice"])
@@ -165,27 +162,27 @@ def self_train(
                 if dist.is_initialized():
                     dist.barrier()
             source = str(layout.pseudo)
-        stage_dir = run.seg.path if r == cfg.rounds else layout.path
-        manifest = stage_dir / MANIFEST
-        done = (
-            manifest.is_file()
-            and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "complete"
-        )
-        if cfg.overwrite or not done:
+        stage = run.seg if r == cfg.rounds else layout
+        if cfg.overwrite or not stage.complete:
             logger.info("self-training round %d of %d: labels %s", r, cfg.rounds, source or "stage 2")
-            train(dataclasses.replace(cfg, pseudo_dir=source), stage_dir, handlers)
-        table.append(round_row(run, r, source, stage_dir))
-    if rank == 0:
-        write_json({"rounds": table, "fuse": RELABEL_FUSE}, run.rounds)
+            train(dataclasses.replace(cfg, pseudo_dir=source), stage.path, handlers)
+        table.append(round_row(run, r, source, stage))
+    write_round_table(run, table)
     return run.seg.path
 
 
-def round_row(run: RunLayout, r: int, source: str | None, stage_dir: Path) -> dict[str, Any]:
+def write_round_table(run: RunLayout, table: list[dict[str, Any]]) -> None:
+    """``seg/rounds.json`` (written by the first process of a DDP run)."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json({"rounds": table, "fuse": RELABEL_FUSE}, run.rounds)
+
+
+def round_row(run: RunLayout, r: int, source: str | None, stage: StageLayout) -> dict[str, Any]:
     """Round ``r``'s line of the table: its labels' Dice on the training patients (masks read for the
     report only; ``{}`` where they have none) and its network's on the validation patients."""
     return {
         "round": r,
         "labels": source or "stage 2",
         "training_labels": labels_dice(run.root, source),
-        **_network_row(stage_dir),
+        **_network_row(stage),
     }

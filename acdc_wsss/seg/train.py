@@ -42,8 +42,8 @@ from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import StageData  # the module registers the acdc stage-3 data
 from acdc_wsss.seg.model import SegNet
-from acdc_wsss.seg.rounds import round_row, self_train
-from acdc_wsss.utils import moved, write_json
+from acdc_wsss.seg.rounds import round_row, self_train, write_round_table
+from acdc_wsss.utils import moved, read_json
 
 __all__ = ["SegLoss", "run_seg"]
 
@@ -146,9 +146,8 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         return self_train(cfg, _train_network, handlers)
     run = RunLayout(cfg.output_dir)
     stage_dir = _train_network(cfg, run.seg.path, handlers)
-    manifest = json.loads(run.seg.manifest.read_text(encoding="utf-8"))
-    if manifest["dataset"] == "acdc" and setup_distributed(cfg.distributed, "")[0] == 0:  # one-line table
-        write_json({"rounds": [round_row(run, 0, cfg.pseudo_dir, stage_dir)]}, run.rounds)
+    if read_json(run.seg.manifest)["dataset"] == "acdc":  # the round table: round 0 alone
+        write_round_table(run, [round_row(run, 0, cfg.pseudo_dir, run.seg)])
     return stage_dir
 
 

@@ -14,7 +14,7 @@ from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
-from acdc_wsss.seg.model import volume_slices
+from acdc_wsss.seg.model import slice_input, volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel_volume
 from acdc_wsss.seg.train import SegLoss
 
@@ -100,6 +100,7 @@ def test_volume_slices_stack_neighbours_as_channels() -> None:
     want = [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2], [1, 1, 2, 2, 2, 2]]  # z-1, z, z+1; ends repeated
     assert x[:, :, 0, 0].tolist() == want
     assert torch.equal(volume_slices(image), image.permute(3, 0, 1, 2))
+    assert torch.equal(slice_input(image, 2, context=1), x[2])  # a training sample is its slice's input
 
 
 def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:

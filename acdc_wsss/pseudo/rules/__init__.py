@@ -22,7 +22,7 @@ from acdc_wsss.pseudo.rules.common import heart_region, otsu_threshold
 from acdc_wsss.pseudo.rules.consistency import es_lv_region
 from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
 from acdc_wsss.pseudo.rules.scan import ScanRules, label_confidence, scan_labels
-from acdc_wsss.pseudo.rules.targets import uncertain_to_ignore
+from acdc_wsss.pseudo.rules.targets import missing_tagged, uncertain_to_ignore
 
 __all__ = [
     "ScanRules",
@@ -32,6 +32,7 @@ __all__ = [
     "label_confidence",
     "labels_constant",
     "labels_learned",
+    "missing_tagged",
     "motion_labels",
     "otsu_threshold",
     "priors_labels",

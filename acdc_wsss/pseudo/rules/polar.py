@@ -11,13 +11,11 @@ from skimage.draw import polygon
 __all__ = ["closed_path", "polar_sample", "polar_to_mask", "ray_extent", "window_mean"]
 
 
-def _ray_points(
-    centre: tuple[float, float], n_rays: int, radii: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    theta = 2 * np.pi * np.arange(n_rays) / n_rays
-    ys = centre[0] + np.sin(theta)[:, None] * radii[None, :]
-    xs = centre[1] + np.cos(theta)[:, None] * radii[None, :]
-    return theta, ys, xs
+def _ray_points(centre: tuple[float, float], n_rays: int, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` of every ray at every radius: ``(n_rays, len(radii))`` each; ``radii`` may also be one
+    radius per ray (``(n_rays, 1)``), a closed curve."""
+    theta = 2 * np.pi * np.arange(n_rays)[:, None] / n_rays
+    return centre[0] + np.sin(theta) * radii, centre[1] + np.cos(theta) * radii
 
 
 def polar_sample(
@@ -27,7 +25,7 @@ def polar_sample(
     (``(y, x)`` pixels), at the given radii (pixels); ray ``k`` points at angle ``2 pi k / n_rays`` (0 is
     +x, pi/2 is +y). Interpolation of ``order`` (1 linear, 0 nearest); outside the image is the nearest
     edge value."""
-    _, ys, xs = _ray_points(centre, n_rays, radii)
+    ys, xs = _ray_points(centre, n_rays, radii[None, :])
     vals = ndi.map_coordinates(
         np.asarray(image, np.float64), [ys.ravel(), xs.ravel()], order=order, mode="nearest"
     )
@@ -82,8 +80,8 @@ def closed_path(cost: np.ndarray, max_jump: int) -> np.ndarray:
 
 def polar_to_mask(centre: tuple[float, float], radius: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``(H, W)`` bool mask inside the closed curve of ``radius[k]`` pixels on ray ``k`` around ``centre``."""
-    theta = 2 * np.pi * np.arange(len(radius)) / len(radius)
-    rr, cc = polygon(centre[0] + np.sin(theta) * radius, centre[1] + np.cos(theta) * radius, shape)
+    ys, xs = _ray_points(centre, len(radius), np.asarray(radius, float)[:, None])
+    rr, cc = polygon(ys[:, 0], xs[:, 0], shape)
     mask = np.zeros(shape, bool)
     mask[rr, cc] = True
     return mask

@@ -63,18 +63,22 @@ class RVRules:
     touch_px: int = 3
 
 
-def rv_seed(pools: BloodPools, heart: np.ndarray, touch_px: int = 3) -> np.ndarray:
-    """``(H, W)`` bool: the largest blood pool (outside the ``heart``: LV and myocardium) that comes within
-    ``touch_px`` of it; empty when none does."""
-    near = ndi.binary_dilation(heart, iterations=touch_px)
-    outside = (pools.blobs > 0) & ~heart
-    comps, _ = ndi.label(outside)
-    ids = np.unique(comps[near & outside])
+def _largest_touching(region: np.ndarray, heart: np.ndarray, touch_px: int) -> np.ndarray:
+    """``(H, W)`` bool: the largest connected component of ``region`` that comes within ``touch_px`` of the
+    ``heart``; empty when none does."""
+    comps, _ = ndi.label(region)
+    ids = np.unique(comps[ndi.binary_dilation(heart, iterations=touch_px) & region])
     ids = ids[ids > 0]
     if not ids.size:
         return np.zeros_like(heart)
     sizes = np.bincount(comps.ravel())
     return comps == ids[np.argmax(sizes[ids])]
+
+
+def rv_seed(pools: BloodPools, heart: np.ndarray, touch_px: int = 3) -> np.ndarray:
+    """``(H, W)`` bool: the largest blood pool (outside the ``heart``: LV and myocardium) that comes within
+    ``touch_px`` of it; empty when none does."""
+    return _largest_touching((pools.blobs > 0) & ~heart, heart, touch_px)
 
 
 def septal_direction(seeds: list[tuple[np.ndarray, tuple[float, float]]]) -> float | None:
@@ -110,10 +114,4 @@ def rv_blood(
         & (grid.distance(*centre) * spacing <= rules.max_mm)
         & ~ndi.binary_dilation(heart)
     )
-    comps, _ = ndi.label(region)
-    ids = np.unique(comps[ndi.binary_dilation(heart, iterations=rules.touch_px) & region])
-    ids = ids[ids > 0]
-    if not ids.size:
-        return np.zeros_like(heart)
-    sizes = np.bincount(comps.ravel())
-    return ndi.binary_fill_holes(comps == ids[np.argmax(sizes[ids])])
+    return ndi.binary_fill_holes(_largest_touching(region, heart, rules.touch_px))

@@ -30,6 +30,7 @@ from acdc_wsss.pseudo.rules.common import LV, BloodPools, SliceGrid, blood_pools
 from acdc_wsss.pseudo.rules.lv import ChainRules, choose_lv_blobs, lv_cavity, lv_chain, slice_blobs
 from acdc_wsss.pseudo.rules.myo import EpicardiumRules, epicardium, myocardial_ring
 from acdc_wsss.pseudo.rules.rv import RVRules, rv_blood, rv_region, rv_seed, septal_direction
+from acdc_wsss.pseudo.rules.targets import missing_tagged
 
 __all__ = ["ScanRules", "label_confidence", "scan_labels"]
 
@@ -213,11 +214,10 @@ def label_confidence(labels: np.ndarray, tags: np.ndarray | None = None, scale_p
     distance (pixels) to the nearest pixel of another label (rules err at boundaries), and 0 on every slice
     missing a class its ``(S, C)`` tags say is present (the rules failed there)."""
     conf = np.zeros(labels.shape, np.float32)
+    failed = missing_tagged(labels, tags)
     for z in range(labels.shape[-1]):
         lab = labels[..., z]
-        if tags is not None and any(
-            tags[z, c] > 0 and not (lab == c + 1).any() for c in range(tags.shape[1])
-        ):
+        if failed[z]:
             continue
         d = np.zeros(lab.shape)
         for c in np.unique(lab):

@@ -7,7 +7,16 @@ from scipy import ndimage as ndi
 
 from acdc_wsss.labels import IGNORE
 
-__all__ = ["uncertain_to_ignore"]
+__all__ = ["missing_tagged", "uncertain_to_ignore"]
+
+
+def missing_tagged(labels: np.ndarray, tags: np.ndarray | None) -> np.ndarray:
+    """``(S,)`` bool: the slices of ``(H, W, S)`` labels 0..C missing a class their ``(S, C)`` tags say is
+    present (where the rules failed); all False without tags."""
+    if tags is None:
+        return np.zeros(labels.shape[-1], bool)
+    present = np.stack([(labels == c + 1).any(axis=(0, 1)) for c in range(tags.shape[1])], axis=1)
+    return ((tags > 0) & ~present).any(axis=1)
 
 
 def uncertain_to_ignore(labels: np.ndarray, tags: np.ndarray | None = None, band: int = 1) -> np.ndarray:
@@ -23,11 +32,10 @@ def uncertain_to_ignore(labels: np.ndarray, tags: np.ndarray | None = None, band
     """
     out = np.array(labels, dtype=np.uint8, copy=True)
     structure = ndi.generate_binary_structure(2, 1)
+    failed = missing_tagged(labels, tags)
     for z in range(out.shape[-1]):
         lab = labels[..., z]
-        if tags is not None and any(
-            tags[z, c] > 0 and not (lab == c + 1).any() for c in range(tags.shape[1])
-        ):
+        if failed[z]:
             out[..., z] = IGNORE
             continue
         if band:
