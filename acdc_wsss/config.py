@@ -31,11 +31,13 @@ __all__ = [
     "build_optimizer",
     "check_types",
     "config_digest",
+    "finished_manifest",
     "load_finished_stage",
     "lr_scheduler",
     "param_groups",
     "prepare_stage_dir",
     "ranks_identical",
+    "recorded_config",
     "run_recorded",
     "setup_distributed",
     "versions",
@@ -165,6 +167,34 @@ def ranks_identical(model: nn.Module) -> bool:
     return all(torch.allclose(g, gathered[0], rtol=0, atol=1e-9) for g in gathered)
 
 
+def finished_manifest(stage_dir: Path, stage: str, label: str, make: str) -> dict[str, Any]:
+    """The manifest of a finished stage in ``stage_dir``, refusing a missing, foreign or unfinished one.
+
+    Raises:
+        FileNotFoundError: no manifest; the message gives the command ``make``.
+        ValueError: another stage's output, or an unfinished run (with the command that finishes it).
+    """
+    manifest_path = StageLayout(stage_dir).manifest
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{stage_dir} holds no trained {label} (no {manifest_path.name}); make it with: {make}"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("stage") != stage:
+        raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {stage!r}.")
+    if manifest.get("status") != "complete":
+        raise ValueError(f"{stage_dir} holds an unfinished {label}; finish it with: {make} --resume True")
+    return manifest
+
+
+def recorded_config(manifest: dict[str, Any], config_cls: type, device: str | torch.device = "cpu") -> Any:
+    """The stage config a manifest records (fields of ``config_cls`` only) on ``device``, without
+    pretrained weights (a checkpoint holds them)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    saved = {k: v for k, v in manifest["config"].items() if k in names}
+    return config_cls(**{**saved, "device": str(device), "pretrained": None})
+
+
 def load_finished_stage(
     stage_dir: Path,
     stage: str,
@@ -175,40 +205,26 @@ def load_finished_stage(
     build: Any,
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, Any], nn.Module]:
-    """Load a finished stage: its manifest and ``build(manifest, config)``'s network with the weights of
-    ``checkpoint``.pt, loaded strictly.
-
-    The config is rebuilt from the manifest (fields of ``config_cls`` only) on ``device``, without
-    pretrained weights (the checkpoint holds them).
+    """Load a finished stage (:func:`finished_manifest`): its manifest and ``build(manifest, config)``'s
+    network (:func:`recorded_config`) with the weights of ``checkpoint``.pt, loaded strictly.
 
     Raises:
         FileNotFoundError: no manifest or no such checkpoint; the message gives the command ``make``.
         ValueError: another stage's output, an unfinished run, or a checkpoint that does not fit the
             recorded architecture.
     """
+    manifest = finished_manifest(stage_dir, stage, label, make)
     layout = StageLayout(stage_dir)
-    manifest_path = layout.manifest
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{stage_dir} holds no trained {label} (no {manifest_path.name}); make it with: {make}"
-        )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("stage") != stage:
-        raise ValueError(f"{manifest_path} belongs to stage {manifest.get('stage')!r}, not {stage!r}.")
-    if manifest.get("status") != "complete":
-        raise ValueError(f"{stage_dir} holds an unfinished {label}; finish it with: {make} --resume True")
     path = layout.checkpoint(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {make}")
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    saved = {k: v for k, v in manifest["config"].items() if k in names}
-    model = build(manifest, config_cls(**{**saved, "device": str(device), "pretrained": None}))
+    model = build(manifest, recorded_config(manifest, config_cls, device))
     state = load_pt(path)["model"]
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ValueError(f"{path} does not fit the architecture in {manifest_path} ({first}).") from e
+        raise ValueError(f"{path} does not fit the architecture in {layout.manifest} ({first}).") from e
     return manifest, model.to(device).eval()
 
 

@@ -15,7 +15,8 @@ Stages hand their work to each other through the run folder (``output_dir``)::
                                  evaluation_<split>.{json,csv,md}
       seg_rounds/round<r>/     self-training round r (``rounds`` > 0): pseudo/ (the labels of round r,
                                  r >= 1) and, for r below the last, the network trained on them
-      predictions/             <key>_seg.nii.gz (VOC: <id>.png), acdc_labels.ctbl, manifest.json
+      predictions/             <key>_seg.nii.gz and <key>_seg.seg.nrrd (VOC: <id>.png), acdc_labels.ctbl,
+                                 manifest.json
       figures/                 panels.png, curves.png, data.png
       dataset_summary.json, summary.json, report.md
 
@@ -170,6 +171,10 @@ class PredictionLayout:
     def mask(self, name: str) -> Path:
         """The NIfTI mask of the volume called ``name`` (``patientXXX_frameYY``, or a file's stem)."""
         return self.path / f"{name}_seg.nii.gz"
+
+    def segmentation(self, name: str) -> Path:
+        """The 3D Slicer segmentation (named, coloured segments) beside :meth:`mask`."""
+        return self.path / f"{name}_seg.seg.nrrd"
 
     def png(self, image_id: str) -> Path:
         """The predicted label image of a photo."""

@@ -3,7 +3,7 @@ settings of ``conftest.py``, seed 0) has the content recorded in ``fixtures/phan
 
 What is compared is content, not file bytes (zip and gzip members carry timestamps): the arrays of each
 ``.npz``; the voxel data, dtype and affine of each NIfTI; the tensors and numbers of each checkpoint
-(``.pt``); the pixels of each PNG; the text of markdown, CSV and colour tables; and the parsed JSON with
+(``.pt``); the voxels, affine and segment keys of each ``.seg.nrrd``; the pixels of each PNG; the text of markdown, CSV and colour tables; and the parsed JSON with
 wall times, checkpoint fingerprints (file times), config digests (they hash paths) and software versions
 left out and absolute paths replaced by ``<abs>``. ``cache/`` (file names hash input paths) and
 ``report.md`` (paths, wall times) are only checked to exist.
@@ -91,6 +91,14 @@ def content(path: Path) -> Any:
     if name.endswith((".nii.gz", ".nii")):
         img = nib.load(str(path))
         return {"data": np.asanyarray(img.dataobj), "affine": img.affine}
+    if name.endswith(".nrrd"):
+        import SimpleITK as sitk
+
+        from acdc_wsss.nifti import nrrd_affine
+
+        img = sitk.ReadImage(str(path))
+        keys = {k: img.GetMetaData(k) for k in img.GetMetaDataKeys() if k.startswith("Segment")}
+        return {"data": sitk.GetArrayFromImage(img), "affine": nrrd_affine(img), "keys": keys}
     if name.endswith(".pt"):
         return torch.load(path, map_location="cpu", weights_only=True)
     if name.endswith(".json"):
@@ -137,6 +145,6 @@ def test_phantom_chain_outputs_are_unchanged(
             f"{fingerprint} with {TINY_ARGS} (float results differ between machines): regenerate with "
             "--update-digest to compare here"
         )
-    assert digest["present"] == expected["present"]
     changed = sorted(k for k in expected["files"] if digest["files"].get(k) != expected["files"][k])
     assert not changed, f"{len(changed)} outputs changed: {changed}"
+    assert digest["present"] == expected["present"]

@@ -2,26 +2,51 @@
 
 ``config`` (:class:`SegConfig`), ``model`` (the network, loading a trained stage 3, batched prediction),
 ``data`` (training slices and targets, augmentation, validation), ``train`` (:func:`run_seg`), ``infer``
-(:func:`predict`: volumes to NIfTI masks), ``evaluate`` (Dice and HD95).
+(:func:`predict`: volumes to NIfTI masks), ``components`` (the MONAI inferer, postprocessing and
+handlers that inference and the bundle's ``inference.json`` share), ``evaluate`` (Dice and HD95).
 """
 
 from __future__ import annotations
 
 from acdc_wsss.nifti import write_colour_table
+from acdc_wsss.seg.components import (
+    AnatomyFusiond,
+    PredictionRecord,
+    SliceCRFd,
+    TerminalProgress,
+    VolumeSliceInferer,
+    WriteMaskd,
+    inference_evaluator,
+    inference_postprocessing,
+    inference_preprocessing,
+)
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import StageData
 from acdc_wsss.seg.evaluate import evaluate_seg
-from acdc_wsss.seg.infer import largest_components, predict
-from acdc_wsss.seg.model import SegNet, load_seg, predict_slices
+from acdc_wsss.seg.infer import inference_items, largest_components, predict
+from acdc_wsss.seg.model import SegLogits, SegNet, checkpoint_file, load_seg, network_def, predict_slices
 from acdc_wsss.seg.train import run_seg
 
 __all__ = [
+    "AnatomyFusiond",
+    "PredictionRecord",
     "SegConfig",
+    "SegLogits",
     "SegNet",
+    "SliceCRFd",
     "StageData",
+    "TerminalProgress",
+    "VolumeSliceInferer",
+    "WriteMaskd",
+    "checkpoint_file",
     "evaluate_seg",
+    "inference_evaluator",
+    "inference_items",
+    "inference_postprocessing",
+    "inference_preprocessing",
     "largest_components",
     "load_seg",
+    "network_def",
     "predict",
     "predict_slices",
     "run_seg",

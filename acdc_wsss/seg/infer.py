@@ -1,17 +1,19 @@
-"""Stage 3 inference and evaluation: whole volumes to NIfTI masks on the source grid, Dice and HD95.
+"""Stage 3 inference: whole volumes to NIfTI masks and 3D Slicer segmentations on the source grid.
 
 ``predict(output_dir, ...)`` segments, with the trained ``seg/`` network of a run:
 
 - a split of the run's datalist (default ``testing``: patients no stage trained on);
-- every ED/ES frame of an ACDC-layout folder (``dataset_dir``; masks not needed, e.g. the official
-  ``testing/`` set);
+- every ED/ES frame of a dataset folder (``dataset_dir``, ACDC or imagesTr/imagesTs layout; masks not
+  needed, e.g. the official ``testing/`` set);
 - single NIfTI files (``images``): no ED/ES pair, so the whole field of view is segmented (the network is
   fully convolutional) and the largest component of each class is kept.
 
-Each volume goes through the run's preprocessing chain, batched 2D slices (optional flip TTA and dense
-CRF), optional largest-component clean-up, the inverse of the chain, and is written atomically as
-``predictions/<patientXXX_frameYY>_seg.nii.gz``: uint8 (0 background, 1 RV, 2 Myo, 3 LV) with exactly the
-source image's shape and affine, next to ``acdc_labels.ctbl``, the 3D Slicer colour table naming them.
+It runs the MONAI components of :mod:`acdc_wsss.seg.components` in a ``SupervisedEvaluator``, as the
+bundle's ``inference.json`` does: the run's preprocessing chain, batched 2D slices (optional flip TTA),
+anatomy fusion, optional dense CRF, each class's largest component, ``Invertd`` to the source grid, and
+writes atomically ``predictions/<patientXXX_frameYY>_seg.nii.gz`` (uint8: 0 background, 1 RV, 2 Myo, 3 LV,
+exactly the source image's shape and affine) with ``<patientXXX_frameYY>_seg.seg.nrrd`` beside it (the
+same labels as a 3D Slicer segmentation with named, coloured segments) and ``acdc_labels.ctbl``.
 
 :mod:`acdc_wsss.seg.evaluate` scores them.
 """
@@ -27,21 +29,27 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage as ndi
+from monai.transforms import KeepLargestConnectedComponent
 
-from acdc_wsss.crf import CRF_MRI, dense_crf
 from acdc_wsss.data.acdc import make_datalist
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.data.preprocess import PreprocessConfig
-from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.nifti import save_nifti, write_colour_table
-from acdc_wsss.pseudo.rules import es_lv_region, scan_labels
-from acdc_wsss.seg.model import load_seg, predict_slices, volume_slices
-from acdc_wsss.utils import moved, progress_bar, write_json
+from acdc_wsss.seg.components import (
+    PredictionRecord,
+    TerminalProgress,
+    WriteMaskd,
+    fuse_with_rules,
+    inference_evaluator,
+    inference_postprocessing,
+    inference_preprocessing,
+    mask_name,
+)
+from acdc_wsss.seg.model import load_seg
+from acdc_wsss.utils import moved
 
-__all__ = ["fuse_with_rules", "largest_components", "mask_name", "predict"]
+__all__ = ["fuse_with_rules", "inference_items", "largest_components", "mask_name", "predict"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,25 +65,11 @@ __getattr__ = moved(
 
 
 def largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Keep, for every class 1..num_classes, only its largest 3D connected component (26-connected)."""
-    out = labels.copy()
-    structure = np.ones((3,) * labels.ndim, bool)
-    for c in range(1, num_classes + 1):
-        comps, n = ndi.label(labels == c, structure)
-        if n > 1:
-            sizes = np.bincount(comps.ravel())[1:]
-            out[(comps > 0) & (comps != 1 + int(sizes.argmax()))] = 0
-    return out
-
-
-def fuse_with_rules(probs: np.ndarray, rules: np.ndarray, confidence: float) -> np.ndarray:
-    """Product of experts: the network's ``(S, K, H, W)`` probabilities times the rules' ``(S, H, W)``
-    labels read as probabilities (``confidence`` on the rule's label, the rest shared), renormalised."""
-    k = probs.shape[1]
-    rest = (1 - confidence) / (k - 1)
-    prior = np.eye(k, dtype=np.float32)[rules].transpose(0, 3, 1, 2) * (confidence - rest) + rest
-    fused = probs * prior
-    return fused / fused.sum(axis=1, keepdims=True)
+    """Keep, for every class 1..num_classes, only its largest 3D connected component (26-connected):
+    MONAI's ``KeepLargestConnectedComponent``, as inference's postprocessing runs it."""
+    keep = KeepLargestConnectedComponent(list(range(1, num_classes + 1)), independent=True, connectivity=3)
+    out = keep(torch.as_tensor(labels[None]))
+    return np.asarray(out[0], dtype=labels.dtype)
 
 
 def _single_file_config(path: Path, base: PreprocessConfig) -> PreprocessConfig:
@@ -89,7 +83,7 @@ def _single_file_config(path: Path, base: PreprocessConfig) -> PreprocessConfig:
     return PreprocessConfig(**{**base.to_dict(), "roi_size": (side, side), "centre": "image"})
 
 
-def _items_from(
+def _listed_items(
     output_dir: Path, split: str | None, dataset_dir: str | None, images: Sequence[str] | None
 ) -> list[dict[str, Any]]:
     if images:
@@ -111,9 +105,21 @@ def _items_from(
     return RunLayout(output_dir).split(split or "testing")
 
 
-def mask_name(item: dict[str, Any]) -> str:
-    """The name of an item's mask: its volume key, or a single file's stem."""
-    return item["patient"] if item.get("phase") == "frame" else volume_key(item)
+def inference_items(
+    output_dir: str | os.PathLike,
+    split: str | None = "testing",
+    dataset_dir: str | None = None,
+    images: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The volumes to segment: single files (``images``), else every ED/ES frame of ``dataset_dir``, else
+    the run's ``split``; each with ``has_pair`` (its ED/ES partner is known), ED frames before their ES
+    frame (an ES frame's anatomy rules use its ED frame's). Refuses an empty list."""
+    items = _listed_items(Path(output_dir), split, dataset_dir, images)
+    if not items:
+        where = RunLayout(output_dir).datalist
+        raise DatasetError(f"nothing to segment: split {split!r} of {where} is empty.")
+    items = sorted(items, key=lambda it: (it["patient"], it["phase"] != "ED"))
+    return [{**it, "has_pair": bool(it.get("pair"))} for it in items]
 
 
 def _refuse_inside(out: Path, dataset_dir: str | None, images: Sequence[str] | None) -> None:
@@ -122,71 +128,6 @@ def _refuse_inside(out: Path, dataset_dir: str | None, images: Sequence[str] | N
         folder = None if src is None else (Path(src) if dataset_dir == src else Path(src).parent)
         if folder is not None and out.resolve().is_relative_to(folder.resolve()):
             raise DatasetError(f"output_dir {out} lies inside the input folder {folder}; choose one outside.")
-
-
-def _jobs(
-    run: RunLayout, manifest: dict[str, Any], items: list[dict[str, Any]], images: bool
-) -> list[tuple[SliceDataset, int]]:
-    """The volumes to segment as ``(dataset, index)``: through the run's chain and cache, or (single
-    files) through a chain whose crop holds the whole field of view. ED frames come first: an ES frame's
-    anatomy rules seek its LV inside its ED frame's."""
-    if images:
-        base = PreprocessConfig(**manifest["preprocess"])
-        sets = [
-            SliceDataset(
-                [it],
-                _single_file_config(Path(it["image"]), base),
-                manifest["classes"],
-                progress=False,
-                num_workers=0,
-                require_tags=False,
-            )
-            for it in items
-        ]
-    else:
-        sets = [run.slices(manifest, items, num_workers=0, require_tags=False)]
-    jobs: list[tuple[SliceDataset, int]] = []
-    for ds in sets:
-        order = sorted(
-            range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
-        )
-        jobs += [(ds, v) for v in order]
-    return jobs
-
-
-def _anatomy_rules(
-    x: torch.Tensor,
-    vol: dict[str, Any],
-    item: dict[str, Any],
-    spacing: float,
-    ed_rules: dict[str, np.ndarray],
-) -> np.ndarray:
-    """The stage-2 rules' labels from the scan (``(S, H, W)``, no tags: none at inference) of a frame ``x``
-    ``(S, 1, H, W)`` with its ED/ES pair; an ED frame's labels are kept in ``ed_rules`` for its ES frame,
-    whose LV is sought inside them."""
-    image, motion = x[:, 0].permute(1, 2, 0).numpy(), vol["motion"][0].float().numpy()
-    ed = ed_rules.get(item["patient"]) if item["phase"] == "ES" else None
-    within = es_lv_region(ed) if ed is not None and ed.shape == image.shape else None
-    rules = scan_labels(image, motion, None, spacing, lv_within=within)
-    if item["phase"] == "ED":
-        ed_rules[item["patient"]] = rules
-    return rules.transpose(2, 0, 1)
-
-
-def _labels(
-    probs: np.ndarray, x: torch.Tensor, crf: bool, largest_component: bool, num_classes: int
-) -> np.ndarray:
-    """``(H, W, S)`` uint8 labels of ``(S, K, H, W)`` probabilities: argmax (after a dense CRF on the
-    slice ``x`` when ``crf``), then each class's largest 3D component when ``largest_component``."""
-    if crf:
-        img = x[:, 0].numpy()
-        labels = np.stack([dense_crf(img[z], probs[z], CRF_MRI).argmax(0) for z in range(len(x))])
-    else:
-        labels = probs.argmax(1)
-    labels = labels.transpose(1, 2, 0).astype(np.uint8)  # (H, W, S)
-    if largest_component:
-        labels = largest_components(labels, num_classes)
-    return labels
 
 
 def predict(
@@ -201,13 +142,14 @@ def predict(
     anatomy: float | None = 0.5,
     device: str = "cpu",
     progress: bool = True,
+    nrrd: bool = True,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
     Args:
         output_dir: the run folder (``seg/`` trained).
         split: datalist split to segment (used when neither ``dataset_dir`` nor ``images`` is given).
-        dataset_dir: an ACDC-layout folder to segment instead (masks optional).
+        dataset_dir: a dataset folder to segment instead (masks optional).
         images: NIfTI files (one frame each) to segment instead.
         checkpoint: ``last`` or ``best``.
         flip: average with the horizontally flipped slice.
@@ -219,35 +161,28 @@ def predict(
             (``bench/stage3.py``).
         device: torch device.
         progress: progress bar on a terminal.
+        nrrd: also write each mask as a 3D Slicer segmentation (``.seg.nrrd``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
     _refuse_inside(out, dataset_dir, images)
-    dev = torch.device(device)
-    manifest, model = load_seg(out, checkpoint, dev)
+    manifest, model = load_seg(out, checkpoint, torch.device(device))
     classes = manifest["classes"]
-    items = _items_from(out, split, dataset_dir, images)
-    if not items:
-        raise DatasetError(f"nothing to segment: split {split!r} of {run.datalist} is empty.")
-    written = []
-    ed_rules: dict[str, np.ndarray] = {}
-    for ds, v in progress_bar(_jobs(run, manifest, items, bool(images)), "segmenting volumes", progress):
-        vol, item = ds.volumes[v], ds.items[v]
-        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()  # (S, 1, H, W)
-        probs = predict_slices(model, volume_slices(vol["image"], model.context), dev, flip=flip).numpy()
-        if anatomy is not None and item.get("pair"):
-            rules = _anatomy_rules(x, vol, item, ds.config.spacing, ed_rules)
-            probs = fuse_with_rules(probs, rules, anatomy)
-        labels = _labels(probs, x, crf, largest_component, len(classes))
-        back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
-        path = run.predictions.mask(mask_name(item))
-        save_nifti(back[0].numpy().round(), back.affine.numpy(), path)
-        written.append(path.name)
-    write_colour_table(run.predictions.colour_table, classes)
+    items = inference_items(out, split, dataset_dir, images)
+    base = PreprocessConfig(**manifest["preprocess"])
+    # one chain for the run's volumes; a single file gets a crop that holds its whole field of view
+    groups = (
+        [([it], _single_file_config(Path(it["image"]), base)) for it in items] if images else [(items, base)]
+    )
+    writer = WriteMaskd(run.predictions.path, classes, nrrd=nrrd)
+    bar = TerminalProgress(enabled=progress)
+    for group, cfg in groups:
+        chain = inference_preprocessing(cfg, len(classes))
+        post = inference_postprocessing(
+            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes)
+        )
+        inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
     settings = {"flip": flip, "crf": crf, "largest_component": largest_component, "anatomy": anatomy}
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
-    write_json({**record, "files": written, "classes": classes}, run.predictions.manifest)
-    where, table = run.predictions.path, run.predictions.colour_table.name
-    logger.info("%d masks written to %s (3D Slicer colour table: %s)", len(written), where, table)
-    return where
+    return PredictionRecord(writer, record).write()

@@ -1,7 +1,9 @@
 """The stage-3 network and how a trained stage 3 is read and used.
 
-:class:`SegNet` (DeepLab-v2 or a MONAI BasicUNet), :func:`load_seg` (a finished stage 3 of a run folder)
-and :func:`predict_slices` (softmax probabilities of batched slices, optionally flip-averaged).
+:class:`SegNet` (DeepLab-v2 or a MONAI BasicUNet), :class:`SegLogits` (the same network answering a plain
+logits tensor: the bundles' ``network_def``, what TorchScript export and ``verify_net_in_out`` use),
+:func:`load_seg` (a finished stage 3 of a run folder) and :func:`predict_slices` (softmax probabilities of
+batched slices, optionally flip-averaged).
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from acdc_wsss.config import load_finished_stage
+from acdc_wsss.config import finished_manifest, load_finished_stage, recorded_config
 from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.seg.config import SegConfig
 
-__all__ = ["SegNet", "load_seg", "predict_slices", "slice_input", "volume_slices"]
+__all__ = [
+    "SegLogits",
+    "SegNet",
+    "checkpoint_file",
+    "load_seg",
+    "network_def",
+    "predict_slices",
+    "slice_input",
+    "volume_slices",
+]
 
 
 def slice_input(image: torch.Tensor, z: int, context: int = 0) -> torch.Tensor:
@@ -85,6 +96,39 @@ class SegNet(nn.Module):
         return out
 
 
+class SegLogits(SegNet):
+    """:class:`SegNet` whose ``forward(x)`` returns the ``logits`` ``(B, num_classes, H, W)`` alone (same
+    parameters, so a stage-3 checkpoint loads into it as is)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)["logits"]
+
+
+def _make_command(output_dir: str | Path) -> str:
+    bundle = "bundles/deeplab_acdc/train.json"
+    return f"python -m monai.bundle run --config_file {bundle} --output_dir {output_dir}"
+
+
+def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits:
+    """The architecture a run's finished stage 3 recorded (network, widths, input channels, classes), as a
+    :class:`SegLogits` with fresh weights: load a checkpoint into it (``CheckpointLoader``,
+    ``ckpt_export --key_in_ckpt model``). Refuses a run without a finished stage 3, with the command."""
+    where = Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path
+    manifest = finished_manifest(where, SEG_STAGE, "stage 3", _make_command(output_dir))
+    cfg = recorded_config(manifest, SegConfig)
+    return SegLogits(len(manifest["classes"]) + 1, manifest["in_channels"], cfg).eval()
+
+
+def checkpoint_file(output_dir: str | Path, checkpoint: str = "last") -> Path:
+    """``seg/<checkpoint>.pt`` of a run with a finished stage 3; refuses a missing one with the command."""
+    seg = RunLayout(output_dir).seg
+    finished_manifest(seg.path, SEG_STAGE, "stage 3", _make_command(output_dir))
+    path = seg.checkpoint(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; make it with: {_make_command(output_dir)}")
+    return path
+
+
 def load_seg(
     output_dir: str | Path,
     checkpoint: str = "last",
@@ -94,9 +138,7 @@ def load_seg(
     """Load a finished stage 3: its manifest and network from ``checkpoint``.pt (refusing a missing,
     unfinished or foreign one with the command that makes it); ``stage_dir``: another stage-3 folder of the
     run than ``seg/`` (a self-training round's)."""
-    make = (
-        f"python -m monai.bundle run --config_file bundles/deeplab_acdc/train.json --output_dir {output_dir}"
-    )
+    make = _make_command(output_dir)
 
     def build(manifest: dict[str, Any], cfg: SegConfig) -> SegNet:
         return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
@@ -113,17 +155,22 @@ def load_seg(
     )
 
 
+def _logits(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    return out["logits"] if isinstance(out, dict) else out
+
+
 @torch.no_grad()
 def predict_slices(
     net: nn.Module, images: torch.Tensor, device: torch.device, flip: bool = False, batch: int = 32
 ) -> torch.Tensor:
-    """Softmax probabilities ``(N, K, H, W)`` of ``(N, C, H, W)`` slices, optionally flip-averaged."""
+    """Softmax probabilities ``(N, K, H, W)`` of ``(N, C, H, W)`` slices, optionally flip-averaged; ``net``
+    answers ``{"logits": ...}`` (:class:`SegNet`) or the logits tensor (:class:`SegLogits`, TorchScript)."""
     net.eval()
     out = []
     for i in range(0, len(images), batch):
         x = images[i : i + batch].to(device)
-        p = torch.softmax(net(x)["logits"].float(), dim=1)
+        p = torch.softmax(_logits(net(x)).float(), dim=1)
         if flip:
-            p = (p + torch.softmax(net(x.flip(-1))["logits"].float(), dim=1).flip(-1)) / 2
+            p = (p + torch.softmax(_logits(net(x.flip(-1))).float(), dim=1).flip(-1)) / 2
         out.append(p.cpu())
     return torch.cat(out)

@@ -1,0 +1,265 @@
+"""Stage-3 inference as MONAI components: what ``bundles/deeplab_acdc/inference.json`` wires and what
+:func:`acdc_wsss.seg.predict` builds, so that both write the same masks.
+
+- ``preprocessing``: the run's one preprocessing chain (:func:`inference_preprocessing`);
+- ``inferer``: :class:`VolumeSliceInferer`, a volume ``(B, C, H, W, S)`` segmented slice by slice (2D or
+  2.5D), optionally flip-averaged;
+- ``postprocessing``: :func:`inference_postprocessing`: :class:`AnatomyFusiond` (the stage-2 rules from the
+  scan as a prior), :class:`SliceCRFd` (optional dense CRF), ``AsDiscreted``,
+  ``KeepLargestConnectedComponentd``, ``Invertd`` back to the source grid, :class:`WriteMaskd` (NIfTI and
+  ``.seg.nrrd``, written atomically);
+- handlers: :class:`PredictionRecord` (colour table and ``predictions/manifest.json`` when the run ends)
+  and :class:`TerminalProgress`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedEvaluator
+from monai.inferers import Inferer
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    DeleteItemsd,
+    Invertd,
+    KeepLargestConnectedComponentd,
+    MapTransform,
+)
+
+from acdc_wsss.crf import CRF_MRI, dense_crf
+from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
+from acdc_wsss.data.slices import volume_key
+from acdc_wsss.layout import PredictionLayout
+from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
+from acdc_wsss.pseudo.rules import es_lv_region, scan_labels
+from acdc_wsss.seg.model import predict_slices, volume_slices
+from acdc_wsss.utils import write_json
+
+__all__ = [
+    "AnatomyFusiond",
+    "PredictionRecord",
+    "SliceCRFd",
+    "TerminalProgress",
+    "VolumeSliceInferer",
+    "WriteMaskd",
+    "fuse_with_rules",
+    "inference_evaluator",
+    "inference_postprocessing",
+    "inference_preprocessing",
+    "mask_name",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def fuse_with_rules(probs: np.ndarray, rules: np.ndarray, confidence: float) -> np.ndarray:
+    """Product of experts: the network's ``(S, K, H, W)`` probabilities times the rules' ``(S, H, W)``
+    labels read as probabilities (``confidence`` on the rule's label, the rest shared), renormalised."""
+    k = probs.shape[1]
+    rest = (1 - confidence) / (k - 1)
+    prior = np.eye(k, dtype=np.float32)[rules].transpose(0, 3, 1, 2) * (confidence - rest) + rest
+    fused = probs * prior
+    return fused / fused.sum(axis=1, keepdims=True)
+
+
+def mask_name(item: Mapping[str, Any]) -> str:
+    """The name of an item's mask: its volume key, or a single file's stem."""
+    if item.get("phase") == "frame":
+        return str(item["patient"])
+    return volume_key({**item, "frame": int(item["frame"])})
+
+
+def inference_preprocessing(config: PreprocessConfig | Mapping[str, Any], num_classes: int = 3) -> Compose:
+    """The run's preprocessing chain (``config``: its :class:`PreprocessConfig` or the dict a manifest
+    records), dropping the crop centre and slice tags, which inference does not use (and a batch cannot
+    hold a missing centre)."""
+    cfg = config if isinstance(config, PreprocessConfig) else PreprocessConfig(**config)
+    return Compose([build_preprocessing(cfg, num_classes), DeleteItemsd(["centre", "tags"])])
+
+
+class VolumeSliceInferer(Inferer):
+    """Segment volumes ``(B, C, H, W, S)`` slice by slice with a 2D network: softmax probabilities
+    ``(B, K, H, W, S)``, averaged with the flipped slice when ``flip``. A 2.5D network (``context``
+    attribute, see :func:`acdc_wsss.seg.model.volume_slices`) gets its neighbour slices as channels."""
+
+    def __init__(self, flip: bool = True, batch: int = 32) -> None:
+        super().__init__()
+        self.flip, self.batch = flip, batch
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        context = int(getattr(network, "context", 0))
+        out = [
+            predict_slices(network, volume_slices(v, context), inputs.device, self.flip, self.batch)
+            for v in inputs
+        ]
+        return torch.stack([p.permute(1, 2, 3, 0) for p in out])
+
+
+class AnatomyFusiond(MapTransform):
+    """Fuse the network's probabilities ``pred`` ``(K, H, W, S)`` with the stage-2 rules run on the scan
+    (no tags: none at inference), where the frame has its ED/ES pair (:func:`fuse_with_rules`; the rules'
+    label gets probability ``confidence``; None: unchanged).
+
+    Reads ``image`` and ``motion`` (preprocessed), ``patient``, ``phase`` and ``has_pair``. An ES frame's LV
+    is sought inside its ED frame's, so ED frames must come first (:func:`acdc_wsss.seg.inference_items`
+    orders them so); the ED labels are kept per patient.
+    """
+
+    def __init__(self, keys: Any = "pred", confidence: float | None = 0.5, spacing: float = 1.5) -> None:
+        super().__init__(keys)
+        self.confidence, self.spacing = confidence, spacing
+        self._ed: dict[str, np.ndarray] = {}
+
+    def _rules(self, d: Mapping[Hashable, Any]) -> np.ndarray:
+        image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32)
+        # the motion map as the run's cache stores it (float16), so the rules see what stage 2 saw
+        motion = d["motion"][0].detach().cpu().half().float().numpy()
+        patient, phase = str(d["patient"]), str(d["phase"])
+        ed = self._ed.get(patient) if phase == "ES" else None
+        within = es_lv_region(ed) if ed is not None and ed.shape == image.shape else None
+        rules = scan_labels(image, motion, None, self.spacing, lv_within=within)
+        if phase == "ED":
+            self._ed[patient] = rules
+        return rules
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.confidence is None or not bool(d.get("has_pair")):
+            return d
+        rules = self._rules(d).transpose(2, 0, 1)  # (S, H, W)
+        for key in self.key_iterator(d):
+            probs = d[key].detach().cpu().numpy().transpose(3, 0, 1, 2)  # (S, K, H, W)
+            fused = fuse_with_rules(probs, rules, self.confidence).transpose(1, 2, 3, 0)
+            d[key] = torch.as_tensor(np.ascontiguousarray(fused))
+        return d
+
+
+class SliceCRFd(MapTransform):
+    """Dense CRF (grayscale MRI kernels) on each slice's probabilities ``(K, H, W, S)`` of ``key``, with
+    the preprocessed ``image`` as the guide; the CRF's marginals replace the probabilities."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32)
+        for key in self.key_iterator(d):
+            probs = np.asarray(d[key].detach().cpu(), dtype=np.float32)
+            q = [dense_crf(image[..., z], probs[..., z], CRF_MRI) for z in range(image.shape[-1])]
+            d[key] = torch.as_tensor(np.stack(q, axis=-1))
+        return d
+
+
+class WriteMaskd(MapTransform):
+    """Write ``pred`` ``(1, X, Y, Z)`` (on the source grid, after ``Invertd``) as
+    ``<folder>/<name>_seg.nii.gz``, uint8 with the source affine, and beside it ``<name>_seg.seg.nrrd`` (3D
+    Slicer segmentation naming ``classes``) when ``nrrd``; both atomically. ``written`` lists the NIfTI
+    names in the order written."""
+
+    def __init__(
+        self, folder: str | os.PathLike, classes: Sequence[str], nrrd: bool = True, keys: Any = "pred"
+    ) -> None:
+        super().__init__(keys)
+        self.layout, self.classes, self.nrrd = PredictionLayout(folder), tuple(classes), nrrd
+        self.written: list[str] = []
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        name = mask_name(d)
+        for key in self.key_iterator(d):
+            labels = d[key][0].detach().cpu().numpy().round()
+            affine = d[key].affine.detach().cpu().numpy()
+            path = save_nifti(labels, affine, self.layout.mask(name))
+            if self.nrrd:
+                save_seg_nrrd(labels, affine, self.layout.segmentation(name), self.classes)
+            self.written.append(path.name)
+        return d
+
+
+def inference_postprocessing(
+    preprocessing: Compose,
+    writer: WriteMaskd,
+    anatomy: float | None = 0.5,
+    spacing: float = 1.5,
+    crf: bool = False,
+    largest_component: bool = True,
+    num_classes: int = 3,
+) -> Compose:
+    """Probabilities to written masks: anatomy fusion, optional CRF, argmax, each class's largest 3D
+    component (26-connected), inverse of ``preprocessing``, ``writer``."""
+    steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing)]
+    if crf:
+        steps.append(SliceCRFd("pred"))
+    steps.append(AsDiscreted("pred", argmax=True))
+    if largest_component:
+        labels = list(range(1, num_classes + 1))
+        steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
+    steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
+    return Compose(steps)
+
+
+class PredictionRecord:
+    """When the evaluator finishes (or on :meth:`write`), write the colour table and
+    ``predictions/manifest.json``: the files ``writer`` wrote and the settings that made them."""
+
+    def __init__(self, writer: WriteMaskd, settings: Mapping[str, Any]) -> None:
+        self.writer, self.settings = writer, dict(settings)
+
+    def write(self) -> Path:
+        layout = self.writer.layout
+        write_colour_table(layout.colour_table, self.writer.classes)
+        files = {"files": self.writer.written, "classes": list(self.writer.classes)}
+        write_json({**self.settings, **files}, layout.manifest)
+        logger.info(
+            "%d masks written to %s (3D Slicer: drag a .seg.nrrd in, or load the .nii.gz with %s)",
+            len(self.writer.written),
+            layout.path,
+            layout.colour_table.name,
+        )
+        return layout.path
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.write())
+
+
+class TerminalProgress:
+    """A progress bar over an engine's iterations, on a terminal only (a log file gets none)."""
+
+    def __init__(self, desc: str = "segmenting volumes", enabled: bool = True) -> None:
+        self.desc, self.enabled = desc, enabled
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled and sys.stderr.isatty():
+            from ignite.handlers import ProgressBar
+
+            ProgressBar(persist=False, desc=self.desc).attach(engine)
+
+
+def inference_evaluator(
+    items: Sequence[Mapping[str, Any]],
+    network: torch.nn.Module,
+    preprocessing: Compose,
+    postprocessing: Compose,
+    device: str | torch.device = "cpu",
+    flip: bool = True,
+    handlers: Sequence[Any] = (),
+) -> SupervisedEvaluator:
+    """A ``SupervisedEvaluator`` over ``items`` (one volume per batch, in order), as the bundle builds it."""
+    from monai.data import DataLoader, Dataset  # MONAI's collation keeps each volume's transforms
+
+    loader = DataLoader(Dataset(list(items), preprocessing), batch_size=1, shuffle=False, num_workers=0)
+    return SupervisedEvaluator(
+        device=torch.device(device),
+        val_data_loader=loader,
+        network=network,
+        inferer=VolumeSliceInferer(flip),
+        postprocessing=postprocessing,
+        val_handlers=list(handlers),
+    )
