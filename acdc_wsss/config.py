@@ -33,6 +33,7 @@ __all__ = [
     "config_digest",
     "finished_manifest",
     "load_finished_stage",
+    "load_weights",
     "lr_scheduler",
     "param_groups",
     "prepare_stage_dir",
@@ -219,13 +220,21 @@ def load_finished_stage(
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {make}")
     model = build(manifest, recorded_config(manifest, config_cls, device))
+    load_weights(model, path, layout.manifest)
+    return manifest, model.to(device).eval()
+
+
+def load_weights(model: nn.Module, path: Path, manifest_path: Path) -> nn.Module:
+    """Load the ``model`` weights of checkpoint ``path`` (``weights_only``: a file carrying code is refused)
+    strictly into ``model``; a checkpoint of another architecture than ``manifest_path`` records is refused
+    by name."""
     state = load_pt(path)["model"]
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ValueError(f"{path} does not fit the architecture in {layout.manifest} ({first}).") from e
-    return manifest, model.to(device).eval()
+        raise ValueError(f"{path} does not fit the architecture in {manifest_path} ({first}).") from e
+    return model
 
 
 def run_recorded(

@@ -3,10 +3,10 @@ settings of ``conftest.py``, seed 0) has the content recorded in ``fixtures/phan
 
 What is compared is content, not file bytes (zip and gzip members carry timestamps): the arrays of each
 ``.npz``; the voxel data, dtype and affine of each NIfTI; the tensors and numbers of each checkpoint
-(``.pt``); the voxels, affine and segment keys of each ``.seg.nrrd``; the pixels of each PNG; the text of markdown, CSV and colour tables; and the parsed JSON with
-wall times, checkpoint fingerprints (file times), config digests (they hash paths) and software versions
-left out and absolute paths replaced by ``<abs>``. ``cache/`` (file names hash input paths) and
-``report.md`` (paths, wall times) are only checked to exist.
+(``.pt``); the voxels, affine and segment keys of each ``.seg.nrrd``; the pixels of each PNG; the text of
+markdown, CSV and colour tables; and the parsed JSON with wall times, checkpoint fingerprints (file times),
+config digests (they hash paths) and software versions left out and absolute paths replaced by ``<abs>``.
+``cache/`` (file names hash input paths) and ``report.md`` (paths, wall times) are only checked to exist.
 
 Float results may differ between CPU types and library versions, so the fixture records the machine it
 was made on and the test is skipped, with the reason, on another one.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.evaluate import evaluate_classifier, evaluate_l2g
-from acdc_wsss.l2g.model import L2GModel, load_l2g, pool_weight
+from acdc_wsss.l2g.model import L2GModel, load_l2g, pool_weight, recorded_l2g_config
 from acdc_wsss.l2g.train import build_l2g_optimizer, make_step, run_l2g
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "load_l2g",
     "make_step",
     "pool_weight",
+    "recorded_l2g_config",
     "run_l2g",
 ]

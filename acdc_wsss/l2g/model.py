@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from acdc_wsss.config import load_finished_stage
+from acdc_wsss.config import finished_manifest, load_finished_stage, recorded_config
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import smooth_saliency
 from acdc_wsss.layout import L2G_STAGE, RunLayout
 from acdc_wsss.networks import CAMNet
 
-__all__ = ["L2GModel", "load_l2g", "pool_weight"]
+__all__ = ["L2GModel", "load_l2g", "pool_weight", "recorded_l2g_config"]
 
 
 class L2GModel(nn.Module):
@@ -45,6 +45,21 @@ def pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | Non
     return lambda batch: smooth_saliency(batch[key], sigma) if key in batch else None
 
 
+def _make_command(output_dir: str | Path) -> str:
+    return f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
+
+
+def recorded_l2g_config(output_dir: str | Path, device: str = "cpu", progress: bool = True) -> L2GConfig:
+    """The settings a run's finished stage 1 was trained with, on ``device`` (what a config that evaluates
+    a run without its ``train.json`` uses); refuses a missing or unfinished stage 1 with the command."""
+    manifest = finished_manifest(
+        RunLayout(output_dir).l2g.path, L2G_STAGE, "stage 1", _make_command(output_dir)
+    )
+    cfg = recorded_config(manifest, L2GConfig, device)
+    cfg.output_dir, cfg.progress = str(output_dir), progress
+    return cfg
+
+
 def load_l2g(
     output_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
 ) -> tuple[dict[str, Any], L2GModel]:
@@ -56,7 +71,7 @@ def load_l2g(
         ValueError: the folder holds another stage's output, an unfinished run, or a checkpoint that does not
             fit the recorded architecture.
     """
-    make = f"python -m monai.bundle run --config_file bundles/l2g_acdc/train.json --output_dir {output_dir}"
+    make = _make_command(output_dir)
 
     def build(manifest: dict[str, Any], cfg: L2GConfig) -> L2GModel:
         return L2GModel(len(manifest["classes"]), manifest["in_channels"], cfg)

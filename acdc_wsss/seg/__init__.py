@@ -23,8 +23,17 @@ from acdc_wsss.seg.components import (
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import StageData
 from acdc_wsss.seg.evaluate import evaluate_seg
-from acdc_wsss.seg.infer import inference_items, largest_components, predict
-from acdc_wsss.seg.model import SegLogits, SegNet, checkpoint_file, load_seg, network_def, predict_slices
+from acdc_wsss.seg.infer import check_inference_output, inference_items, largest_components, predict
+from acdc_wsss.seg.model import (
+    SegLogits,
+    SegNet,
+    checkpoint_file,
+    load_seg,
+    network_def,
+    predict_slices,
+    seg_manifest,
+    with_checkpoint,
+)
 from acdc_wsss.seg.train import run_seg
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "TerminalProgress",
     "VolumeSliceInferer",
     "WriteMaskd",
+    "check_inference_output",
     "checkpoint_file",
     "evaluate_seg",
     "inference_evaluator",
@@ -50,5 +60,7 @@ __all__ = [
     "predict",
     "predict_slices",
     "run_seg",
+    "seg_manifest",
+    "with_checkpoint",
     "write_colour_table",
 ]

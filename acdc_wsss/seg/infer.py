@@ -46,10 +46,17 @@ from acdc_wsss.seg.components import (
     inference_preprocessing,
     mask_name,
 )
-from acdc_wsss.seg.model import load_seg
+from acdc_wsss.seg.model import load_seg, seg_manifest
 from acdc_wsss.utils import moved
 
-__all__ = ["fuse_with_rules", "inference_items", "largest_components", "mask_name", "predict"]
+__all__ = [
+    "check_inference_output",
+    "fuse_with_rules",
+    "inference_items",
+    "largest_components",
+    "mask_name",
+    "predict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +129,17 @@ def inference_items(
     return [{**it, "has_pair": bool(it.get("pair"))} for it in items]
 
 
-def _refuse_inside(out: Path, dataset_dir: str | None, images: Sequence[str] | None) -> None:
-    """Refuse an output folder inside the folder of an input (inputs are never written into)."""
+def check_inference_output(
+    output_dir: str | os.PathLike, dataset_dir: str | None = None, images: Sequence[str] | None = None
+) -> None:
+    """Refuse, before any work, a run without a finished stage 3 (with the command that makes it) and an
+    output folder inside the folder of an input (inputs are never written into)."""
+    out = Path(output_dir)
     for src in [dataset_dir, *(images or [])]:
         folder = None if src is None else (Path(src) if dataset_dir == src else Path(src).parent)
         if folder is not None and out.resolve().is_relative_to(folder.resolve()):
             raise DatasetError(f"output_dir {out} lies inside the input folder {folder}; choose one outside.")
+    seg_manifest(out)
 
 
 def predict(
@@ -165,7 +177,7 @@ def predict(
     """
     out = Path(output_dir)
     run = RunLayout(out)
-    _refuse_inside(out, dataset_dir, images)
+    check_inference_output(out, dataset_dir, images)
     manifest, model = load_seg(out, checkpoint, torch.device(device))
     classes = manifest["classes"]
     items = inference_items(out, split, dataset_dir, images)

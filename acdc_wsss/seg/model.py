@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from acdc_wsss.config import finished_manifest, load_finished_stage, recorded_config
+from acdc_wsss.config import finished_manifest, load_finished_stage, load_weights, recorded_config
 from acdc_wsss.layout import SEG_STAGE, RunLayout
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.seg.config import SegConfig
@@ -28,8 +28,10 @@ __all__ = [
     "load_seg",
     "network_def",
     "predict_slices",
+    "seg_manifest",
     "slice_input",
     "volume_slices",
+    "with_checkpoint",
 ]
 
 
@@ -109,24 +111,36 @@ def _make_command(output_dir: str | Path) -> str:
     return f"python -m monai.bundle run --config_file {bundle} --output_dir {output_dir}"
 
 
+def seg_manifest(output_dir: str | Path, stage_dir: str | Path | None = None) -> dict[str, Any]:
+    """The manifest of a run's finished stage 3 (``stage_dir``: another stage-3 folder than ``seg/``);
+    refuses a missing or unfinished one with the command that makes it."""
+    where = Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path
+    return finished_manifest(where, SEG_STAGE, "stage 3", _make_command(output_dir))
+
+
 def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits:
     """The architecture a run's finished stage 3 recorded (network, widths, input channels, classes), as a
     :class:`SegLogits` with fresh weights: load a checkpoint into it (``CheckpointLoader``,
     ``ckpt_export --key_in_ckpt model``). Refuses a run without a finished stage 3, with the command."""
-    where = Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path
-    manifest = finished_manifest(where, SEG_STAGE, "stage 3", _make_command(output_dir))
+    manifest = seg_manifest(output_dir, stage_dir)
     cfg = recorded_config(manifest, SegConfig)
     return SegLogits(len(manifest["classes"]) + 1, manifest["in_channels"], cfg).eval()
 
 
 def checkpoint_file(output_dir: str | Path, checkpoint: str = "last") -> Path:
     """``seg/<checkpoint>.pt`` of a run with a finished stage 3; refuses a missing one with the command."""
-    seg = RunLayout(output_dir).seg
-    finished_manifest(seg.path, SEG_STAGE, "stage 3", _make_command(output_dir))
-    path = seg.checkpoint(checkpoint)
+    seg_manifest(output_dir)
+    path = RunLayout(output_dir).seg.checkpoint(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {_make_command(output_dir)}")
     return path
+
+
+def with_checkpoint(network: nn.Module, output_dir: str | Path, checkpoint: str = "last") -> nn.Module:
+    """``network`` (:func:`network_def`) with the weights of the run's ``seg/<checkpoint>.pt``, loaded
+    strictly and ``weights_only`` (a file carrying code, or one of another architecture, is refused by
+    name)."""
+    return load_weights(network, checkpoint_file(output_dir, checkpoint), RunLayout(output_dir).seg.manifest)
 
 
 def load_seg(
