@@ -306,7 +306,7 @@ def run_from_arguments(args: argparse.Namespace, baseline: bool) -> int:
         f"  seg/evaluation_testing.md|json|csv   test Dice and HD95\n"
         f"  cam/evaluation_training.md|json      pseudo-label table\n"
         f"  figures/              panels.png (image to prediction), curves.png, data.png\n"
-        f"  predictions/          NIfTI masks + acdc_labels.ctbl (3D Slicer colour table)"
+        f"  predictions/          NIfTI masks, .seg.nrrd (drag into 3D Slicer), acdc_labels.ctbl"
     )
     return 0
 

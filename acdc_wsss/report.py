@@ -164,13 +164,14 @@ def _figures_and_masks(run: RunLayout) -> list[str]:
         "## Masks for 3D Slicer",
         "",
         f"- test-patient predictions: {_link(root, run.predictions.path)} (`*_seg.nii.gz`, uint8, 0"
-        " background, 1 RV, 2 Myo, 3 LV, on the source image's grid)",
+        " background, 1 RV, 2 Myo, 3 LV, on the source image's grid; `*_seg.seg.nrrd`, the same as 3D"
+        " Slicer segmentations with named, coloured segments)",
         f"- colour table: {_link(root, run.predictions.colour_table)}",
         f"- pseudo labels of the training patients: {_link(root, run.cam.nifti)}",
         "",
-        "In 3D Slicer: drag the source `patientXXX_frameYY.nii.gz` in as a volume, then the `_seg.nii.gz`"
-        " with *Show Options* > *LabelMap* ticked, and pick the colour table (drag"
-        f" `{run.predictions.colour_table.name}` in first) in the *Volumes* module's *Display* section."
+        "In 3D Slicer: drag the source `patientXXX_frameYY.nii.gz` and its `_seg.seg.nrrd` in; RV, Myo and"
+        " LV appear by name. For the NIfTI mask, tick *Show Options* > *LabelMap* and pick the colour table"
+        f" (drag `{run.predictions.colour_table.name}` in first) in the *Volumes* module's *Display* section."
         " The README gives the steps in full.",
         "",
     ]
