@@ -11,7 +11,7 @@ from acdc_wsss.config import check_types
 __all__ = ["LOSSES", "NETWORKS", "SegConfig"]
 
 NETWORKS = ("deeplab", "unet")
-LOSSES = ("ce", "dice_ce")
+LOSSES = ("ce", "dice_ce", "bootstrap")
 
 
 @dataclass
@@ -26,8 +26,11 @@ class SegConfig:
     ``optimizer``, ``lr``, ``new_lr_mult``, ``weight_decay``, ``lr_schedule``. Augmentation: ``aug_scale``
     (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction); ``image_size``: the
     training crop of photo data sets (VOC). Loss: ``loss`` (``ce``: cross-entropy; ``dice_ce``: plus
-    MONAI's masked Dice loss), ``confidence_weight`` (each pixel's cross-entropy weighted by the stage-2
-    confidence exported beside its pseudo label). ``pseudo_dir``: where the training targets are read (None:
+    MONAI's masked Dice loss; ``bootstrap``: soft bootstrapping, the target mixed 80/20 with the network's
+    own detached prediction, so confident disagreement with a noisy label costs less), ``label_smoothing``
+    (cross-entropy against a target with this mass spread over all classes), ``confidence_weight`` (each
+    pixel's cross-entropy weighted by the stage-2 confidence exported beside its pseudo label).
+    ``pseudo_dir``: where the training targets are read (None:
     stage 2's ``cam/pseudo``; a self-training round's folder). ``rounds``: self-training rounds (each
     trained network relabels the training patients, fused with the stage-2 labels, for a fresh network;
     0: one network on the stage-2 labels). ``context_slices``: neighbouring slices on each side given to the
@@ -53,6 +56,7 @@ class SegConfig:
     aug_flip: bool = True
     aug_intensity: float = 0.1
     loss: str = "ce"
+    label_smoothing: float = 0.0
     confidence_weight: bool = False
     pseudo_dir: str | None = None
     rounds: int = 0
@@ -75,6 +79,7 @@ class SegConfig:
         checks = [
             (self.network in NETWORKS, f"network must be one of {NETWORKS}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.rounds >= 0, "rounds must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),

@@ -64,21 +64,42 @@ __getattr__ = moved(
 )
 
 
+#: Weight of the pseudo label in soft bootstrapping (``loss="bootstrap"``); the rest is the network's own
+#: prediction.
+BOOTSTRAP = 0.8
+
+
 class SegLoss(nn.Module):
     """Stage 3's loss: pixel cross-entropy weighted by ``weight`` (the stage-2 confidence, or ones),
     normalised by the total weight, plus, with ``dice``, MONAI's masked Dice loss over the labelled pixels;
     pixels labelled :data:`~acdc_wsss.labels.IGNORE` count nowhere (a batch of only those gives zero,
-    not NaN). Multi-scale DeepLab: each scale too."""
+    not NaN). Multi-scale DeepLab: each scale too.
 
-    def __init__(self, dice: bool = False) -> None:
+    Noisy labels: ``label_smoothing`` spreads that mass of the target over all classes; ``bootstrap``
+    (soft bootstrapping) takes as target ``bootstrap * label + (1 - bootstrap) * p``, ``p`` the network's
+    own softmax (detached); None: the label alone."""
+
+    def __init__(
+        self, dice: bool = False, label_smoothing: float = 0.0, bootstrap: float | None = None
+    ) -> None:
         super().__init__()
         self.dice = MaskedDiceLoss(include_background=False, to_onehot_y=True, softmax=True) if dice else None
+        self.label_smoothing, self.bootstrap = label_smoothing, bootstrap
+
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(
+            logits, target, ignore_index=IGNORE, reduction="none", label_smoothing=self.label_smoothing
+        )
+        if self.bootstrap is None:
+            return ce
+        own = torch.softmax(logits.detach().float(), dim=1)
+        self_ce = -(own * F.log_softmax(logits, dim=1)).sum(dim=1)
+        return self.bootstrap * ce + (1 - self.bootstrap) * self_ce
 
     def _one(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         known = target != IGNORE
         w = weight * known
-        ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
-        loss = (ce * w).sum() / w.sum().clamp_min(1e-6)
+        loss = (self._ce(logits, target) * w).sum() / w.sum().clamp_min(1e-6)
         if self.dice is not None:
             labels = torch.where(known, target, 0)[:, None]
             loss = loss + self.dice(logits, labels, mask=known[:, None].float())
@@ -180,7 +201,8 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
         sampler.set_epoch(engine.state.epoch)
         aug.set_random_state(seed=(cfg.seed * 1_000_003 + engine.state.epoch * 7919 + rank) % 2**32)
 
-    criterion = SegLoss(dice=cfg.loss == "dice_ce")
+    bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
+    criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)
 
     def step(engine: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         model.train()
