@@ -33,6 +33,24 @@ def test_weighted_cross_entropy_by_hand() -> None:
     assert abs(zero_weight.item() + math.log(0.5)) < 1e-6
 
 
+def test_label_smoothing_and_bootstrapping_by_hand() -> None:
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 0, 0, 0] = 2.0  # p(0) = e^2 / (e^2 + 1) at pixel 0
+    target = torch.tensor([[[0, IGNORE]]])
+    p0 = math.exp(2) / (math.exp(2) + 1)
+    smooth = SegLoss(label_smoothing=0.2)({"logits": logits}, target)
+    assert abs(smooth.item() + 0.9 * math.log(p0) + 0.1 * math.log(1 - p0)) < 1e-6  # 0.2 spread on 2 classes
+    boot = SegLoss(bootstrap=0.8)({"logits": logits}, target)
+    own = p0 * math.log(p0) + (1 - p0) * math.log(1 - p0)
+    assert abs(boot.item() + 0.8 * math.log(p0) + 0.2 * own) < 1e-6
+    # a confident prediction against the label costs less with bootstrapping than with the label alone
+    sure, label = torch.tensor([0.0, 6.0]).view(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long)
+    assert (
+        SegLoss(bootstrap=0.8)({"logits": sure}, label).item()
+        < 0.85 * SegLoss()({"logits": sure}, label).item()
+    )
+
+
 def test_dice_ce_adds_a_dice_term_that_falls_as_the_prediction_fits() -> None:
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     target[0, 1:3, 1:3] = 1
