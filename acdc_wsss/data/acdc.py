@@ -42,11 +42,15 @@ __all__ = [
     "Frame",
     "Patient",
     "find_patient_dirs",
+    "find_seed_patients",
+    "is_seed_layout",
     "make_datalist",
     "parse_info_cfg",
     "read_datalist",
     "read_patient",
     "read_patients",
+    "read_seed_patient",
+    "seed_info_cfg",
     "split_patients",
     "write_datalist",
 ]
@@ -74,6 +78,13 @@ SUBSETS: tuple[str, ...] = ("training", "testing")
 PATH_KEYS: tuple[str, ...] = ("image", "label", "pair", "cine")
 
 _PATIENT_RE = re.compile(r"^patient\d{3}$")
+_FRAME_FILE_RE = re.compile(r"^(patient\d{3})_frame(\d{2})\.nii\.gz$")
+
+#: The Decathlon-style layout: image folder -> (subset, label folder).
+SEED_FOLDERS: dict[str, tuple[str, str]] = {
+    "imagesTr": ("training", "labelsTr"),
+    "imagesTs": ("testing", "labelsTs"),
+}
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,8 @@ def find_patient_dirs(dataset_dir: str | os.PathLike) -> list[tuple[str, Path]]:
     if not found:
         raise DatasetError(
             f"{root}: no patient folders found; expected {root}/training/patientXXX/ (ACDC layout) "
-            "with Info.cfg and patientXXX_frameYY.nii.gz files."
+            "with Info.cfg and patientXXX_frameYY.nii.gz files, or imagesTr/ and labelsTr/ holding "
+            "patientXXX_frameYY.nii.gz."
         )
     return found
 
@@ -216,8 +228,92 @@ def read_patient(folder: str | os.PathLike, subset: str = "training") -> Patient
 
 
 def read_patients(dataset_dir: str | os.PathLike) -> list[Patient]:
-    """Read every patient of a dataset folder (no content check; see :func:`check.validated_patients`)."""
+    """Read every patient of a dataset folder, in the ACDC or the ``imagesTr/`` layout (no content check;
+    see :func:`check.validated_patients`)."""
+    if is_seed_layout(dataset_dir):
+        return [read_seed_patient(dataset_dir, *group) for group in find_seed_patients(dataset_dir)]
     return [read_patient(folder, subset) for subset, folder in find_patient_dirs(dataset_dir)]
+
+
+def is_seed_layout(dataset_dir: str | os.PathLike) -> bool:
+    """Whether a folder is in the Decathlon-style layout (``imagesTr/``, ``labelsTr/``, ``imagesTs/``)."""
+    return any((Path(dataset_dir) / name).is_dir() for name in SEED_FOLDERS)
+
+
+def find_seed_patients(dataset_dir: str | os.PathLike) -> list[tuple[str, str, dict[int, Path]]]:
+    """``(subset, patient id, {frame number: image})`` of every patient of a folder in the ``imagesTr/``
+    layout: ``imagesTr/patientXXX_frameYY.nii.gz`` (training, masks of the same name in ``labelsTr/``) and
+    ``imagesTs/`` (testing, masks optional in ``labelsTs/``).
+
+    Raises:
+        DatasetError: a NIfTI file named otherwise (the file and the expected name), a mask without its
+            image, or no image at all.
+    """
+    root = Path(dataset_dir)
+    found: list[tuple[str, str, dict[int, Path]]] = []
+    for images, (subset, labels) in SEED_FOLDERS.items():
+        if not (root / images).is_dir():
+            continue
+        groups: dict[str, dict[int, Path]] = {}
+        for path in sorted((root / images).iterdir()):
+            m = _FRAME_FILE_RE.match(path.name)
+            if m:
+                groups.setdefault(m.group(1), {})[int(m.group(2))] = path
+            elif path.name.endswith((".nii", ".nii.gz")):
+                raise DatasetError(f"{path}: not named patientXXX_frameYY.nii.gz; rename it or move it out.")
+        for label in sorted((root / labels).glob("*.nii*")) if (root / labels).is_dir() else []:
+            if not (root / images / label.name).is_file():
+                raise DatasetError(f"{label}: a mask without its image {root / images / label.name}.")
+        found += [(subset, pid, frames) for pid, frames in sorted(groups.items())]
+    if not found:
+        raise DatasetError(f"{root}: no patientXXX_frameYY.nii.gz in {' or '.join(SEED_FOLDERS)}.")
+    return found
+
+
+def seed_info_cfg(dataset_dir: str | os.PathLike, images: Path, pid: str) -> Path | None:
+    """The Info.cfg of a patient of the ``imagesTr/`` layout, where one exists: ``<images folder>/
+    patientXXX_Info.cfg`` beside its frames, else ``<dataset>/patientXXX/Info.cfg``."""
+    for path in (images / f"{pid}_Info.cfg", Path(dataset_dir) / pid / "Info.cfg"):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_seed_patient(
+    dataset_dir: str | os.PathLike, subset: str, pid: str, frames: Mapping[int, Path]
+) -> Patient:
+    """One patient of the ``imagesTr/`` layout. ED and ES are those its Info.cfg names
+    (:func:`seed_info_cfg`); without one, the patient must have exactly two frames, and the earlier is ED
+    (pathology group ``unknown``).
+
+    Raises:
+        DatasetError: a bad Info.cfg, a frame it names that is missing, or, without Info.cfg, other than
+            two frames; the message names the files.
+    """
+    images = next(iter(frames.values())).parent
+    labels = Path(dataset_dir) / dict(SEED_FOLDERS.values())[subset]
+    info_path = seed_info_cfg(dataset_dir, images, pid)
+    if info_path is not None:
+        info = parse_info_cfg(info_path)
+    elif len(frames) == 2:
+        ed, es = sorted(frames)
+        info = {"ED": ed, "ES": es, "Group": "unknown", "NbFrame": max(ed, es)}
+    else:
+        names = ", ".join(p.name for p in frames.values())
+        raise DatasetError(
+            f"{images}: {pid} has {len(frames)} frame(s) ({names}) and no Info.cfg; keep its ED and ES "
+            f"frames only, or add {images / (pid + '_Info.cfg')} naming them."
+        )
+    out = []
+    for phase in PHASES:
+        idx = int(info[phase])
+        if idx not in frames:
+            raise DatasetError(
+                f"{images / f'{pid}_frame{idx:02d}.nii.gz'}: missing; {info_path} names it {phase}."
+            )
+        label = labels / frames[idx].name
+        out.append(Frame(phase, idx, frames[idx], label if label.is_file() else None))
+    return Patient(pid, subset, images, info, tuple(out), None)
 
 
 def split_patients(

@@ -24,12 +24,16 @@ import numpy as np
 from acdc_wsss.data.acdc import (
     ACDC_LABELS,
     PHASES,
+    SEED_FOLDERS,
     DatasetError,
     Patient,
     find_patient_dirs,
+    find_seed_patients,
+    is_seed_layout,
     make_datalist,
     parse_info_cfg,
     read_patient,
+    read_seed_patient,
     split_patients,
     write_datalist,
 )
@@ -207,6 +211,56 @@ def _check_frame_pair(
     return tuple(img.shape), img.affine
 
 
+def _check_frames(
+    folder: Path,
+    pid: str,
+    frames: list[tuple[str, Path, Path | None, Path]],
+    subset: str,
+    deep: bool,
+    report: CheckReport,
+    require_masks: bool,
+) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
+    """Check a patient's ED/ES frames ``(phase, image, mask or None, where the mask belongs)``: each image
+    with its mask (a ``training`` mask missing is a problem when ``require_masks``), and both on one grid.
+    Returns each phase's grid."""
+    grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
+    for phase, image, label, expected in frames:
+        if label is None and subset == "training" and require_masks:
+            report.problems.append(Problem(expected, f"missing ground truth for the {phase} frame.", pid))
+        grid = _check_frame_pair(image, label, deep, report, pid)
+        if grid is not None:
+            grids[phase] = grid
+            report.volumes += 1
+            report.slices += grid[0][2]
+    if len(grids) == len(PHASES):
+        (s0, a0), (s1, a1) = grids.values()
+        if s0 != s1 or not np.allclose(a0, a1, atol=_AFFINE_ATOL):
+            report.problems.append(
+                Problem(
+                    folder, f"ED and ES frames lie on different grids ({s0} vs {s1}); expected one scan.", pid
+                )
+            )
+    return grids
+
+
+def _check_seed_patient(
+    root: Path, group: tuple[str, str, dict[int, Path]], deep: bool, report: CheckReport, require_masks: bool
+) -> None:
+    """Check one patient of the ``imagesTr/`` layout, appending its problems and counts to ``report``."""
+    subset, pid, found = group
+    images = next(iter(found.values())).parent
+    try:
+        patient = read_seed_patient(root, subset, pid, found)
+    except DatasetError as e:
+        path, _, message = str(e).partition(": ")
+        report.problems.append(Problem(Path(path), message, pid))
+        return
+    labels = root / SEED_FOLDERS[images.name][1]
+    frames = [(f.phase, f.image, f.label, labels / f.image.name) for f in patient.frames]
+    _check_frames(images, pid, frames, subset, deep, report, require_masks)
+    report.patients.append(patient)
+
+
 def _check_patient(
     folder: Path, subset: str, deep: bool, report: CheckReport, require_masks: bool = True
 ) -> None:
@@ -222,7 +276,7 @@ def _check_patient(
         problems.append(Problem(folder / "Info.cfg", str(e).split(": ", 1)[-1], pid))
         return
     n_frames = info["NbFrame"]
-    grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
+    frames = []
     for phase in PHASES:
         idx = info[phase]
         image = folder / f"{pid}_frame{idx:02d}.nii.gz"
@@ -234,23 +288,8 @@ def _check_patient(
         if not image.is_file():
             problems.append(Problem(image, f"missing; Info.cfg names frame {idx} as {phase}.", pid))
             continue
-        if not label.is_file():
-            if subset == "training" and require_masks:
-                problems.append(Problem(label, f"missing ground truth for the {phase} frame.", pid))
-            label = None
-        grid = _check_frame_pair(image, label, deep, report, pid)
-        if grid is not None:
-            grids[phase] = grid
-            report.volumes += 1
-            report.slices += grid[0][2]
-    if len(grids) == len(PHASES):
-        (s0, a0), (s1, a1) = grids.values()
-        if s0 != s1 or not np.allclose(a0, a1, atol=_AFFINE_ATOL):
-            problems.append(
-                Problem(
-                    folder, f"ED and ES frames lie on different grids ({s0} vs {s1}); expected one scan.", pid
-                )
-            )
+        frames.append((phase, image, label if label.is_file() else None, label))
+    grids = _check_frames(folder, pid, frames, subset, deep, report, require_masks)
     cine = folder / f"{pid}_4d.nii.gz"
     if cine.is_file():
         loaded = _load(cine, False, problems, pid)
@@ -272,7 +311,8 @@ def _check_patient(
 def check_dataset(
     dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True, require_masks: bool = True
 ) -> CheckReport:
-    """Check an ACDC folder and return every problem found, each naming its file.
+    """Check an ACDC folder (or one in the ``imagesTr/`` layout: the same checks on its files) and return
+    every problem found, each naming its file.
 
     Checks: the folder exists and holds patients; each patient has a readable Info.cfg with all of
     ``ED, ES, Group, Height, NbFrame, Weight``; the frames it names exist (and their ``_gt`` in
@@ -290,6 +330,16 @@ def check_dataset(
     """
     root = Path(dataset_dir)
     report = CheckReport(dataset_dir=root)
+    if is_seed_layout(root):
+        try:
+            groups = find_seed_patients(root)
+        except DatasetError as e:
+            path, _, message = str(e).partition(": ")
+            report.problems.append(Problem(Path(path), message))
+            return report
+        for group in progress_bar(groups, desc="checking patients", enabled=progress):
+            _check_seed_patient(root, group, deep, report, require_masks)
+        return report
     try:
         dirs = find_patient_dirs(root)
     except DatasetError as e:
