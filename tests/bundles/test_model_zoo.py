@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,25 @@ def test_metadata_states_the_network_shapes_and_verifies(bundle: str) -> None:
     cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--filepath", str(schema)]
     checked = _cli([*cmd, "--meta_file", f"{bundle}/metadata.json"])
     assert "verified with no error" in checked.stdout + checked.stderr
+
+
+def test_inference_json_alone_on_a_folder_and_on_single_files(
+    run_copy: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    patient = next(p for p in sorted((phantom_dir / "training").iterdir()) if p.is_dir())
+    frames = sorted(patient.glob("*_frame??.nii.gz"))
+    maskless = tmp_path / "seed" / "imagesTs"  # the imagesTs layout, no masks, no Info.cfg
+    maskless.mkdir(parents=True)
+    for frame in frames:
+        shutil.copy(frame, maskless / frame.name)
+    args = [*RUN, f"{SEG}/inference.json", "--output_dir", str(run_copy), "--progress", "False"]
+    _cli([*args, "--infer_dataset_dir", str(maskless.parent)])
+    record = json.loads(RunLayout(run_copy).predictions.manifest.read_text())
+    assert record["source"] == "dataset_dir" and record["files"] == [
+        f.name.replace(".nii", "_seg.nii") for f in frames
+    ]
+    _cli([*args, "--infer_images", f"['{frames[0]}']", "--infer_nrrd", "False"])
+    mask = nib.load(RunLayout(run_copy).predictions.mask(frames[0].name.removesuffix(".nii.gz")))
+    assert mask.shape == nib.load(frames[0]).shape
+    record = json.loads(RunLayout(run_copy).predictions.manifest.read_text())
+    assert record["source"] == "images" and len(record["files"]) == 1
