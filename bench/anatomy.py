@@ -22,8 +22,9 @@ import torch
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
-from acdc_wsss.seg.infer import _anatomy_rules, _jobs, _labels, fuse_with_rules
-from acdc_wsss.seg.model import load_seg, predict_slices, volume_slices
+from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume
+from acdc_wsss.seg.infer import largest_components
+from acdc_wsss.seg.model import load_seg
 
 
 def _value(text: str) -> float | None:
@@ -40,19 +41,25 @@ def sweep(
     items = [it for it in run.split(split) if it.get("label")]
     if not items:
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")
+    ds = run.slices(manifest, items, num_workers=0, require_tags=False)
+    fusion, inferer = AnatomyFusiond("pred", None, ds.config.spacing), VolumeSliceInferer(flip=True)
     dice: dict[str, list[np.ndarray]] = {str(v): [] for v in values}
-    ed_rules: dict[str, np.ndarray] = {}
-    for ds, v in _jobs(run, manifest, items, False):
+    for v in sorted(
+        range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
+    ):
         vol, item = ds.volumes[v], ds.items[v]
-        x = vol["image"].as_tensor().permute(3, 0, 1, 2).float()
-        probs = predict_slices(
-            model, volume_slices(vol["image"], model.context), torch.device("cpu"), True
-        ).numpy()
-        rules = _anatomy_rules(x, vol, item, ds.config.spacing, ed_rules) if item.get("pair") else None
+        probs = inferer(vol["image"][None], model)[0].numpy()  # (K, H, W, S)
+        frame = {
+            "image": vol["image"],
+            "motion": vol["motion"],
+            "patient": item["patient"],
+            "phase": item["phase"],
+        }
+        rules = fusion.rules(frame) if item.get("pair") else None
         ref = vol["label"][0].numpy()
         for value in values:
-            fused = probs if value is None or rules is None else fuse_with_rules(probs, rules, value)
-            pred = _labels(fused, x, crf=False, largest_component=True, num_classes=n)
+            fused = probs if value is None or rules is None else fuse_volume(probs, rules, value)
+            pred = largest_components(fused.argmax(0).astype(np.uint8), n)
             dice[str(value)].append(dice_per_class(pred, ref, range(1, n + 1)))
     per_class = {k: np.nanmean(np.stack(d), axis=0) for k, d in dice.items()}
     mean = {k: float(np.nanmean(d)) for k, d in per_class.items()}

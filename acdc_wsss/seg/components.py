@@ -51,6 +51,7 @@ __all__ = [
     "TerminalProgress",
     "VolumeSliceInferer",
     "WriteMaskd",
+    "fuse_volume",
     "fuse_with_rules",
     "inference_evaluator",
     "inference_postprocessing",
@@ -69,6 +70,12 @@ def fuse_with_rules(probs: np.ndarray, rules: np.ndarray, confidence: float) -> 
     prior = np.eye(k, dtype=np.float32)[rules].transpose(0, 3, 1, 2) * (confidence - rest) + rest
     fused = probs * prior
     return fused / fused.sum(axis=1, keepdims=True)
+
+
+def fuse_volume(probs: np.ndarray, rules: np.ndarray, confidence: float) -> np.ndarray:
+    """:func:`fuse_with_rules` on a volume: ``(K, H, W, S)`` probabilities, ``(H, W, S)`` rule labels."""
+    fused = fuse_with_rules(probs.transpose(3, 0, 1, 2), rules.transpose(2, 0, 1), confidence)
+    return np.ascontiguousarray(fused.transpose(1, 2, 3, 0))
 
 
 def mask_name(item: Mapping[str, Any]) -> str:
@@ -119,6 +126,10 @@ class AnatomyFusiond(MapTransform):
         self.confidence, self.spacing = confidence, spacing
         self._ed: dict[str, np.ndarray] = {}
 
+    def rules(self, d: Mapping[Hashable, Any]) -> np.ndarray:
+        """The rules' ``(H, W, S)`` labels of the frame in ``d`` (kept per patient for an ED frame)."""
+        return self._rules(d)
+
     def _rules(self, d: Mapping[Hashable, Any]) -> np.ndarray:
         image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32)
         # the motion map as the run's cache stores it (float16), so the rules see what stage 2 saw
@@ -135,11 +146,9 @@ class AnatomyFusiond(MapTransform):
         d = dict(data)
         if self.confidence is None or not bool(d.get("has_pair")):
             return d
-        rules = self._rules(d).transpose(2, 0, 1)  # (S, H, W)
+        rules = self._rules(d)
         for key in self.key_iterator(d):
-            probs = d[key].detach().cpu().numpy().transpose(3, 0, 1, 2)  # (S, K, H, W)
-            fused = fuse_with_rules(probs, rules, self.confidence).transpose(1, 2, 3, 0)
-            d[key] = torch.as_tensor(np.ascontiguousarray(fused))
+            d[key] = torch.as_tensor(fuse_volume(d[key].detach().cpu().numpy(), rules, self.confidence))
         return d
 
 
