@@ -52,6 +52,8 @@ def multiscale_cam(
     tags: torch.Tensor | None = None,
     scales: tuple[float, ...] = CAM_SCALES,
     flip: bool = True,
+    resize: str = "bilinear",
+    relu: str = "each",
 ) -> dict[str, torch.Tensor]:
     """Multi-scale, flip-averaged CAMs of a batch, at the input size.
 
@@ -67,12 +69,17 @@ def multiscale_cam(
         tags: ``(B, C)`` multi-hot, or None to keep every class.
         scales: input scales.
         flip: add the horizontal flip of every scale.
+        resize: how the maps are brought to the input size: ``bilinear`` or ``bicubic`` (the reference).
+        relu: ``each`` (every pass's maps ReLU'd before the sum) or ``mean`` (the sum ReLU'd, as the
+            reference).
 
     Returns:
         ``scores`` and ``raw_scores`` ``(B, C, H, W)`` in [0, 1], ``bg_prob`` ``(B, 1, H, W)`` in [0, 1].
     """
     if not scales:
         raise ValueError("multiscale_cam needs at least one scale.")
+    if resize not in ("bilinear", "bicubic") or relu not in ("each", "mean"):
+        raise ValueError(f"resize must be bilinear|bicubic and relu each|mean, got {resize!r}, {relu!r}.")
     h, w = images.shape[2:]
     total, raw, bg, n = None, None, None, 0
     for s in scales:
@@ -85,18 +92,17 @@ def multiscale_cam(
         for flipped in (False, True) if flip else (False,):
             res = net(x.flip(-1) if flipped else x)
             both = torch.cat([res["pcm"], res["cam"]], dim=1).float()
-            up = F.interpolate(both, size=(h, w), mode="bilinear", align_corners=False)
+            up = F.interpolate(both, size=(h, w), mode=resize, align_corners=False)
             if flipped:
                 up = up.flip(-1)
             up, up_raw = up.chunk(2, dim=1)
-            fg = torch.relu(up[:, 1:])
-            fg_raw = torch.relu(up_raw[:, 1:])
+            fg, fg_raw = (torch.relu(m[:, 1:]) if relu == "each" else m[:, 1:] for m in (up, up_raw))
             p_bg = torch.softmax(up, dim=1)[:, :1]
             total = fg if total is None else total + fg
             raw = fg_raw if raw is None else raw + fg_raw
             bg = p_bg if bg is None else bg + p_bg
             n += 1
-    scores, raw_scores = max_normalise(total), max_normalise(raw)
+    scores, raw_scores = max_normalise(total), max_normalise(raw)  # ReLU'd there: "mean" takes effect
     if tags is not None:
         scores = scores * tags.to(scores.dtype)[..., None, None]
         raw_scores = raw_scores * tags.to(scores.dtype)[..., None, None]

@@ -252,6 +252,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str | None) -
     parser.add_argument("--l2g_epochs", type=int, default=None, help="stage-1 epochs (default 8)")
     parser.add_argument("--seg_epochs", type=int, default=None, help="stage-3 epochs (default 12)")
     parser.add_argument("--skip_bad", action="store_true", help="leave patients with problems out")
+    parser.add_argument("--backbone", default=None, help="stage-1 backbone (resnet18|34|50|101|38)")
+    parser.add_argument("--pretrained", default=None, help="local ImageNet weights of the stage-1 backbone")
+    parser.add_argument("--seg_backbone", default=None, help="stage-3 DeepLab backbone (resnet18|34|50|101)")
+    parser.add_argument(
+        "--seg_pretrained", default=None, help="local ImageNet weights of the stage-3 backbone"
+    )
     for stage, cls in (("l2g", "L2GConfig"), ("seg", "SegConfig")):
         parser.add_argument(
             f"--{stage}",
@@ -276,6 +282,10 @@ def run_from_arguments(args: argparse.Namespace, baseline: bool) -> int:
         l2g["epochs"] = args.l2g_epochs
     if args.seg_epochs:
         seg["epochs"] = args.seg_epochs
+    for target, prefix in ((l2g, ""), (seg, "seg_")):
+        for key in ("backbone", "pretrained"):
+            if getattr(args, prefix + key, None) is not None:
+                target[key] = getattr(args, prefix + key)
     l2g.update(args.l2g)
     seg.update(args.seg)
     try:

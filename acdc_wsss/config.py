@@ -138,8 +138,9 @@ def param_groups(nets: Iterable[nn.Module], lr: float, new_lr_mult: float) -> li
     for net in nets:
         new = net.new_parameters()
         new_ids = {id(p) for p in new}
-        groups.append({"params": [p for p in net.parameters() if id(p) not in new_ids], "lr": lr})
-        groups.append({"params": new, "lr": lr * new_lr_mult})
+        old = [p for p in net.parameters() if id(p) not in new_ids and p.requires_grad]  # frozen ones out
+        groups.append({"params": old, "lr": lr})
+        groups.append({"params": [p for p in new if p.requires_grad], "lr": lr * new_lr_mult})
     return [g for g in groups if g["params"]]
 
 

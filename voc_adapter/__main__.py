@@ -10,13 +10,45 @@ final table).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from acdc_wsss.errors import USER_ERRORS, describe
 from acdc_wsss.utils import setup_cli_logging
 
 STAGES = ("l2g", "cam", "deeplab", "evaluate")
+#: ``--profile``: the stage-1 and stage-2 settings of each, as bundle overrides in ``configs/``.
+PROFILES = {
+    "default": ("l2g_train.json", None),
+    "reference": ("l2g_reference.json", "l2g_reference_infer.json"),
+}
+_CONFIGS = Path(__file__).parent / "configs"
+#: Ids of the profiles that are no stage setting here (the CLI sets them itself).
+_NOT_SETTINGS = {"+imports", "output_dir", "dataset"}
+
+
+def profile_settings(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stage-1 settings (:class:`~acdc_wsss.l2g.L2GConfig` fields) and stage-2 settings (``cam_*`` and
+    ``pseudo_*`` ids of ``infer.json``) of a ``--profile``."""
+    stage1, stage2 = PROFILES[name]
+    l2g = json.loads((_CONFIGS / stage1).read_text(encoding="utf-8"))
+    cam = json.loads((_CONFIGS / stage2).read_text(encoding="utf-8")) if stage2 else {}
+    return {k: v for k, v in l2g.items() if k not in _NOT_SETTINGS}, cam
+
+
+def _stage1(args: argparse.Namespace, device: str, progress: bool) -> dict[str, Any]:
+    """The stage-1 settings of a run: the profile's, then what the command line gives."""
+    own, _ = profile_settings(args.profile)
+    given = {
+        k: getattr(args, k)
+        for k in ("image_size", "epochs", "width", "backbone", "pretrained")
+        if getattr(args, k) is not None
+    }
+    fixed = {"dataset": "voc", "dataset_dir": args.voc_root, "output_dir": args.output_dir}
+    return {**own, **given, **fixed, "device": device, "progress": progress, "overwrite": args.overwrite}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,11 +58,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--voc-root", required=True, help="VOC2012 folder (or the VOCdevkit above it)")
     run.add_argument("--output_dir", default="runs/voc", help="run folder (default runs/voc)")
     run.add_argument("--stages", default="l2g,cam,deeplab,evaluate", help="comma-separated stages")
-    run.add_argument("--image_size", type=int, default=321, help="training crop (321)")
-    run.add_argument("--epochs", type=int, default=5, help="stage-1 epochs (5)")
+    run.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="stage-1/2 settings: default (this project's) or reference (the L2G paper's, configs/)",
+    )
+    run.add_argument("--image_size", type=int, default=None, help="training crop (profile: 321, 448)")
+    run.add_argument("--epochs", type=int, default=None, help="stage-1 epochs (profile: 5, 10)")
     run.add_argument("--seg_epochs", type=int, default=10, help="stage-3 epochs (10)")
     run.add_argument("--cam_scales", default="0.5,1.0,1.5,2.0", help="CAM inference scales")
-    run.add_argument("--width", type=float, default=0.25, help="backbone width factor (0.25)")
+    run.add_argument("--width", type=float, default=None, help="stage-1 backbone width (profile: 0.25, 1)")
+    run.add_argument("--backbone", default=None, help="stage-1 backbone (profile: resnet18, resnet38)")
+    run.add_argument("--pretrained", default=None, help="local ImageNet weights of the stage-1 backbone")
+    run.add_argument("--seg_backbone", default="resnet18", help="stage-3 DeepLab backbone (resnet18)")
+    run.add_argument("--seg_pretrained", default=None, help="local ImageNet weights of the stage-3 backbone")
+    run.add_argument(
+        "--seg_width", type=float, default=None, help="stage-3 backbone width (--width, or 0.25)"
+    )
     run.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     run.add_argument("--overwrite", action="store_true", help="redo stage 1 if the folder holds one")
     run.add_argument("--no-progress", action="store_true")
@@ -56,32 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         voc_adapter.check_voc(args.voc_root)  # every problem listed before any work
         if "l2g" in stages:
-            run_l2g(
-                {
-                    "dataset": "voc",
-                    "dataset_dir": args.voc_root,
-                    "output_dir": args.output_dir,
-                    "image_size": args.image_size,
-                    "epochs": args.epochs,
-                    "width": args.width,
-                    "saliency_key": "saliency",
-                    "saliency_sigma": 0.0,
-                    "saliency_pool": False,
-                    "device": device,
-                    "progress": progress,
-                    "overwrite": args.overwrite,
-                }
-            )
+            run_l2g(_stage1(args, device, progress))
         if "cam" in stages:
             scales = [float(x) for x in args.cam_scales.split(",")]
             splits = ["training", "validation", HOLDOUT]
+            _, own = profile_settings(args.profile)
             cam = CamConfig(
-                output_dir=args.output_dir, scales=scales, device=device, progress=progress, splits=splits
+                output_dir=args.output_dir,
+                scales=scales,
+                device=device,
+                progress=progress,
+                splits=splits,
+                **{k[4:]: v for k, v in own.items() if k in ("cam_resize", "cam_relu")},
             )
             run_cam(cam)
             # settings (the CRF's among them) chosen on held-out training images, reported on val
             result = evaluate_pseudo(args.output_dir, "validation", select_split=HOLDOUT, progress=progress)
-            export_pseudo(args.output_dir, progress=progress)
+            row, value = own.get("pseudo_row"), own.get("pseudo_value")  # reference: PCM, background 0.25
+            export_pseudo(args.output_dir, row=row, value=value, progress=progress)
             print(markdown_table(result))
         if "deeplab" in stages:
             run_seg(
@@ -90,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "network": "deeplab",  # the paper's network on photos
                     "image_size": args.image_size,
                     "epochs": args.seg_epochs,
-                    "width": args.width,
+                    "backbone": args.seg_backbone,
+                    "pretrained": args.seg_pretrained,
+                    "width": args.seg_width or args.width or 0.25,
                     "device": device,
                     "progress": progress,
                     "overwrite": args.overwrite,

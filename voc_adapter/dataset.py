@@ -118,7 +118,10 @@ def build_voc(cfg: Any, out: Path, rank: int = 0) -> tuple[Path, dict[str, list[
             data,
         )
     config = VOCConfig(image_size=cfg.image_size)
-    train = VOCImages(datalist["training"], voc_train_transforms(cfg.image_size, config.scale), config)
+    aug = voc_train_transforms(
+        cfg.image_size, config.scale, hue_saturation=getattr(cfg, "color_jitter", False)
+    )
+    train = VOCImages(datalist["training"], aug, config)
     val = VOCImages(datalist["validation"], voc_val_transforms(cfg.image_size), config)
     splits = {k: [it["id"] for it in datalist[k]] for k in ("training", "validation", HOLDOUT)}
     return data, splits, train, val

@@ -22,6 +22,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     RandAdjustContrastd,
     RandFlipd,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LoadVOCd",
+    "RandHueSaturationd",
     "ShortSideResized",
     "load_rgb",
     "voc_eval_transforms",
@@ -92,6 +94,33 @@ class ShortSideResized(MapTransform):
         return d
 
 
+class RandHueSaturationd(MapTransform, Randomizable):
+    """Random hue shift (``hue``: fraction of the colour circle, either way) and saturation scaling
+    (``1 +- saturation``) of an RGB ``image`` ``(3, H, W)`` in [0, 1], each with probability ``prob``."""
+
+    def __init__(
+        self, keys: Any = "image", hue: float = 0.1, saturation: float = 0.3, prob: float = 0.5
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        self.hue, self.saturation, self.prob = hue, saturation, prob
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        shift = self.R.uniform(-self.hue, self.hue) if self.R.rand() < self.prob else 0.0
+        scale = self.R.uniform(1 - self.saturation, 1 + self.saturation) if self.R.rand() < self.prob else 1.0
+        if shift == 0.0 and scale == 1.0:
+            return d
+        from skimage.color import hsv2rgb, rgb2hsv
+
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            hsv = rgb2hsv(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            hsv[..., 0] = (hsv[..., 0] + shift) % 1.0
+            hsv[..., 1] = np.clip(hsv[..., 1] * scale, 0, 1)
+            d[key] = torch.as_tensor(hsv2rgb(hsv).astype(np.float32)).permute(2, 0, 1)
+        return d
+
+
 def _normalise() -> NormalizeIntensityd:
     return NormalizeIntensityd(
         "image",
@@ -107,9 +136,11 @@ def voc_train_transforms(
     flip: bool = True,
     jitter: float = 0.3,
     short_side: int | None = None,
+    hue_saturation: bool = False,
 ) -> Compose:
     """Training chain: load, optional short-side resize, random scale, pad (label 255), random crop,
-    flip, colour jitter (contrast, brightness), ImageNet normalisation."""
+    flip, colour jitter (contrast, brightness; with ``hue_saturation`` also hue and saturation, as the
+    reference L2G), ImageNet normalisation."""
     steps: list[Any] = [LoadVOCd()]
     if short_side:
         steps.append(ShortSideResized(short_side))
@@ -138,6 +169,8 @@ def voc_train_transforms(
             RandScaleIntensityd("image", factors=jitter, prob=0.5),
             RandShiftIntensityd("image", offsets=jitter / 3, prob=0.5),
         ]
+    if hue_saturation:
+        steps.append(RandHueSaturationd("image"))
     steps.append(_normalise())
     return Compose(steps)
 

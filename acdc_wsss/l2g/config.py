@@ -19,7 +19,13 @@ class L2GConfig:
     one an adapter registers, e.g. ``voc``; see :mod:`acdc_wsss.data.registry`), ``image_size`` (training
     crop of RGB data sets), ``splits`` (patient fractions), ``split_seed``, ``skip_bad``, ``tags_csv``,
     preprocessing ``spacing``/``roi_size``/``centre``.
-    Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``. Method: ``l2g`` (False: plain-CAM baseline),
+    Networks: ``backbone``, ``width``, ``pcm``, ``pretrained``, ``pooled_map`` (``cam``: image-level
+    logits pool the raw CAM; ``pcm``: the PCM output, as the reference), ``pcm_features`` (``raw`` or
+    ``activated``: the backbone features after BN + ReLU, as the reference's ResNet-38), ``freeze``
+    (backbone parameter-name prefixes kept at their initial, pretrained values; ``bn`` also freezes every
+    BatchNorm layer, statistics included: the reference freezes ``bn``, ``conv1a``, ``b2``).
+    Augmentation of RGB data sets: ``color_jitter`` (brightness, contrast, saturation and hue jitter).
+    Method: ``l2g`` (False: plain-CAM baseline),
     ``num_views``, ``view_ratio``, ``att_weight``, ``att_threshold``, ``global_cls``, ``bg_weight``,
     ``saliency_key``, ``saliency_sigma`` (pixels of Gaussian smoothing of the saliency map; 0 keeps it),
     ``saliency_pool`` (with L2G, image-level logits pooled with the saliency map as weights, not a plain
@@ -48,6 +54,10 @@ class L2GConfig:
     width: float = 0.25
     pcm: bool = True
     pretrained: str | None = None
+    pooled_map: str = "cam"
+    pcm_features: str = "raw"
+    freeze: list[str] = field(default_factory=list)
+    color_jitter: bool = False
     l2g: bool = True
     num_views: int = 6
     view_ratio: float = 0.625

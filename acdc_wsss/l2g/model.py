@@ -20,7 +20,7 @@ from acdc_wsss.l2g.core import smooth_saliency
 from acdc_wsss.layout import L2G_STAGE, RunLayout
 from acdc_wsss.networks import CAMNet
 
-__all__ = ["L2GModel", "load_l2g", "pool_weight", "recorded_l2g_config"]
+__all__ = ["L2GModel", "freeze_backbone", "load_l2g", "pool_weight", "recorded_l2g_config"]
 
 
 class L2GModel(nn.Module):
@@ -30,11 +30,54 @@ class L2GModel(nn.Module):
         super().__init__()
 
         def net() -> CAMNet:
-            return CAMNet(num_classes, cfg.backbone, in_channels, cfg.width, cfg.pcm, cfg.pretrained)
+            return CAMNet(
+                num_classes,
+                cfg.backbone,
+                in_channels,
+                cfg.width,
+                cfg.pcm,
+                cfg.pretrained,
+                cfg.pooled_map,
+                cfg.pcm_features,
+            )
 
         self.cfg = cfg  # the settings it was built with (evaluation pools logits as training did)
         self.global_net = net()
         self.local_net = net() if cfg.l2g else None
+        self.frozen_bn: list[nn.Module] = []
+        for n in (self.global_net, self.local_net):
+            if n is not None:
+                self.frozen_bn += freeze_backbone(n.backbone, cfg.freeze)
+
+    def train(self, mode: bool = True) -> L2GModel:
+        """Train mode, with frozen BatchNorm layers kept in eval mode (their statistics stay put)."""
+        super().train(mode)
+        for m in self.frozen_bn:
+            m.eval()
+        return self
+
+
+def freeze_backbone(backbone: nn.Module, prefixes: list[str]) -> list[nn.Module]:
+    """Stop training the parameters of ``backbone`` whose names start with one of ``prefixes``; ``bn`` in
+    ``prefixes`` freezes every BatchNorm layer too. Returns those BatchNorm layers (to keep in eval mode).
+
+    Raises:
+        ValueError: a prefix that names no parameter (a misspelt layer would silently train).
+    """
+    names = [p for p in prefixes if p != "bn"]
+    for prefix in names:
+        if not any(n.startswith(prefix) for n, _ in backbone.named_parameters()):
+            raise ValueError(f"freeze: no backbone parameter starts with {prefix!r}.")
+    for n, p in backbone.named_parameters():
+        if any(n.startswith(prefix) for prefix in names):
+            p.requires_grad_(False)
+    if "bn" not in prefixes:
+        return []
+    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return bns
 
 
 def pool_weight(cfg: L2GConfig) -> Callable[[dict[str, Any]], torch.Tensor | None] | None:

@@ -90,11 +90,12 @@ class DilatedResNet(nn.Module):
         self.channels: dict[str, int] = shapes
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Args: x: ``(B, in_channels, H, W)``. Returns: ``low``, ``mid``, ``high`` at ``(H/8, W/8)``."""
+        """Args: x: ``(B, in_channels, H, W)``. Returns: ``low``, ``mid``, ``high`` at ``(H/8, W/8)``, and
+        ``low_act``/``mid_act``: the same (a post-activation ResNet's stages end with their ReLU)."""
         x = self.layer1(self.stem(x))
         low = self.layer2(x)
         mid = self.layer3(low)
-        return {"low": low, "mid": mid, "high": self.layer4(mid)}
+        return {"low": low, "mid": mid, "high": self.layer4(mid), "low_act": low, "mid_act": mid}
 
 
 class _ResBlock(nn.Module):
@@ -191,7 +192,9 @@ class WideResNet38(nn.Module):
         self.channels: dict[str, int] = {"low": 512, "mid": 1024, "high": 4096}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Args: x: ``(B, in_channels, H, W)``. Returns: ``low``, ``mid``, ``high`` at ``(H/8, W/8)``."""
+        """Args: x: ``(B, in_channels, H, W)``. Returns: ``low``, ``mid``, ``high`` at ``(H/8, W/8)``; and
+        ``low_act``/``mid_act``, ``low`` and ``mid`` after the BN + ReLU that opens the next block (the
+        features the reference's PCM reads)."""
         x = self.conv1a(x)
         for name in (
             "b2",
@@ -211,7 +214,9 @@ class WideResNet38(nn.Module):
         low = x
         mid = self.b5_2(self.b5_1(self.b5(low)))
         high = torch.relu(self.bn7(self.b7(self.b6(mid))))
-        return {"low": low, "mid": mid, "high": high}
+        # pre-activation blocks: the next block's BN + ReLU gives the activated features
+        low_act, mid_act = torch.relu(self.b5.bn_branch2a(low)), torch.relu(self.b6.bn_branch2a(mid))
+        return {"low": low, "mid": mid, "high": high, "low_act": low_act, "mid_act": mid_act}
 
 
 def build_backbone(name: str = "resnet18", in_channels: int = 1, width: float = 1.0) -> nn.Module:
@@ -230,7 +235,9 @@ def load_pretrained(
     """Load weights from a local file into ``module``, strictly.
 
     Accepts a plain state dict or a checkpoint with a ``state_dict`` / ``model`` entry; the prefixes in
-    ``strip_prefixes`` are removed from the keys (e.g. DDP's ``module.``).
+    ``strip_prefixes`` are removed from the keys (e.g. DDP's ``module.``). BatchNorm's
+    ``num_batches_tracked`` counters may be absent (a file converted from another framework, as the
+    ImageNet ResNet-38): they keep the module's value. Every other key and shape must match.
 
     Raises:
         FileNotFoundError: no such file.
@@ -252,6 +259,10 @@ def load_pretrained(
             k = k.removeprefix(prefix)
         clean[k] = v
     own = module.state_dict()
+    # BatchNorm's step counter is not a weight: files converted from other frameworks lack it
+    for k in set(own) - set(clean):
+        if k.endswith(".num_batches_tracked"):
+            clean[k] = own[k]
     missing = sorted(set(own) - set(clean))
     unexpected = sorted(set(clean) - set(own))
     mismatched = sorted(k for k in set(own) & set(clean) if tuple(own[k].shape) != tuple(clean[k].shape))

@@ -1,7 +1,8 @@
 """CAM classifier: stride-8 backbone, bias-free 1x1 head to C+1 channels, and the PCM branch.
 
 Channel 0 of every map is the background, channel ``k`` (1..C) the class with label ``k``. Image-level
-logits are the global average pool of the C foreground channels of the raw CAM.
+logits are the global average pool of the C foreground channels of the raw CAM (``pooled="pcm"``: of the
+PCM output).
 
 PCM (pixel correlation module, SEAM): features ``f = conv([image resized; conv(low); conv(mid)])`` (the
 backbone features detached), L2-normalised per pixel; affinity ``A = ReLU(f_i . f_j)`` normalised over
@@ -18,7 +19,12 @@ from torch import nn
 
 from acdc_wsss.networks.backbones import build_backbone, load_pretrained
 
-__all__ = ["CAMNet"]
+__all__ = ["PCM_FEATURES", "POOLED_MAPS", "CAMNet"]
+
+#: Maps that can be pooled into the image-level logits.
+POOLED_MAPS: tuple[str, ...] = ("cam", "pcm")
+#: Backbone features the PCM can read.
+PCM_FEATURES: tuple[str, ...] = ("raw", "activated")
 
 
 class CAMNet(nn.Module):
@@ -31,6 +37,10 @@ class CAMNet(nn.Module):
         width: width factor of the MONAI ResNet stages (ignored by ResNet-38).
         pcm: build the PCM branch.
         pretrained: optional local file of backbone weights, loaded strictly.
+        pooled: the map whose foreground channels are averaged into the image-level logits: ``cam`` (the
+            raw CAM) or ``pcm`` (the PCM output, as the reference L2G does).
+        pcm_features: backbone features the PCM reads: ``raw`` (stage outputs) or ``activated`` (after the
+            BN + ReLU of the next pre-activation block, as the reference; the same for MONAI ResNets).
     """
 
     #: Input pixels per CAM cell (every backbone runs at output stride 8).
@@ -44,10 +54,18 @@ class CAMNet(nn.Module):
         width: float = 0.5,
         pcm: bool = True,
         pretrained: str | os.PathLike | None = None,
+        pooled: str = "cam",
+        pcm_features: str = "raw",
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        if pooled not in POOLED_MAPS or pcm_features not in PCM_FEATURES:
+            raise ValueError(
+                f"pooled must be one of {POOLED_MAPS} and pcm_features one of {PCM_FEATURES}, "
+                f"got {pooled!r}, {pcm_features!r}."
+            )
+        self.pooled, self.pcm_features = pooled, pcm_features
         self.num_classes, self.in_channels = num_classes, in_channels
         self.backbone = build_backbone(backbone, in_channels, width)
         if pretrained:
@@ -71,8 +89,8 @@ class CAMNet(nn.Module):
         f = torch.cat(
             [
                 F.interpolate(image, (h, w), mode="bilinear", align_corners=False),
-                self.pcm_low(feats["low"].detach()),
-                self.pcm_mid(feats["mid"].detach()),
+                self.pcm_low(feats["low_act" if self.pcm_features == "activated" else "low"].detach()),
+                self.pcm_mid(feats["mid_act" if self.pcm_features == "activated" else "mid"].detach()),
             ],
             dim=1,
         )
@@ -91,6 +109,6 @@ class CAMNet(nn.Module):
         """
         feats = self.backbone(x)
         cam = self.classifier(feats["high"])
-        logits = cam[:, 1:].mean(dim=(2, 3))
         out = cam + self.pcm(cam, x, feats) if self.use_pcm else cam
+        logits = (out if self.pooled == "pcm" else cam)[:, 1:].mean(dim=(2, 3))
         return {"logits": logits, "cam": cam, "pcm": out}

@@ -52,6 +52,8 @@ class CamConfig:
         checkpoint: ``"best"`` or ``"last"`` stage-1 checkpoint.
         scales: inference scales (each also flipped when ``flip``).
         flip: add horizontal flips.
+        resize: ``bilinear`` or ``bicubic`` (the reference) upsampling of each pass's maps.
+        relu: ``each`` pass's maps ReLU'd, or the ``mean`` only (the reference).
         splits: datalist splits whose volumes get CAMs.
         device: torch device.
         progress: progress bar on a terminal.
@@ -62,6 +64,8 @@ class CamConfig:
     checkpoint: str = "best"
     scales: list[float] = field(default_factory=lambda: list(CAM_SCALES))
     flip: bool = True
+    resize: str = "bilinear"
+    relu: str = "each"
     splits: list[str] = field(default_factory=lambda: ["training", "validation"])
     device: str = "cpu"
     progress: bool = True
@@ -130,7 +134,7 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
         vol = ds.volumes[v]
         x = plain(vol["image"]).permute(3, 0, 1, 2).float().to(device)  # (S, C, H, W)
         tags = vol["tags"].to(device)
-        res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip)
+        res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip, cfg.resize, cfg.relu)
         path = run.cam.cam(volume_key(ds.items[v]))
         with atomic_write(path) as tmp:
             np.savez_compressed(

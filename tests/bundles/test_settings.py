@@ -100,10 +100,24 @@ def test_override_ids_hold_the_function_defaults(override: Path, fn: Any) -> Non
 
 @pytest.mark.parametrize(
     ("bundle", "override", "key"),
-    [(L2G, "l2g_train.json", "l2g_config"), (SEG, "deeplab_train.json", "seg_config")],
+    [
+        (L2G, "l2g_train.json", "l2g_config"),
+        (L2G, "l2g_reference.json", "l2g_config"),
+        (SEG, "deeplab_train.json", "seg_config"),
+    ],
 )
 def test_voc_overrides_set_existing_ids_to_valid_settings(bundle: Path, override: str, key: str) -> None:
     path = ROOT / "voc_adapter" / "configs" / override
     base = set(json.loads((bundle / "train.json").read_text()))
     assert set(json.loads(path.read_text())) - {"+imports"} <= base  # no misspelt id becomes a new one
     _parser(bundle / "train.json", path).get_parsed_content(key)  # the dataclass accepts every value
+
+
+def test_reference_stage2_profile_sets_existing_cam_ids() -> None:
+    path = ROOT / "voc_adapter" / "configs" / "l2g_reference_infer.json"
+    base = set(json.loads((L2G / "train.json").read_text())) | set(
+        json.loads((L2G / "infer.json").read_text())
+    )
+    assert set(json.loads(path.read_text())) <= base
+    cam = _parser(L2G / "train.json", L2G / "infer.json", path).get_parsed_content("cam_config")
+    assert (cam.resize, cam.relu) == ("bicubic", "mean")

@@ -19,8 +19,11 @@ def test_dilated_resnet_stride_8(depth: int, in_channels: int) -> None:
         "low": (8, 12),
         "mid": (8, 12),
         "high": (8, 12),
+        "low_act": (8, 12),
+        "mid_act": (8, 12),
     }
     assert {k: v.shape[1] for k, v in out.items()} == net.channels
+    assert out["low_act"] is out["low"] and out["mid_act"] is out["mid"]  # stages end with their ReLU
 
 
 def test_resnet38_stride_and_reference_names() -> None:
@@ -31,6 +34,8 @@ def test_resnet38_stride_and_reference_names() -> None:
         "low": (512, 4, 5),
         "mid": (1024, 4, 5),
         "high": (4096, 4, 5),
+        "low_act": (512, 4, 5),
+        "mid_act": (1024, 4, 5),
     }
     keys = net.state_dict().keys()
     assert {"conv1a.weight", "b2.conv_branch1.weight", "b4_5.bn_branch2b1.running_mean", "bn7.weight"} <= set(
