@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, help="ACDC folder (training/ and/or testing/)")
+    parser.add_argument(
+        "--data", required=True, help="ACDC folder (training/ and/or testing/, or imagesTr/ and/or imagesTs/)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="preprocessing workers (default: up to 2)")
     parser.add_argument("--spacing", type=float, default=1.5, help="in-plane spacing in mm (1.5)")
     parser.add_argument("--centre", default="motion", choices=CENTRE_MODES, help="crop centre (motion)")

@@ -10,6 +10,18 @@ The official release (MICCAI 2017 ACDC) looks like::
     DATASET_DIR/training/patient001/patient001_4d.nii.gz           # optional cine
     DATASET_DIR/testing/patient101/...                             # same layout, gt optional
 
+The Decathlon-style layout (flat folders, masks named as their images) is read into the same patients::
+
+    DATASET_DIR/imagesTr/patient001_frame01.nii.gz    # a training image (patients of subset "training")
+    DATASET_DIR/imagesTr/patient001_frame12.nii.gz
+    DATASET_DIR/imagesTr/patient001_Info.cfg          # optional: ED, ES, Group... as in the ACDC layout
+    DATASET_DIR/imagesTr/patient001_4d.nii.gz         # optional cine
+    DATASET_DIR/labelsTr/patient001_frame01.nii.gz    # its mask, same file name as the image
+    DATASET_DIR/imagesTs/patient101_frame01.nii.gz    # optional: subset "testing", no masks
+
+A patient's Info.cfg is looked for in one place only: ``patientXXX_Info.cfg`` beside its images. Without it
+the patient must have exactly two frames (the earlier is ED, the later ES) and its group is ``"unknown"``.
+
 This module only reads the layout. Whether the files are sound is the job of
 :mod:`acdc_wsss.data.check`, which every stage runs first.
 """
@@ -33,7 +45,9 @@ __all__ = [
     "ACDC_CLASSES",
     "ACDC_GROUPS",
     "ACDC_LABELS",
+    "IMAGE_DIRS",
     "INFO_KEYS",
+    "LABEL_DIR",
     "PATH_KEYS",
     "PHASES",
     "SUBSETS",
@@ -41,16 +55,15 @@ __all__ = [
     "DatasetError",
     "Frame",
     "Patient",
+    "decathlon_layout",
+    "find_decathlon_patients",
     "find_patient_dirs",
-    "find_seed_patients",
-    "is_seed_layout",
     "make_datalist",
     "parse_info_cfg",
     "read_datalist",
+    "read_decathlon_patient",
     "read_patient",
     "read_patients",
-    "read_seed_patient",
-    "seed_info_cfg",
     "split_patients",
     "write_datalist",
 ]
@@ -77,13 +90,17 @@ SUBSETS: tuple[str, ...] = ("training", "testing")
 #: Datalist keys whose values are file paths (relative to the dataset folder in a written datalist).
 PATH_KEYS: tuple[str, ...] = ("image", "label", "pair", "cine")
 
-_PATIENT_RE = re.compile(r"^patient\d{3}$")
-_FRAME_FILE_RE = re.compile(r"^(patient\d{3})_frame(\d{2})\.nii\.gz$")
+#: Folders of the Decathlon-style layout that hold images, with the subset their patients go to.
+IMAGE_DIRS: dict[str, str] = {"imagesTr": "training", "imagesTs": "testing"}
+#: Folder of the Decathlon-style layout that holds the training masks, each named as its image.
+LABEL_DIR = "labelsTr"
 
-#: The Decathlon-style layout: image folder -> (subset, label folder).
-SEED_FOLDERS: dict[str, tuple[str, str]] = {
-    "imagesTr": ("training", "labelsTr"),
-    "imagesTs": ("testing", "labelsTs"),
+_PATIENT_RE = re.compile(r"^patient\d{3}$")
+#: File names of the Decathlon-style layout, by kind; group 1 is the patient id.
+_DECATHLON_NAMES: dict[str, re.Pattern[str]] = {
+    "frame": re.compile(r"^(patient\d{3})_frame(\d{2})\.nii\.gz$"),
+    "cine": re.compile(r"^(patient\d{3})_4d\.nii\.gz$"),
+    "info": re.compile(r"^(patient\d{3})_Info\.cfg$"),
 }
 
 
@@ -106,7 +123,11 @@ class Frame:
 
 @dataclass(frozen=True)
 class Patient:
-    """One patient folder, with its parsed Info.cfg and its ED/ES frames."""
+    """One patient, with its parsed Info.cfg (empty where it has none) and its ED/ES frames.
+
+    ``folder`` is the patient's folder in the ACDC layout, the folder of its images (``imagesTr/`` or
+    ``imagesTs/``) in the Decathlon-style one.
+    """
 
     id: str
     subset: str
@@ -198,10 +219,138 @@ def find_patient_dirs(dataset_dir: str | os.PathLike) -> list[tuple[str, Path]]:
     if not found:
         raise DatasetError(
             f"{root}: no patient folders found; expected {root}/training/patientXXX/ (ACDC layout) "
-            "with Info.cfg and patientXXX_frameYY.nii.gz files, or imagesTr/ and labelsTr/ holding "
-            "patientXXX_frameYY.nii.gz."
+            "with Info.cfg and patientXXX_frameYY.nii.gz files, or "
+            f"{root}/imagesTr/patientXXX_frameYY.nii.gz (Decathlon-style layout)."
         )
     return found
+
+
+def decathlon_layout(dataset_dir: str | os.PathLike) -> bool:
+    """True when ``dataset_dir`` is in the Decathlon-style layout: it holds ``imagesTr/`` or ``imagesTs/``.
+
+    Raises:
+        DatasetError: the folder holds both layouts (``imagesTr/`` beside ``training/`` or patient folders);
+            which one to read would be a guess.
+    """
+    root = Path(dataset_dir)
+    flat = [root / d for d in IMAGE_DIRS if (root / d).is_dir()]
+    if not flat:
+        return False
+    acdc = [root / s for s in SUBSETS if (root / s).is_dir()]
+    acdc += [p for p in sorted(root.iterdir()) if p.is_dir() and _PATIENT_RE.match(p.name)]
+    if acdc:
+        raise DatasetError(
+            f"{root}: holds both {flat[0].name}/ (Decathlon-style layout) and {acdc[0].name}/ (ACDC layout); "
+            "keep one layout per dataset folder."
+        )
+    return True
+
+
+#: How each kind of file of the Decathlon-style layout is spelled, for messages.
+_DECATHLON_SPELLING = {
+    "frame": "patientXXX_frameYY.nii.gz",
+    "cine": "patientXXX_4d.nii.gz",
+    "info": "patientXXX_Info.cfg",
+}
+
+
+def _decathlon_files(
+    folder: Path, kinds: Sequence[str], strays: list[tuple[Path, str, str | None]]
+) -> list[tuple[str, str, Path]]:
+    """``(kind, patient id, path)`` of the files of one Decathlon-style folder named as one of ``kinds``; a
+    NIfTI or .cfg file named otherwise goes to ``strays``, other files (hidden ones, notes) are ignored."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        kind = next((k for k in kinds if _DECATHLON_NAMES[k].match(path.name)), None)
+        if kind is not None:
+            out.append((kind, path.name.split("_", 1)[0], path))
+        elif path.name.endswith((".nii.gz", ".nii", ".cfg")):
+            pid = path.name[:10] if _PATIENT_RE.match(path.name[:10]) else None
+            expected = ", ".join(_DECATHLON_SPELLING[k] for k in kinds)
+            strays.append((path, f"unexpected name; {folder.name}/ holds only {expected} files.", pid))
+    return out
+
+
+def find_decathlon_patients(
+    dataset_dir: str | os.PathLike,
+) -> tuple[list[tuple[str, str]], list[tuple[Path, str, str | None]]]:
+    """List the patients of a Decathlon-style folder, and the files that belong to none.
+
+    Returns:
+        ``(subset, patient id)`` of every patient with a ``patientXXX_frameYY.nii.gz`` image in
+        ``imagesTr/`` (subset ``"training"``) or ``imagesTs/`` (``"testing"``); and ``(file, what is wrong,
+        patient id or None)`` for every misnamed NIfTI or .cfg file, every mask in ``labelsTr/`` without its
+        image in ``imagesTr/``, and every Info.cfg or cine of a patient without images.
+    """
+    root = Path(dataset_dir)
+    found: list[tuple[str, str]] = []
+    strays: list[tuple[Path, str, str | None]] = []
+    for name, subset in IMAGE_DIRS.items():
+        files = _decathlon_files(root / name, ("frame", "cine", "info"), strays)
+        with_frames = sorted({pid for kind, pid, _ in files if kind == "frame"})
+        found += [(subset, pid) for pid in with_frames]
+        strays += [
+            (path, f"no {pid}_frameYY.nii.gz image beside it.", pid)
+            for _, pid, path in files
+            if pid not in with_frames
+        ]
+    images = root / "imagesTr"
+    for _, pid, path in _decathlon_files(root / LABEL_DIR, ("frame",), strays):
+        if not (images / path.name).is_file():
+            strays.append((path, f"mask without its image {images / path.name}.", pid))
+    return found, strays
+
+
+def read_decathlon_patient(dataset_dir: str | os.PathLike, pid: str, subset: str = "training") -> Patient:
+    """Read one patient of a Decathlon-style folder: its ED/ES frames, masks, cine and optional Info.cfg.
+
+    ED and ES are the frames that ``patientXXX_Info.cfg`` beside the images names; without that file the
+    patient must have exactly two frames, the earlier ED and the later ES (and its group is ``"unknown"``).
+    A training patient's masks are the ``labelsTr/`` files named as its images. Only the existence of files
+    is checked here, not their contents.
+
+    Raises:
+        DatasetError: Info.cfg is bad or names a frame that is not there; or, without Info.cfg, the patient
+            has other than two frames. The message names the file(s).
+    """
+    if subset not in IMAGE_DIRS.values():
+        raise ValueError(f"subset must be one of {sorted(IMAGE_DIRS.values())}, got {subset!r}.")
+    root = Path(dataset_dir)
+    folder = root / next(d for d, s in IMAGE_DIRS.items() if s == subset)
+    frames = {
+        int(m[2]): p
+        for p in sorted(folder.glob(f"{pid}_frame*.nii.gz"))
+        if (m := _DECATHLON_NAMES["frame"].match(p.name))
+    }
+    cfg = folder / f"{pid}_Info.cfg"
+    info: dict[str, Any] = {}
+    if cfg.is_file():
+        info = parse_info_cfg(cfg)
+        index = {phase: int(info[phase]) for phase in PHASES}
+        for phase, idx in index.items():
+            if idx not in frames:
+                image = folder / f"{pid}_frame{idx:02d}.nii.gz"
+                raise DatasetError(f"{image}: missing; {cfg.name} names frame {idx} as {phase}.")
+    elif len(frames) == len(PHASES):
+        index = dict(zip(PHASES, sorted(frames), strict=True))
+    else:
+        names = ", ".join(p.name for p in frames.values()) or "none"
+        raise DatasetError(
+            f"{cfg}: missing, and {pid} has {len(frames)} frame(s) in {folder} ({names}); without it exactly "
+            f"two are needed (the earlier is ED, the later ES). Add {cfg.name} naming ED and ES, or keep "
+            "only those two frames."
+        )
+    labels = root / LABEL_DIR if subset == "training" else None
+    out = []
+    for phase, idx in index.items():
+        label = labels / frames[idx].name if labels is not None else None
+        out.append(Frame(phase, idx, frames[idx], label if label is not None and label.is_file() else None))
+    cine = folder / f"{pid}_4d.nii.gz"
+    return Patient(pid, subset, folder, info, tuple(out), cine if cine.is_file() else None)
 
 
 def read_patient(folder: str | os.PathLike, subset: str = "training") -> Patient:
@@ -228,92 +377,24 @@ def read_patient(folder: str | os.PathLike, subset: str = "training") -> Patient
 
 
 def read_patients(dataset_dir: str | os.PathLike) -> list[Patient]:
-    """Read every patient of a dataset folder, in the ACDC or the ``imagesTr/`` layout (no content check;
-    see :func:`check.validated_patients`)."""
-    if is_seed_layout(dataset_dir):
-        return [read_seed_patient(dataset_dir, *group) for group in find_seed_patients(dataset_dir)]
-    return [read_patient(folder, subset) for subset, folder in find_patient_dirs(dataset_dir)]
-
-
-def is_seed_layout(dataset_dir: str | os.PathLike) -> bool:
-    """Whether a folder is in the Decathlon-style layout (``imagesTr/``, ``labelsTr/``, ``imagesTs/``)."""
-    return any((Path(dataset_dir) / name).is_dir() for name in SEED_FOLDERS)
-
-
-def find_seed_patients(dataset_dir: str | os.PathLike) -> list[tuple[str, str, dict[int, Path]]]:
-    """``(subset, patient id, {frame number: image})`` of every patient of a folder in the ``imagesTr/``
-    layout: ``imagesTr/patientXXX_frameYY.nii.gz`` (training, masks of the same name in ``labelsTr/``) and
-    ``imagesTs/`` (testing, masks optional in ``labelsTs/``).
+    """Read every patient of a dataset folder in the ACDC or the Decathlon-style layout (no content check;
+    see :func:`check.validated_patients`).
 
     Raises:
-        DatasetError: a NIfTI file named otherwise (the file and the expected name), a mask without its
-            image, or no image at all.
+        DatasetError: no patient, a patient that cannot be read, or (Decathlon-style layout) a misnamed file
+            or a mask without its image; the message names the file.
     """
     root = Path(dataset_dir)
-    found: list[tuple[str, str, dict[int, Path]]] = []
-    for images, (subset, labels) in SEED_FOLDERS.items():
-        if not (root / images).is_dir():
-            continue
-        groups: dict[str, dict[int, Path]] = {}
-        for path in sorted((root / images).iterdir()):
-            m = _FRAME_FILE_RE.match(path.name)
-            if m:
-                groups.setdefault(m.group(1), {})[int(m.group(2))] = path
-            elif path.name.endswith((".nii", ".nii.gz")):
-                raise DatasetError(f"{path}: not named patientXXX_frameYY.nii.gz; rename it or move it out.")
-        for label in sorted((root / labels).glob("*.nii*")) if (root / labels).is_dir() else []:
-            if not (root / images / label.name).is_file():
-                raise DatasetError(f"{label}: a mask without its image {root / images / label.name}.")
-        found += [(subset, pid, frames) for pid, frames in sorted(groups.items())]
+    if not decathlon_layout(root):
+        return [read_patient(folder, subset) for subset, folder in find_patient_dirs(root)]
+    found, strays = find_decathlon_patients(root)
+    if strays:
+        path, message, _ = strays[0]
+        more = f" (and {len(strays) - 1} more file(s): python -m acdc_wsss.data.check lists them)"
+        raise DatasetError(f"{path}: {message}" + (more if len(strays) > 1 else ""))
     if not found:
-        raise DatasetError(f"{root}: no patientXXX_frameYY.nii.gz in {' or '.join(SEED_FOLDERS)}.")
-    return found
-
-
-def seed_info_cfg(dataset_dir: str | os.PathLike, images: Path, pid: str) -> Path | None:
-    """The Info.cfg of a patient of the ``imagesTr/`` layout, where one exists: ``<images folder>/
-    patientXXX_Info.cfg`` beside its frames, else ``<dataset>/patientXXX/Info.cfg``."""
-    for path in (images / f"{pid}_Info.cfg", Path(dataset_dir) / pid / "Info.cfg"):
-        if path.is_file():
-            return path
-    return None
-
-
-def read_seed_patient(
-    dataset_dir: str | os.PathLike, subset: str, pid: str, frames: Mapping[int, Path]
-) -> Patient:
-    """One patient of the ``imagesTr/`` layout. ED and ES are those its Info.cfg names
-    (:func:`seed_info_cfg`); without one, the patient must have exactly two frames, and the earlier is ED
-    (pathology group ``unknown``).
-
-    Raises:
-        DatasetError: a bad Info.cfg, a frame it names that is missing, or, without Info.cfg, other than
-            two frames; the message names the files.
-    """
-    images = next(iter(frames.values())).parent
-    labels = Path(dataset_dir) / dict(SEED_FOLDERS.values())[subset]
-    info_path = seed_info_cfg(dataset_dir, images, pid)
-    if info_path is not None:
-        info = parse_info_cfg(info_path)
-    elif len(frames) == 2:
-        ed, es = sorted(frames)
-        info = {"ED": ed, "ES": es, "Group": "unknown", "NbFrame": max(ed, es)}
-    else:
-        names = ", ".join(p.name for p in frames.values())
-        raise DatasetError(
-            f"{images}: {pid} has {len(frames)} frame(s) ({names}) and no Info.cfg; keep its ED and ES "
-            f"frames only, or add {images / (pid + '_Info.cfg')} naming them."
-        )
-    out = []
-    for phase in PHASES:
-        idx = int(info[phase])
-        if idx not in frames:
-            raise DatasetError(
-                f"{images / f'{pid}_frame{idx:02d}.nii.gz'}: missing; {info_path} names it {phase}."
-            )
-        label = labels / frames[idx].name
-        out.append(Frame(phase, idx, frames[idx], label if label.is_file() else None))
-    return Patient(pid, subset, images, info, tuple(out), None)
+        raise DatasetError(f"{root}: no patientXXX_frameYY.nii.gz image in imagesTr/ or imagesTs/.")
+    return [read_decathlon_patient(root, pid, subset) for subset, pid in found]
 
 
 def split_patients(

@@ -1,4 +1,4 @@
-"""Integrity check of an ACDC dataset folder, run before any stage does work.
+"""Integrity check of an ACDC dataset folder (ACDC or Decathlon-style layout), run before any stage does work.
 
 ``python -m acdc_wsss.data.check DATASET_DIR`` lists every problem at once, each naming its file, and exits
 non-zero when anything is wrong. Stages call :func:`validated_patients`, which raises
@@ -23,17 +23,18 @@ import numpy as np
 
 from acdc_wsss.data.acdc import (
     ACDC_LABELS,
+    IMAGE_DIRS,
+    LABEL_DIR,
     PHASES,
-    SEED_FOLDERS,
     DatasetError,
     Patient,
+    decathlon_layout,
+    find_decathlon_patients,
     find_patient_dirs,
-    find_seed_patients,
-    is_seed_layout,
     make_datalist,
     parse_info_cfg,
+    read_decathlon_patient,
     read_patient,
-    read_seed_patient,
     split_patients,
     write_datalist,
 )
@@ -211,22 +212,29 @@ def _check_frame_pair(
     return tuple(img.shape), img.affine
 
 
-def _check_frames(
+def _check_frame_numbers(info: dict[str, Any], cfg: Path, report: CheckReport, pid: str) -> None:
+    """Refuse an ED or ES frame number outside 1..NbFrame of the Info.cfg ``cfg``."""
+    n_frames = info["NbFrame"]
+    for phase in PHASES:
+        if not 1 <= info[phase] <= n_frames:
+            report.problems.append(
+                Problem(cfg, f"{phase}: {info[phase]} is outside 1..NbFrame ({n_frames}).", pid)
+            )
+
+
+def _check_volumes(
+    frames: list[tuple[str, Path, Path | None]],
+    cine: Path | None,
     folder: Path,
-    pid: str,
-    frames: list[tuple[str, Path, Path | None, Path]],
-    subset: str,
     deep: bool,
     report: CheckReport,
-    require_masks: bool,
-) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
-    """Check a patient's ED/ES frames ``(phase, image, mask or None, where the mask belongs)``: each image
-    with its mask (a ``training`` mask missing is a problem when ``require_masks``), and both on one grid.
-    Returns each phase's grid."""
+    pid: str,
+) -> None:
+    """Check one patient's ``(phase, image, mask)`` frames that exist, their common grid and the cine;
+    count the volumes and slices."""
+    problems = report.problems
     grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
-    for phase, image, label, expected in frames:
-        if label is None and subset == "training" and require_masks:
-            report.problems.append(Problem(expected, f"missing ground truth for the {phase} frame.", pid))
+    for phase, image, label in frames:
         grid = _check_frame_pair(image, label, deep, report, pid)
         if grid is not None:
             grids[phase] = grid
@@ -235,36 +243,29 @@ def _check_frames(
     if len(grids) == len(PHASES):
         (s0, a0), (s1, a1) = grids.values()
         if s0 != s1 or not np.allclose(a0, a1, atol=_AFFINE_ATOL):
-            report.problems.append(
+            problems.append(
                 Problem(
                     folder, f"ED and ES frames lie on different grids ({s0} vs {s1}); expected one scan.", pid
                 )
             )
-    return grids
-
-
-def _check_seed_patient(
-    root: Path, group: tuple[str, str, dict[int, Path]], deep: bool, report: CheckReport, require_masks: bool
-) -> None:
-    """Check one patient of the ``imagesTr/`` layout, appending its problems and counts to ``report``."""
-    subset, pid, found = group
-    images = next(iter(found.values())).parent
-    try:
-        patient = read_seed_patient(root, subset, pid, found)
-    except DatasetError as e:
-        path, _, message = str(e).partition(": ")
-        report.problems.append(Problem(Path(path), message, pid))
+    if cine is None:
         return
-    labels = root / SEED_FOLDERS[images.name][1]
-    frames = [(f.phase, f.image, f.label, labels / f.image.name) for f in patient.frames]
-    _check_frames(images, pid, frames, subset, deep, report, require_masks)
-    report.patients.append(patient)
+    loaded = _load(cine, False, problems, pid)
+    if loaded is not None:
+        shape = tuple(loaded[0].shape)
+        ref = next(iter(grids.values()))[0] if grids else None
+        if len(shape) != 4:
+            problems.append(
+                Problem(cine, f"has {len(shape)} dimensions {shape}; expected 4D (X, Y, Z, t).", pid)
+            )
+        elif ref is not None and shape[:3] != ref:
+            problems.append(Problem(cine, f"grid {shape[:3]} differs from the frames' {ref}.", pid))
 
 
 def _check_patient(
     folder: Path, subset: str, deep: bool, report: CheckReport, require_masks: bool = True
 ) -> None:
-    """Check one patient folder, appending its problems and counts to ``report``."""
+    """Check one patient folder of the ACDC layout, appending its problems and counts to ``report``."""
     pid = folder.name
     problems = report.problems
     if not any(folder.iterdir()):
@@ -275,44 +276,82 @@ def _check_patient(
     except DatasetError as e:
         problems.append(Problem(folder / "Info.cfg", str(e).split(": ", 1)[-1], pid))
         return
-    n_frames = info["NbFrame"]
-    frames = []
+    _check_frame_numbers(info, folder / "Info.cfg", report, pid)
+    frames: list[tuple[str, Path, Path | None]] = []
     for phase in PHASES:
         idx = info[phase]
         image = folder / f"{pid}_frame{idx:02d}.nii.gz"
-        label = folder / f"{pid}_frame{idx:02d}_gt.nii.gz"
-        if not 1 <= idx <= n_frames:
-            problems.append(
-                Problem(folder / "Info.cfg", f"{phase}: {idx} is outside 1..NbFrame ({n_frames}).", pid)
-            )
+        label: Path | None = folder / f"{pid}_frame{idx:02d}_gt.nii.gz"
         if not image.is_file():
             problems.append(Problem(image, f"missing; Info.cfg names frame {idx} as {phase}.", pid))
             continue
-        frames.append((phase, image, label if label.is_file() else None, label))
-    grids = _check_frames(folder, pid, frames, subset, deep, report, require_masks)
+        if not label.is_file():
+            if subset == "training" and require_masks:
+                problems.append(Problem(label, f"missing ground truth for the {phase} frame.", pid))
+            label = None
+        frames.append((phase, image, label))
     cine = folder / f"{pid}_4d.nii.gz"
-    if cine.is_file():
-        loaded = _load(cine, False, problems, pid)
-        if loaded is not None:
-            shape = tuple(loaded[0].shape)
-            ref = next(iter(grids.values()))[0] if grids else None
-            if len(shape) != 4:
-                problems.append(
-                    Problem(cine, f"has {len(shape)} dimensions {shape}; expected 4D (X, Y, Z, t).", pid)
-                )
-            elif ref is not None and shape[:3] != ref:
-                problems.append(Problem(cine, f"grid {shape[:3]} differs from the frames' {ref}.", pid))
+    _check_volumes(frames, cine if cine.is_file() else None, folder, deep, report, pid)
     try:
         report.patients.append(read_patient(folder, subset))
     except DatasetError:
         pass  # already reported above
 
 
+def _check_decathlon_patient(
+    root: Path, subset: str, pid: str, deep: bool, report: CheckReport, require_masks: bool = True
+) -> None:
+    """Check one patient of the Decathlon-style layout, appending its problems and counts to ``report``."""
+    try:
+        patient = read_decathlon_patient(root, pid, subset)
+    except DatasetError as e:
+        path, _, message = str(e).partition(": ")
+        report.problems.append(Problem(Path(path), message, pid))
+        return
+    cfg = patient.folder / f"{pid}_Info.cfg"
+    if patient.info:
+        _check_frame_numbers(dict(patient.info), cfg, report, pid)
+    used = {f.image for f in patient.frames}
+    for image in sorted(patient.folder.glob(f"{pid}_frame[0-9][0-9].nii.gz")):
+        if image not in used:
+            report.warnings.append(
+                Problem(image, f"not used: {cfg.name} names other frames as ED and ES.", pid)
+            )
+    if subset == "training" and require_masks:
+        report.problems += [
+            Problem(root / LABEL_DIR / f.image.name, f"missing ground truth for the {f.phase} frame.", pid)
+            for f in patient.frames
+            if f.label is None
+        ]
+    frames = [(f.phase, f.image, f.label) for f in patient.frames]
+    _check_volumes(frames, patient.cine, patient.folder, deep, report, pid)
+    report.patients.append(patient)
+
+
+def _check_decathlon(
+    root: Path, deep: bool, report: CheckReport, require_masks: bool, progress: bool
+) -> None:
+    """Check a folder in the Decathlon-style layout: misnamed or stray files, then every patient."""
+    found, strays = find_decathlon_patients(root)
+    report.problems += [Problem(path, message, pid) for path, message, pid in strays]
+    if not found:
+        report.problems.append(Problem(root, "no patientXXX_frameYY.nii.gz image in imagesTr/ or imagesTs/."))
+    seen: dict[str, str] = {}
+    for subset, pid in progress_bar(found, desc="checking patients", enabled=progress):
+        if pid in seen:
+            folder = next(d for d, s in IMAGE_DIRS.items() if s == subset)
+            report.problems.append(
+                Problem(root / folder, f"patient id {pid} also used in {seen[pid]}/.", pid)
+            )
+            continue
+        seen[pid] = next(d for d, s in IMAGE_DIRS.items() if s == subset)
+        _check_decathlon_patient(root, subset, pid, deep, report, require_masks)
+
+
 def check_dataset(
     dataset_dir: str | os.PathLike, deep: bool = True, progress: bool = True, require_masks: bool = True
 ) -> CheckReport:
-    """Check an ACDC folder (or one in the ``imagesTr/`` layout: the same checks on its files) and return
-    every problem found, each naming its file.
+    """Check an ACDC folder and return every problem found, each naming its file.
 
     Checks: the folder exists and holds patients; each patient has a readable Info.cfg with all of
     ``ED, ES, Group, Height, NbFrame, Weight``; the frames it names exist (and their ``_gt`` in
@@ -321,26 +360,27 @@ def check_dataset(
     image is a warning); ED and ES share one grid; an optional
     ``_4d`` cine is 4D on the same grid; no patient id appears twice.
 
+    A folder in the Decathlon-style layout (``imagesTr/``, ``labelsTr/``, ``imagesTs/``; see
+    :mod:`acdc_wsss.data.acdc`) gets the same checks, with an optional ``patientXXX_Info.cfg`` beside the
+    images; in addition every NIfTI or .cfg file must be named as the layout says, every mask in
+    ``labelsTr/`` must have its image, and a patient without Info.cfg must have exactly two frames. A frame
+    that Info.cfg leaves out is a warning.
+
     Args:
-        dataset_dir: the ACDC folder (with ``training/`` and/or ``testing/``).
+        dataset_dir: the dataset folder (with ``training/`` and/or ``testing/``, or ``imagesTr/`` and/or
+            ``imagesTs/``).
         deep: read every voxel (catches truncated files and bad label values); ``False`` reads headers.
         progress: show a progress bar on a terminal.
-        require_masks: ``training/`` patients (or a bare folder of patients) must have their ``_gt`` masks;
-            False for inference, where masks are optional everywhere.
+        require_masks: ``training/`` patients (or a bare folder of patients) must have their ``_gt`` masks,
+            ``imagesTr/`` patients theirs in ``labelsTr/``; False for inference, where masks are optional
+            everywhere.
     """
     root = Path(dataset_dir)
     report = CheckReport(dataset_dir=root)
-    if is_seed_layout(root):
-        try:
-            groups = find_seed_patients(root)
-        except DatasetError as e:
-            path, _, message = str(e).partition(": ")
-            report.problems.append(Problem(Path(path), message))
-            return report
-        for group in progress_bar(groups, desc="checking patients", enabled=progress):
-            _check_seed_patient(root, group, deep, report, require_masks)
-        return report
     try:
+        if decathlon_layout(root):
+            _check_decathlon(root, deep, report, require_masks, progress)
+            return report
         dirs = find_patient_dirs(root)
     except DatasetError as e:
         report.problems.append(Problem(root, str(e).split(": ", 1)[-1]))
@@ -403,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m acdc_wsss.data.check",
         description="Check an ACDC dataset folder and list every problem, each with its file.",
     )
-    parser.add_argument("dataset_dir", help="ACDC folder with training/ and/or testing/ patient folders")
+    parser.add_argument(
+        "dataset_dir",
+        help="ACDC folder with training/ and/or testing/ patient folders, or imagesTr/ and/or imagesTs/",
+    )
     parser.add_argument(
         "--skip-bad",
         "--skip_bad",
