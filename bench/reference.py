@@ -12,6 +12,13 @@ random initialisation: no ResNet-38 or ImageNet weights on a CPU), then CAMs the
 ReLU of the mean). Both runs are scored on the validation split only: tag mAP and CAM Dice
 (``evaluate_l2g``) and the pseudo-label rows (``evaluate_pseudo``). Prints one JSON line. A finished
 ``--out`` stage is kept.
+
+``--rows`` measures the rows one at a time instead: for each named row, a stage 1 with the ACDC default
+and that row of the profile alone (in ``--out/<row>``, sharing the default run's cache), scored the same
+way; ``cam_inference`` trains nothing and redoes the default run's CAMs the reference way. Prints one JSON
+line per row as it finishes, then the table of differences to the default.
+
+    python bench/reference.py --data ../shared/data/acdc --default_run runs/acdc --out runs/rows --rows all
 """
 
 from __future__ import annotations
@@ -41,6 +48,23 @@ PHOTO_ONLY = {
 PHOTO_ONLY |= {"saliency_key", "saliency_sigma"}
 
 
+#: Each row of the profile that applies to ACDC, as the profile's settings it switches.
+ROWS: dict[str, tuple[str, ...]] = {
+    "global_loss": ("global_cls",),
+    "local_loss": ("bg_weight",),
+    "threshold": ("att_threshold",),
+    "pooled_map": ("pooled_map",),
+    "pcm_features": ("pcm_features",),
+    "pooling": ("saliency_pool",),
+    "views": ("num_views", "view_ratio"),
+    "optimiser": ("optimizer", "lr", "weight_decay", "new_lr_mult", "lr_schedule"),
+    "epochs_batch": ("epochs", "batch_size"),
+    "cam_inference": (),
+}
+#: The reference way of turning the network's maps into CAMs.
+REFERENCE_CAM = {"resize": "bicubic", "relu": "mean"}
+
+
 def reference_settings() -> dict[str, Any]:
     """The reference profile's method and optimiser settings, as they apply to ACDC."""
     profile = json.loads((ROOT / "voc_adapter" / "configs" / "l2g_reference.json").read_text())
@@ -59,6 +83,52 @@ def _scores(run: Path) -> dict[str, Any]:
     }
 
 
+def _link_default(default_run: Path, out: Path, names: tuple[str, ...]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (out / name).exists():
+            (out / name).symlink_to((default_run / name).resolve())
+
+
+def measure_row(row: str, data: str, default_run: Path, out: Path) -> dict[str, Any]:
+    """One row of the profile on top of the ACDC default: stage 1 (unless ``cam_inference``), CAMs of the
+    validation split, the validation scores."""
+    profile = reference_settings()
+    settings = {k: profile[k] for k in ROWS[row]}
+    start = time.time()
+    if row == "cam_inference":
+        _link_default(default_run, out, ("l2g", "cache", "datalist.json"))
+    else:
+        _link_default(default_run, out, ("cache",))
+        layout = RunLayout(out)
+        if not (layout.l2g.manifest.is_file() and layout.l2g.complete):
+            cfg = L2GConfig(dataset_dir=data, output_dir=str(out), progress=False, **settings)
+            run_l2g(cfg)
+    cam = REFERENCE_CAM if row == "cam_inference" else {}
+    run_cam(CamConfig(output_dir=str(out), splits=["validation"], progress=False, **cam))
+    settings |= {f"cam_{k}": v for k, v in cam.items()}
+    return {"row": row, "settings": settings, "minutes": round((time.time() - start) / 60, 1)} | _scores(out)
+
+
+def _difference(row: dict[str, Any], default: dict[str, Any]) -> dict[str, float]:
+    keys = ("map", "macro_f1", "cam_dice_mean")
+    diff = {k: round(row["stage1"][k] - default["stage1"][k], 3) for k in keys}
+    for name, r in row["pseudo_rows"].items():
+        diff[f"pseudo_{name}"] = round(r["mean_dice"] - default["pseudo_rows"][name]["mean_dice"], 3)
+    return diff
+
+
+def measure_rows(rows: list[str], data: str, default_run: Path, out: Path) -> dict[str, Any]:
+    """Every named row alone against the default run, one JSON line each and the table at the end."""
+    default = _scores(default_run)
+    table = {}
+    for row in rows:
+        result = measure_row(row, data, default_run, out / row)
+        print(json.dumps(result, default=float), flush=True)
+        table[row] = _difference(result, default)
+    return {"split": "validation", "default": default, "difference_to_default": table}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="the ACDC folder")
     parser.add_argument("--default_run", required=True, help="a run whose stage 1 the defaults made")
     parser.add_argument("--out", required=True, help="run folder for the reference profile")
+    parser.add_argument(
+        "--rows", nargs="+", choices=[*ROWS, "all"], help="measure these rows one at a time instead"
+    )
     args = parser.parse_args(argv)
+    if args.rows:
+        rows = list(ROWS) if "all" in args.rows else args.rows
+        table = measure_rows(rows, args.data, Path(args.default_run), Path(args.out))
+        print(json.dumps(table, default=float))
+        return 0
     out, settings = Path(args.out), reference_settings()
     start = time.time()
     if not (RunLayout(out).l2g.manifest.is_file() and RunLayout(out).l2g.complete):

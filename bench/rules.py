@@ -5,12 +5,15 @@
 
 ``--run`` must hold stage-2 CAMs (``cam/``, made by ``bundles/l2g_acdc/infer.json`` or the chain). The
 ablation scores the cumulative rows of :mod:`acdc_wsss.pseudo.rows` (``priors``: the template rules, then
-``scan_lv``, ``scan_myo``, ``scan``, ``scan_cam``) on each split: pooled 2D Dice of RV, Myo, LV, their
-mean, per phase, and the seconds each row took. ``scan_cam``'s weight is chosen on the validation split.
+``scan_lv``, ``scan_myo``, ``scan``, ``scan_es``, ``scan_cam``) on each split: pooled 2D Dice of RV, Myo,
+LV, their mean, per phase, and the seconds each row took. ``scan_cam``'s weight is chosen on the validation
+split.
 
 ``--sweep`` varies one group of settings of :class:`acdc_wsss.pseudo.rules.ScanRules` at a time, in the
-order of :data:`SWEEPS`, each group's best carried into the next (coordinate descent from the defaults), on
-the validation split only, and names the best values: how the defaults were chosen.
+order of :data:`SWEEPS`, each group's best carried into the next (coordinate descent from the defaults, each
+frame's own rules first, the ED-ES fusion last), on the validation split only, and names the best values:
+how the defaults were chosen. ``--groups es_fusion`` sweeps that group alone (the others at their
+defaults).
 Both print one JSON line.
 """
 
@@ -44,7 +47,15 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
     "epicardium": {"epi.prior": (0.25, 0.5, 1.0), "epi.myo_k": (1.0, 1.5, 2.0)},
     "epicardium_edge": {"epi.edge_weight": (0.0, 0.5, 1.0)},
     "rv": {"rv.sector_deg": (70.0, 80.0, 90.0), "rv.beta": (0.3, 0.35, 0.4), "rv.max_mm": (70.0, 80.0, 90.0)},
+    "es_fusion": {
+        "es_step": ("fused",),
+        "fusion.iterations": (100, 200),
+        "fusion.weight": (0.4, 0.5, 0.6),
+        "fusion.label_sigma": (0.0, 0.5, 1.0),
+    },
 }
+#: The rules the sweep starts from: each frame's own rules; the last group switches the ES fusion on.
+SWEEP_START = ScanRules(es_step="scan")
 
 
 def _with(rules: ScanRules, path: str, value: Any) -> ScanRules:
@@ -92,16 +103,18 @@ def ablation(run: Path, splits: list[str]) -> dict[str, Any]:
     return {"rows": rows, "cam_weight_sweep_validation": {str(w): cam[w]["mean"] for w in CAM_WEIGHTS}}
 
 
-def sweep(run: Path, split: str) -> dict[str, Any]:
-    """Each group of :data:`SWEEPS` over its grid, in order, each group's best kept for the next, on
-    ``split``; ``chosen`` holds every setting's final value."""
+def sweep(run: Path, split: str, groups: list[str] | None = None) -> dict[str, Any]:
+    """Each group of :data:`SWEEPS` (or of ``groups``, the others at their defaults) over its grid, in
+    order, each group's best kept for the next, on ``split``; ``chosen`` holds every setting's final value."""
     data = _load(run, split)
     out: dict[str, Any] = {}
     chosen: dict[str, Any] = {}
     for group, grid in SWEEPS.items():
+        if groups and group not in groups:
+            continue
         results = []
         for values in itertools.product(*grid.values()):
-            rules = ScanRules()
+            rules = SWEEP_START
             for path, value in [*chosen.items(), *zip(grid, values, strict=True)]:
                 rules = _with(rules, path, value)
             score = _score(*data, lambda c, r=rules: context_scan_labels(c, r))
@@ -122,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep", action="store_true", help="sweep the settings on --split instead")
     parser.add_argument("--split", default="validation", help="split the sweep chooses on (validation)")
+    parser.add_argument("--groups", nargs="+", choices=list(SWEEPS), help="sweep these groups only")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    result = sweep(run, args.split) if args.sweep else ablation(run, args.splits)
+    result = sweep(run, args.split, args.groups) if args.sweep else ablation(run, args.splits)
     print(json.dumps({"run": str(run), **({"split": args.split} if args.sweep else {}), **result}))
     return 0
 

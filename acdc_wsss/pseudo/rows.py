@@ -17,7 +17,9 @@ From the scan (:func:`~acdc_wsss.pseudo.rules.scan_labels`), cumulative from ``p
 
 - ``scan_lv``: + LV from the scan: blobs chained from slice to slice, the roundest chain, convex hulls.
 - ``scan_myo``: + epicardium from the scan (dynamic programming on rays, the patient's own wall).
-- ``scan``: + RV grown through blood on the septal side, up to its free wall: every rule from the scan.
+- ``scan``: + RV grown through blood on the septal side, up to its free wall.
+- ``scan_es``: + each ES frame's labels fused with its ED frame's carried onto it by registration: every
+  rule from the scan.
 - ``scan_cam``: + the L2G CAM's LV score in the choice of the LV chain (its weight swept).
 
 Photos (VOC) have the CAM rows and ``pcm_crf`` (DeepLab's RGB dense CRF). :func:`volume_context` gathers
@@ -26,6 +28,7 @@ what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -34,8 +37,11 @@ import numpy as np
 
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.pseudo.rules import (
+    FusionRules,
+    carry_labels,
     crf_labels,
     es_lv_region,
+    fuse_es_labels,
     labels_constant,
     labels_learned,
     motion_labels,
@@ -82,9 +88,10 @@ CAM_WEIGHTS: tuple[float, ...] = (0.5, 2.0)
 
 #: The scan rows' settings (without the CAM weight), cumulative: one step from the scan each.
 SCAN_STEPS: dict[str, ScanRules] = {
-    "scan_lv": ScanRules(myo_step="ring", rv_step="template"),
-    "scan_myo": ScanRules(rv_step="template"),
-    "scan": ScanRules(),
+    "scan_lv": ScanRules(myo_step="ring", rv_step="template", es_step="scan"),
+    "scan_myo": ScanRules(rv_step="template", es_step="scan"),
+    "scan": ScanRules(es_step="scan"),
+    "scan_es": ScanRules(),
 }
 
 
@@ -116,12 +123,33 @@ def scan_rules(row: str, value: Any = None) -> ScanRules:
     return SCAN_STEPS[row]
 
 
+def _carried(ctx: dict[str, Any], rules: ScanRules, own: np.ndarray) -> np.ndarray:
+    """An ES frame's ED labels carried onto it; the registrations are kept in the context, so the rows and
+    sweeps whose labels span the same boxes register each slice once."""
+    ed = ctx["ed"]
+    return carry_labels(
+        context_scan_labels(ed, rules),
+        ed["image"],
+        ctx["image"],
+        rules.fusion,
+        region=own > 0,
+        fields=ctx.setdefault("_fields", {}),
+    )
+
+
 def context_scan_labels(ctx: dict[str, Any], rules: ScanRules) -> np.ndarray:
     """Scan-rule labels of a volume, computed once per volume and settings; an ES frame seeks its LV inside
-    its ED frame's (``ctx["ed"]``), as :func:`_rules`."""
+    its ED frame's (``ctx["ed"]``), as :func:`_rules`, and with ``rules.es_step == "fused"`` its labels are
+    then fused with the ED frame's (:func:`~acdc_wsss.pseudo.rules.fuse_es_labels`)."""
+    ed = ctx.get("ed")
+    if ed is None:  # an ED frame: the ES step's settings do not change its labels
+        rules = dataclasses.replace(rules, es_step="scan", fusion=FusionRules())
     cache = ctx.setdefault("_scan", {})
     if rules not in cache:
-        ed = ctx.get("ed")
+        if ed is not None and rules.es_step == "fused":
+            own = context_scan_labels(ctx, dataclasses.replace(rules, es_step="scan"))
+            cache[rules] = fuse_es_labels(own, _carried(ctx, rules, own), ctx["tags"], rules.fusion)
+            return cache[rules]
         within = None if ed is None else es_lv_region(context_scan_labels(ed, rules), rules.es_margin_px)
         cache[rules] = scan_labels(
             ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"], ctx.get("scores"), rules, within
@@ -188,8 +216,13 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any], Any], np.ndarray], Sequence
         ("default",),
     ),
     "scan": (
-        "+ RV grown through blood on the septal side (every rule from the scan, no CAM)",
+        "+ RV grown through blood on the septal side",
         lambda ctx, t: context_scan_labels(ctx, SCAN_STEPS["scan"]),
+        ("default",),
+    ),
+    "scan_es": (
+        "+ ES labels fused with the ED labels carried by registration (every rule from the scan, no CAM)",
+        lambda ctx, t: context_scan_labels(ctx, SCAN_STEPS["scan_es"]),
         ("default",),
     ),
     "scan_cam": (
@@ -217,12 +250,13 @@ ROW_SETS: dict[str, list[str]] = {
         "scan_lv",
         "scan_myo",
         "scan",
+        "scan_es",
         "scan_cam",
     ],
     "rgb": ["baseline", "cam", "pcm", "learned", "pcm_crf"],
 }
 #: The row exported for stage 3 unless told otherwise, per row set.
-DEFAULT_ROWS: dict[str, str] = {"acdc": "scan", "rgb": "pcm_crf"}
+DEFAULT_ROWS: dict[str, str] = {"acdc": "scan_es", "rgb": "pcm_crf"}
 DEFAULT_ROW = DEFAULT_ROWS["acdc"]
 
 

@@ -79,6 +79,7 @@ def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
         "scan_lv",
         "scan_myo",
         "scan",
+        "scan_es",
         "scan_cam",
     ]
     assert [r["row"] for r in result["rows"]] == rows and result["selected_on"] == "validation"

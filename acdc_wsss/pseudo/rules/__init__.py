@@ -3,6 +3,7 @@
 - :mod:`.common`: heart centre, search disc, blood pools per slice, Otsu threshold;
 - :mod:`.lv`, :mod:`.myo`, :mod:`.rv`: the LV cavity, the myocardial ring, the RV;
 - :mod:`.consistency`: the ES cavity inside the ED cavity;
+- :mod:`.temporal`: ES labels fused with the ED labels carried onto the ES images by registration;
 - :mod:`.anatomy`: :func:`priors_labels`, the three structures of a volume composed by template rules;
 - :mod:`.polar`: rays out of the cavity and closed paths through them (the epicardium's search);
 - :mod:`.scan`: :func:`scan_labels`, the three structures from the scan itself, and
@@ -23,11 +24,15 @@ from acdc_wsss.pseudo.rules.consistency import es_lv_region
 from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
 from acdc_wsss.pseudo.rules.scan import ScanRules, label_confidence, scan_labels
 from acdc_wsss.pseudo.rules.targets import missing_tagged, uncertain_to_ignore
+from acdc_wsss.pseudo.rules.temporal import FusionRules, carry_labels, fuse_es_labels
 
 __all__ = [
+    "FusionRules",
     "ScanRules",
+    "carry_labels",
     "crf_labels",
     "es_lv_region",
+    "fuse_es_labels",
     "heart_region",
     "label_confidence",
     "labels_constant",

@@ -12,6 +12,9 @@ Per volume, on the image smoothed in-plane a little:
 3. **RV** (:func:`~acdc_wsss.pseudo.rules.rv.rv_blood`): grown through blood brighter than a cut between
    the myocardium's and the RV seed's brightness, on the septal side, bounded by the free wall.
 4. Classes absent from a slice's tags become background (the tags are what weak supervision gives).
+5. **ES from ED** (``es_step="fused"``, applied by :func:`acdc_wsss.pseudo.rows.context_scan_labels`,
+   which holds both frames): an ES frame's labels are fused with its ED frame's labels carried onto the ES
+   images by registration (:func:`~acdc_wsss.pseudo.rules.temporal.fuse_es_labels`).
 
 Each step can be switched back to the template rule of :func:`~acdc_wsss.pseudo.rules.priors_labels`
 (``lv_step``, ``myo_step``, ``rv_step``), which is how the stage-2 table measures each step's gain.
@@ -31,6 +34,7 @@ from acdc_wsss.pseudo.rules.lv import ChainRules, choose_lv_blobs, lv_cavity, lv
 from acdc_wsss.pseudo.rules.myo import EpicardiumRules, epicardium, myocardial_ring
 from acdc_wsss.pseudo.rules.rv import RVRules, rv_blood, rv_region, rv_seed, septal_direction
 from acdc_wsss.pseudo.rules.targets import missing_tagged
+from acdc_wsss.pseudo.rules.temporal import FusionRules
 
 __all__ = ["ScanRules", "label_confidence", "scan_labels"]
 
@@ -44,17 +48,20 @@ class ScanRules:
         lv_step: ``chain`` (from the scan) or ``template`` (the blob nearest the LV axis, holes filled).
         myo_step: ``epicardium`` (from the scan) or ``ring`` (the template ring).
         rv_step: ``blood`` (from the scan) or ``template`` (the blob beside the septum).
+        es_step: ``fused`` (an ES frame's labels fused with its ED frame's, carried by registration) or
+            ``scan`` (the ES frame's own rules only).
         smooth_sigma: in-plane Gaussian smoothing (pixels) before any rule.
         disc_mm: radius of the search disc around the motion centre.
         min_blob_mm2: smallest blood pool considered.
         es_margin_px: how far the ES cavity may reach outside the ED cavity.
-        chain, epi, rv: the settings of each step from the scan.
+        chain, epi, rv, fusion: the settings of each step from the scan.
         ring_mm, ring_min_mm, ring_k, rv_reach_mm: the template ring and RV (as ``priors_labels``).
     """
 
     lv_step: str = "chain"
     myo_step: str = "epicardium"
     rv_step: str = "blood"
+    es_step: str = "fused"
     smooth_sigma: float = 0.0
     disc_mm: float = 60.0
     min_blob_mm2: float = 40.0
@@ -62,6 +69,7 @@ class ScanRules:
     chain: ChainRules = field(default_factory=ChainRules)
     epi: EpicardiumRules = field(default_factory=EpicardiumRules)
     rv: RVRules = field(default_factory=RVRules)
+    fusion: FusionRules = field(default_factory=FusionRules)
     ring_mm: float = 13.0
     ring_min_mm: float = 5.0
     ring_k: float = 2.5
@@ -72,6 +80,7 @@ class ScanRules:
             ("lv_step", ("chain", "template")),
             ("myo_step", ("epicardium", "ring")),
             ("rv_step", ("blood", "template")),
+            ("es_step", ("fused", "scan")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ScanRules.{name} must be one of {allowed}, not {getattr(self, name)!r}.")
