@@ -1,13 +1,17 @@
-"""Sweep the stage-3 anatomy fusion weight (``--infer_anatomy``) on a finished run's validation patients.
+"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) on a finished run's
+validation patients.
 
-    python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] [--split validation]
+    python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
+        [--temporal None] [--split validation]
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
-probabilities with the stage-2 anatomy rules (``None``: the network alone), keeps the largest components and
-is scored as mean 3D Dice over the volumes and the foreground classes, on the chain's preprocessed grid.
-Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice), ``per_class``,
-``chosen`` (the best value), ``selected_on``, ``volumes``, ``checkpoint``.
+probabilities with the stage-2 anatomy rules (``None``: the network alone), and each value of ``--temporal``
+mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed; the
+key of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest
+components are kept and scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
+preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
+``per_class``, ``per_phase``, ``chosen`` (the best value), ``selected_on``, ``volumes``, ``checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
-from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume
+from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume, mix_with_ed
 from acdc_wsss.seg.infer import largest_components
 from acdc_wsss.seg.model import load_seg
 
@@ -31,10 +35,19 @@ def _value(text: str) -> float | None:
     return None if text.strip() in ("None", "none", "") else float(text)
 
 
+def _name(anatomy: float | None, temporal: float | None, temporals: list[float | None]) -> str:
+    return str(anatomy) if len(temporals) == 1 else f"{anatomy}/{temporal}"
+
+
 def sweep(
-    run_dir: str, values: list[float | None], split: str = "validation", checkpoint: str = "last"
+    run_dir: str,
+    values: list[float | None],
+    split: str = "validation",
+    checkpoint: str = "last",
+    temporals: list[float | None] | None = None,
 ) -> dict[str, Any]:
-    """Mean 3D Dice of each anatomy weight on ``split`` (see the module docstring)."""
+    """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring)."""
+    temporals = temporals or [None]
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     n = len(manifest["classes"])
@@ -43,26 +56,36 @@ def sweep(
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
     fusion, inferer = AnatomyFusiond("pred", None, ds.config.spacing), VolumeSliceInferer(flip=True)
-    dice: dict[str, list[np.ndarray]] = {str(v): [] for v in values}
+    names = [_name(a, t, temporals) for a in values for t in temporals]
+    dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+    ed: dict[str, Any] = {}
     for v in sorted(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
     ):
         vol, item = ds.volumes[v], ds.items[v]
         probs = inferer(vol["image"][None], model)[0].numpy()  # (K, H, W, S)
-        frame = {
-            "image": vol["image"],
-            "motion": vol["motion"],
-            "patient": item["patient"],
-            "phase": item["phase"],
-        }
-        rules = fusion.rules(frame) if item.get("pair") else None
+        image = vol["image"][0].numpy()
+        frame = {"image": vol["image"], "motion": vol["motion"], "patient": item["patient"]}
+        rules = fusion.rules({**frame, "phase": item["phase"]}) if item.get("pair") else None
         ref = vol["label"][0].numpy()
+        partner = ed.pop(item["patient"], None) if item["phase"] == "ES" else None
+        fields: dict = {}
+        fused_by = {}
         for value in values:
             fused = probs if value is None or rules is None else fuse_volume(probs, rules, value)
-            pred = largest_components(fused.argmax(0).astype(np.uint8), n)
-            dice[str(value)].append(dice_per_class(pred, ref, range(1, n + 1)))
-    per_class = {k: np.nanmean(np.stack(d), axis=0) for k, d in dice.items()}
+            fused_by[value] = fused
+            for t in temporals:
+                mixed = fused
+                if t is not None and partner is not None and partner[0].shape == image.shape:
+                    mixed = mix_with_ed(fused, image, partner[1][value], partner[0], t, fields)
+                pred = largest_components(mixed.argmax(0).astype(np.uint8), n)
+                phase = "ED" if item["phase"] == "ED" else "ES"
+                dice[_name(value, t, temporals)][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
+        if item["phase"] == "ED":
+            ed[item["patient"]] = (image, fused_by)
+    per_class = {k: np.nanmean(np.stack(d["ED"] + d["ES"]), axis=0) for k, d in dice.items()}
     mean = {k: float(np.nanmean(d)) for k, d in per_class.items()}
+    per_phase = {k: {ph: float(np.nanmean(np.stack(x))) for ph, x in d.items() if x} for k, d in dice.items()}
     return {
         "split": split,
         "selected_on": split,
@@ -72,6 +95,7 @@ def sweep(
         "per_class": {
             k: dict(zip(manifest["classes"], map(float, d), strict=True)) for k, d in per_class.items()
         },
+        "per_phase": per_phase,
         "chosen": max(mean, key=lambda k: mean[k]),
     }
 
@@ -82,13 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--run", required=True, help="a run folder with stage 3 trained (seg/)")
     parser.add_argument("--values", default="None,0.5,0.6,0.7,0.8,0.9", help="anatomy weights to try")
+    parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
     args = parser.parse_args(argv)
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    result = sweep(args.run, [_value(v) for v in args.values.split(",")], args.split, args.checkpoint)
+    values, temporals = ([_value(v) for v in text.split(",")] for text in (args.values, args.temporal))
+    result = sweep(args.run, values, args.split, args.checkpoint, temporals)
     print(json.dumps(result))
     return 0
 

@@ -40,7 +40,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
-from acdc_wsss.pseudo.rules import es_lv_region, scan_labels
+from acdc_wsss.pseudo.rules import carry_probabilities, es_lv_region, scan_labels
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -57,6 +57,7 @@ __all__ = [
     "inference_postprocessing",
     "inference_preprocessing",
     "mask_name",
+    "mix_with_ed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,17 +115,26 @@ class VolumeSliceInferer(Inferer):
 class AnatomyFusiond(MapTransform):
     """Fuse the network's probabilities ``pred`` ``(K, H, W, S)`` with the stage-2 rules run on the scan
     (no tags: none at inference), where the frame has its ED/ES pair (:func:`fuse_with_rules`; the rules'
-    label gets probability ``confidence``; None: unchanged).
+    label gets probability ``confidence``; None: unchanged); then, with ``temporal``, mix an ES frame's
+    probabilities with its ED frame's carried onto it by registration (:func:`mix_with_ed`).
 
     Reads ``image`` and ``motion`` (preprocessed), ``patient``, ``phase`` and ``has_pair``. An ES frame's LV
     is sought inside its ED frame's, so ED frames must come first (:func:`acdc_wsss.seg.inference_items`
-    orders them so); the ED labels are kept per patient.
+    orders them so); the ED labels (and, with ``temporal``, image and probabilities) are kept per patient
+    until its ES frame has used them.
     """
 
-    def __init__(self, keys: Any = "pred", confidence: float | None = 0.5, spacing: float = 1.5) -> None:
+    def __init__(
+        self,
+        keys: Any = "pred",
+        confidence: float | None = 0.5,
+        spacing: float = 1.5,
+        temporal: float | None = None,
+    ) -> None:
         super().__init__(keys)
-        self.confidence, self.spacing = confidence, spacing
+        self.confidence, self.spacing, self.temporal = confidence, spacing, temporal
         self._ed: dict[str, np.ndarray] = {}
+        self._ed_probs: dict[str, tuple[np.ndarray, dict[Hashable, np.ndarray]]] = {}
 
     def rules(self, d: Mapping[Hashable, Any]) -> np.ndarray:
         """The rules' ``(H, W, S)`` labels of the frame in ``d`` (kept per patient for an ED frame)."""
@@ -135,21 +145,55 @@ class AnatomyFusiond(MapTransform):
         # the motion map as the run's cache stores it (float16), so the rules see what stage 2 saw
         motion = d["motion"][0].detach().cpu().half().float().numpy()
         patient, phase = str(d["patient"]), str(d["phase"])
-        ed = self._ed.get(patient) if phase == "ES" else None
+        ed = self._ed.pop(patient, None) if phase == "ES" else None
         within = es_lv_region(ed) if ed is not None and ed.shape == image.shape else None
         rules = scan_labels(image, motion, None, self.spacing, lv_within=within)
         if phase == "ED":
             self._ed[patient] = rules
         return rules
 
+    def _temporal(self, d: dict[Hashable, Any]) -> None:
+        """Keep an ED frame's image and probabilities; mix an ES frame's with them."""
+        image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32)
+        patient, phase = str(d["patient"]), str(d["phase"])
+        if phase == "ED":
+            self._ed_probs[patient] = (image, {k: d[k].detach().cpu().numpy() for k in self.key_iterator(d)})
+            return
+        ed_image, ed_probs = self._ed_probs.pop(patient, (None, {}))
+        if ed_image is None or ed_image.shape != image.shape:
+            return
+        fields: dict = {}
+        for key in self.key_iterator(d):
+            es_probs = d[key].detach().cpu().numpy()
+            mixed = mix_with_ed(es_probs, image, ed_probs[key], ed_image, self.temporal, fields)
+            d[key] = torch.as_tensor(mixed)
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if self.confidence is None or not bool(d.get("has_pair")):
+        if not bool(d.get("has_pair")):
             return d
-        rules = self._rules(d)
-        for key in self.key_iterator(d):
-            d[key] = torch.as_tensor(fuse_volume(d[key].detach().cpu().numpy(), rules, self.confidence))
+        if self.confidence is not None:
+            rules = self._rules(d)
+            for key in self.key_iterator(d):
+                d[key] = torch.as_tensor(fuse_volume(d[key].detach().cpu().numpy(), rules, self.confidence))
+        if self.temporal is not None:
+            self._temporal(d)
         return d
+
+
+def mix_with_ed(
+    es_probs: np.ndarray,
+    es_image: np.ndarray,
+    ed_probs: np.ndarray,
+    ed_image: np.ndarray,
+    weight: float,
+    fields: dict | None = None,
+) -> np.ndarray:
+    """``(K, H, W, S)`` float32: an ES frame's class probabilities mixed with its ED frame's carried onto the
+    ES images (:func:`~acdc_wsss.pseudo.rules.carry_probabilities`), the carried ones with ``weight``: the
+    network segments the larger ED heart better, and the two frames' errors differ."""
+    carried = carry_probabilities(ed_probs, ed_image, es_image, region=es_probs[0] < 0.5, fields=fields)
+    return ((1.0 - weight) * es_probs + weight * carried).astype(np.float32)
 
 
 class SliceCRFd(MapTransform):
@@ -200,10 +244,12 @@ def inference_postprocessing(
     crf: bool = False,
     largest_component: bool = True,
     num_classes: int = 3,
+    temporal: float | None = 0.4,
 ) -> Compose:
-    """Probabilities to written masks: anatomy fusion, optional CRF, argmax, each class's largest 3D
-    component (26-connected), inverse of ``preprocessing``, ``writer``."""
-    steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing)]
+    """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`), optional
+    CRF, argmax, each class's largest 3D component (26-connected), inverse of ``preprocessing``,
+    ``writer``."""
+    steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal)]
     if crf:
         steps.append(SliceCRFd("pred"))
     steps.append(AsDiscreted("pred", argmax=True))

@@ -155,6 +155,7 @@ def predict(
     device: str = "cpu",
     progress: bool = True,
     nrrd: bool = True,
+    temporal: float | None = 0.4,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -174,6 +175,9 @@ def predict(
         device: torch device.
         progress: progress bar on a terminal.
         nrrd: also write each mask as a 3D Slicer segmentation (``.seg.nrrd``).
+        temporal: where a patient has both frames, the weight of the ED frame's probabilities, carried onto
+            the ES frame by registration, in the ES frame's (:func:`~acdc_wsss.seg.components.mix_with_ed`);
+            None: each frame alone. Chosen on the validation patients (``bench/anatomy.py``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -191,10 +195,16 @@ def predict(
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
         post = inference_postprocessing(
-            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes)
+            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes), temporal
         )
         inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
-    settings = {"flip": flip, "crf": crf, "largest_component": largest_component, "anatomy": anatomy}
+    settings = {
+        "flip": flip,
+        "crf": crf,
+        "largest_component": largest_component,
+        "anatomy": anatomy,
+        "temporal": temporal,
+    }
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
     return PredictionRecord(writer, record).write()

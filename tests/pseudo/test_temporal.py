@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rows import SCAN_STEPS, context_scan_labels
 from acdc_wsss.pseudo.rules import FusionRules, ScanRules, carry_labels, fuse_es_labels
-from acdc_wsss.pseudo.rules.temporal import register_slice, warp_soft
+from acdc_wsss.pseudo.rules.temporal import register_slice, warp_probabilities
 
 
 def _heart(cy: float, cx: float, r_lv: float, wall: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,8 @@ def test_registration_carries_the_ed_labels_onto_the_es_heart() -> None:
     # a displacement by hand: d = +2 px in x reads the label two pixels to the right
     lab = np.zeros((8, 8), np.uint8)
     lab[3, 5] = 3
-    soft = warp_soft(lab, np.stack([np.zeros((8, 8)), np.full((8, 8), 2.0)]))
+    onehot = np.stack([(lab == c).astype(np.float32) for c in range(4)])
+    soft = warp_probabilities(onehot, np.stack([np.zeros((8, 8)), np.full((8, 8), 2.0)]))
     assert soft[3, 3, 3] == 1.0 and soft[3].sum() == 1.0 and soft[0, 3, 5] == 1.0
 
 

@@ -239,6 +239,48 @@ def test_fusion_with_the_anatomy_rules_by_hand() -> None:
     )  # a sure net wins
 
 
+def test_es_frame_mixed_with_its_ed_frame_at_inference() -> None:
+    """``AnatomyFusiond(temporal=w)``: an ED frame passes unchanged and is kept; its patient's ES frame
+    becomes ``(1 - w) * ES + w * ED carried onto ES``; the kept frame is then dropped; a frame without its
+    pair is left alone."""
+    from acdc_wsss.pseudo.rules import carry_probabilities
+    from acdc_wsss.seg.components import AnatomyFusiond, mix_with_ed
+
+    yy, xx = np.mgrid[:48, :48]
+
+    def frame(cx: int) -> tuple[np.ndarray, np.ndarray]:
+        disc = np.hypot(yy - 24, xx - cx) < 8
+        image = np.where(disc, 1.5, -0.5).astype(np.float32)[..., None]
+        probs = np.stack([~disc, np.zeros_like(disc), np.zeros_like(disc), disc]).astype(np.float32)[
+            ..., None
+        ]
+        return image, probs
+
+    (ed_img, ed_probs), (es_img, es_probs) = frame(22), frame(26)  # the LV moved 4 px
+    es_probs[3, 20:28, 22:30, 0] = 0.4  # the ES network is unsure on the LV
+    es_probs[0, 20:28, 22:30, 0] = 0.6
+    mixer = AnatomyFusiond("pred", None, temporal=0.4)
+    item = lambda img, p, phase, pair=True: {  # noqa: E731
+        "image": torch.as_tensor(img[None]),
+        "pred": torch.as_tensor(p),
+        "patient": "patient001",
+        "phase": phase,
+        "has_pair": pair,
+    }
+    ed_out = mixer(item(ed_img, ed_probs, "ED"))
+    assert np.array_equal(ed_out["pred"].numpy(), ed_probs)
+    es_out = mixer(item(es_img, es_probs, "ES"))["pred"].numpy()
+    carried = carry_probabilities(ed_probs, ed_img[..., 0:1], es_img[..., 0:1], region=es_probs[0] < 0.5)
+    assert np.allclose(es_out, 0.6 * es_probs + 0.4 * carried, atol=1e-6)
+    assert np.allclose(es_out, mix_with_ed(es_probs, es_img, ed_probs, ed_img, 0.4), atol=1e-6)
+    lv = np.hypot(yy - 24, xx - 26) < 6  # inside the ES LV the carried ED LV makes the LV sure
+    assert (es_out[3, ..., 0][lv] > 0.5).all() and (es_probs[3, ..., 0][lv] < 0.5).any()
+    assert mixer._ed_probs == {}  # dropped once its ES frame used it
+    alone = mixer(item(es_img, es_probs, "ES"))["pred"].numpy()  # no ED frame kept: unchanged
+    assert np.array_equal(alone, es_probs)
+    assert np.array_equal(mixer(item(es_img, es_probs, "ES", pair=False))["pred"].numpy(), es_probs)
+
+
 def test_a_batch_of_ignored_pixels_gives_zero_loss_not_nan() -> None:
     from acdc_wsss.labels import IGNORE
     from acdc_wsss.seg.train import SegLoss

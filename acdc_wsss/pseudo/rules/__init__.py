@@ -24,12 +24,13 @@ from acdc_wsss.pseudo.rules.consistency import es_lv_region
 from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
 from acdc_wsss.pseudo.rules.scan import ScanRules, label_confidence, scan_labels
 from acdc_wsss.pseudo.rules.targets import missing_tagged, uncertain_to_ignore
-from acdc_wsss.pseudo.rules.temporal import FusionRules, carry_labels, fuse_es_labels
+from acdc_wsss.pseudo.rules.temporal import FusionRules, carry_labels, carry_probabilities, fuse_es_labels
 
 __all__ = [
     "FusionRules",
     "ScanRules",
     "carry_labels",
+    "carry_probabilities",
     "crf_labels",
     "es_lv_region",
     "fuse_es_labels",

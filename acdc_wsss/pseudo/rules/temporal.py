@@ -21,7 +21,14 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-__all__ = ["FusionRules", "carry_labels", "fuse_es_labels", "register_slice", "warp_soft"]
+__all__ = [
+    "FusionRules",
+    "carry_labels",
+    "carry_probabilities",
+    "fuse_es_labels",
+    "register_slice",
+    "warp_probabilities",
+]
 
 
 @dataclass(frozen=True)
@@ -66,20 +73,17 @@ def register_slice(fixed: np.ndarray, moving: np.ndarray, rules: FusionRules | N
     return np.stack([field[..., 1], field[..., 0]]).astype(np.float32)
 
 
-def warp_soft(labels: np.ndarray, displacement: np.ndarray, num_classes: int = 4) -> np.ndarray:
-    """``(C, H, W)`` float32 one-hot of ``(H, W)`` ``labels`` carried by a :func:`register_slice`
-    ``displacement`` (bilinear, so boundary pixels are shared between classes; outside is background)."""
-    h, w = labels.shape
+def warp_probabilities(probs: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` float32: class probabilities ``probs`` ``(C, H, W)`` (channel 0 background) carried by a
+    :func:`register_slice` ``displacement`` (bilinear; outside the slice is background)."""
+    h, w = probs.shape[1:]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = np.stack([yy + displacement[0], xx + displacement[1]])
-    return np.stack(
-        [
-            ndi.map_coordinates(
-                (labels == c).astype(np.float32), coords, order=1, mode="constant", cval=float(c == 0)
-            )
-            for c in range(num_classes)
-        ]
-    )
+    warped = [
+        ndi.map_coordinates(np.asarray(p, np.float32), coords, order=1, mode="constant", cval=float(c == 0))
+        for c, p in enumerate(probs)
+    ]
+    return np.stack(warped)
 
 
 def _smoothed_onehot(labels: np.ndarray, num_classes: int, sigma: float) -> np.ndarray:
@@ -99,6 +103,46 @@ def _box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     )
 
 
+def carry_probabilities(
+    probs: np.ndarray,
+    source_image: np.ndarray,
+    target_image: np.ndarray,
+    rules: FusionRules | None = None,
+    region: np.ndarray | None = None,
+    fields: dict | None = None,
+) -> np.ndarray:
+    """``(C, H, W, S)`` float32: class probabilities ``probs`` ``(C, H, W, S)`` of ``source_image`` (channel
+    0 background) carried onto ``target_image`` (same grid), slice by slice (:func:`register_slice`,
+    bilinear).
+
+    Each slice pair is registered on the box around the source's foreground (``probs[0] < 0.5``) and
+    ``region`` (bool, where the carried values are needed), grown by ``rules.margin_px``; outside it the
+    result is background. ``fields``, a dict, keeps each slice's displacement by slice, box and setting, so
+    carrying other values whose boxes match registers nothing again.
+    """
+    rules = rules or FusionRules()
+    if not probs.shape[1:] == source_image.shape == target_image.shape:
+        raise ValueError(
+            f"carrying labels needs one grid: labels {probs.shape[1:]}, source image {source_image.shape}, "
+            f"target image {target_image.shape}."
+        )
+    out = np.zeros(probs.shape, np.float32)
+    out[0] = 1.0
+    fields = {} if fields is None else fields
+    for z in range(probs.shape[-1]):
+        where = probs[0, ..., z] < 0.5
+        if region is not None:
+            where = where | region[..., z]
+        if not where.any():
+            continue
+        y0, y1, x0, x1 = box = _box(where, rules.margin_px)
+        key = (z, box, rules.iterations, rules.field_sigma)
+        if key not in fields:
+            fields[key] = register_slice(target_image[y0:y1, x0:x1, z], source_image[y0:y1, x0:x1, z], rules)
+        out[:, y0:y1, x0:x1, z] = warp_probabilities(probs[:, y0:y1, x0:x1, z], fields[key])
+    return out
+
+
 def carry_labels(
     labels: np.ndarray,
     source_image: np.ndarray,
@@ -109,34 +153,9 @@ def carry_labels(
     fields: dict | None = None,
 ) -> np.ndarray:
     """``(C, H, W, S)`` float32 soft labels: ``(H, W, S)`` ``labels`` of ``source_image`` carried onto
-    ``target_image`` (same grid), slice by slice (:func:`register_slice`, :func:`warp_soft`).
-
-    Each slice pair is registered on the box around its labels and ``region`` (bool, where the carried
-    labels are needed), grown by ``rules.margin_px``; outside it the result is background. ``fields``, a
-    dict, keeps each slice's displacement by slice and box, so carrying other labels whose boxes match
-    registers nothing again.
-    """
-    rules = rules or FusionRules()
-    if not labels.shape == source_image.shape == target_image.shape:
-        raise ValueError(
-            f"carrying labels needs one grid: labels {labels.shape}, source image {source_image.shape}, "
-            f"target image {target_image.shape}."
-        )
-    out = np.zeros((num_classes, *labels.shape), np.float32)
-    out[0] = 1.0
-    fields = {} if fields is None else fields
-    for z in range(labels.shape[-1]):
-        where = labels[..., z] > 0
-        if region is not None:
-            where = where | region[..., z]
-        if not where.any():
-            continue
-        y0, y1, x0, x1 = box = _box(where, rules.margin_px)
-        key = (z, box, rules.iterations, rules.field_sigma)
-        if key not in fields:
-            fields[key] = register_slice(target_image[y0:y1, x0:x1, z], source_image[y0:y1, x0:x1, z], rules)
-        out[:, y0:y1, x0:x1, z] = warp_soft(labels[y0:y1, x0:x1, z], fields[key], num_classes)
-    return out
+    ``target_image``: :func:`carry_probabilities` of their one-hot (boundary pixels shared by classes)."""
+    onehot = np.stack([(labels == c).astype(np.float32) for c in range(num_classes)])
+    return carry_probabilities(onehot, source_image, target_image, rules, region, fields)
 
 
 def fuse_es_labels(
