@@ -35,14 +35,18 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple
     before = _digest(run)
     script = str(ROOT / "bench" / "anatomy.py")
     done = subprocess.run(
-        [sys.executable, script, "--run", str(run), "--values", "None,0.7"],
+        [sys.executable, script, "--run", str(run), "--values", "None,0.7", "--temporal", "None,0.4"],
         capture_output=True,
         text=True,
         check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["selected_on"] == "validation" and result["volumes"] > 0
-    assert set(result["sweep"]) == {"None", "0.7"} and result["chosen"] in result["sweep"]
+    pairs = {"None/None", "None/0.4", "0.7/None", "0.7/0.4"}  # anatomy weight / ED frame's weight
+    assert set(result["sweep"]) == pairs and result["chosen"] in result["sweep"]
+    phases = result["per_phase"]
+    assert phases["None/None"]["ED"] == phases["None/0.4"]["ED"]  # the ED frames are never mixed
+    assert phases["None/None"]["ES"] != phases["None/0.4"]["ES"]
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
     refused = subprocess.run(
