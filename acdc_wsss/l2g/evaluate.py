@@ -83,7 +83,8 @@ def evaluate_classifier(
         x, t = batch["image"].to(device), batch["tags"].to(device)
         out = net(x)
         weight = pool_weight(batch) if pool_weight is not None else None
-        z = pooled_logits(out["cam"], weight.to(device)) if weight is not None else out["logits"]
+        pooled = out["pcm"] if getattr(net, "pooled", "cam") == "pcm" else out["cam"]
+        z = pooled_logits(pooled, weight.to(device)) if weight is not None else out["logits"]
         logits.append(z.cpu())
         tags.append(t.cpu())
         scores = cam_scores(out["pcm"], tuple(x.shape[2:]), t)

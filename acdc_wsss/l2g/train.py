@@ -108,8 +108,9 @@ def make_step(
         g = gnet(x)
         losses: dict[str, torch.Tensor] = {}
         pool = cfg.saliency_pool and cfg.l2g and sal is not None
+        pooled = "pcm" if cfg.pooled_map == "pcm" else "cam"  # the map saliency pooling reads too
         if cfg.global_cls or not cfg.l2g:
-            logits = pooled_logits(g["cam"], sal) if pool else g["logits"]
+            logits = pooled_logits(g[pooled], sal) if pool else g["logits"]
             losses["cls_global"] = classification_loss(logits, tags)
         if cfg.l2g and lnet is not None:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + engine.state.iteration * 7919 + rank)
@@ -125,7 +126,7 @@ def make_step(
             target = attention_target(lmap, ltags, s_local, cfg.att_threshold)
             gcrops = roi_align(g["pcm"], boxes, tuple(lmap.shape[2:]), CAMNet.stride)
             losses["attention"] = attention_loss(gcrops, target, cfg.att_weight)
-            local_logits = pooled_logits(local["cam"], crop_views(sal, boxes)) if pool else local["logits"]
+            local_logits = pooled_logits(local[pooled], crop_views(sal, boxes)) if pool else local["logits"]
             losses["cls_local"] = classification_loss(local_logits, ltags)
             if cfg.bg_weight > 0:
                 losses["bg_local"] = cfg.bg_weight * background_loss(lmap, ltags, s_local)

@@ -74,6 +74,25 @@ def test_the_pcm_map_is_pooled_into_the_logits() -> None:
     assert net.pcm_proj.weight.grad is not None and net.pcm_proj.weight.grad.abs().sum() > 0
 
 
+def test_saliency_pooled_logits_read_the_pooled_map_too() -> None:
+    """With saliency pooling (the ACDC default) ``pooled_map="pcm"`` still pools the PCM output: the global
+    classification loss then reaches the global PCM layers, which it never does with the raw CAM."""
+    batch = {**_batch(), "motion": torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))}
+
+    def pcm_grad(pooled: str) -> float:
+        torch.manual_seed(0)
+        settings = {"saliency_key": "motion", "att_weight": 0.0, "bg_weight": 0.0, "pooled_map": pooled}
+        cfg = L2GConfig(**{**TINY, **settings, "lr": 1e-12})
+        model = L2GModel(3, 1, cfg)
+        opt = build_l2g_optimizer(model, cfg)
+        step = make_step(cfg, model, model.global_net, model.local_net, opt, "cpu")
+        step(SimpleNamespace(state=SimpleNamespace(iteration=1)), batch)
+        grad = model.global_net.pcm_proj.weight.grad
+        return 0.0 if grad is None else float(grad.abs().sum())
+
+    assert pcm_grad("cam") == 0.0 and pcm_grad("pcm") > 0
+
+
 def test_frozen_parameters_and_batchnorm_stay_put_after_a_step() -> None:
     batch = _batch()
     torch.manual_seed(0)
