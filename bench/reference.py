@@ -13,9 +13,10 @@ ReLU of the mean). Both runs are scored on the validation split only: tag mAP an
 (``evaluate_l2g``) and the pseudo-label rows (``evaluate_pseudo``). Prints one JSON line. A finished
 ``--out`` stage is kept.
 
-``--rows`` measures the rows one at a time instead: for each named row, a stage 1 with the ACDC default
-and that row of the profile alone (in ``--out/<row>``, sharing the default run's cache), scored the same
-way; ``cam_inference`` trains nothing and redoes the default run's CAMs the reference way. Prints one JSON
+``--rows`` measures the rows one at a time instead: first the ACDC default, retrained by this code (row
+``default``), then for each named row a stage 1 with the default and that row of the profile alone (in
+``--out/<row>``, sharing the default run's cache), scored the same way and against that default;
+``cam_inference`` trains nothing and redoes the default's CAMs the reference way. Prints one JSON
 line per row as it finishes, then the table of differences to the default.
 
     python bench/reference.py --data ../shared/data/acdc --default_run runs/acdc --out runs/rows --rows all
@@ -50,6 +51,7 @@ PHOTO_ONLY |= {"saliency_key", "saliency_sigma"}
 
 #: Each row of the profile that applies to ACDC, as the profile's settings it switches.
 ROWS: dict[str, tuple[str, ...]] = {
+    "default": (),
     "global_loss": ("global_cls",),
     "local_loss": ("bg_weight",),
     "threshold": ("att_threshold",),
@@ -91,8 +93,8 @@ def _link_default(default_run: Path, out: Path, names: tuple[str, ...]) -> None:
 
 
 def measure_row(row: str, data: str, default_run: Path, out: Path) -> dict[str, Any]:
-    """One row of the profile on top of the ACDC default: stage 1 (unless ``cam_inference``), CAMs of the
-    validation split, the validation scores."""
+    """One row of the profile on top of the ACDC default: stage 1 (unless ``cam_inference``, which uses the
+    stage 1 of ``default_run``), CAMs of the validation split, the validation scores."""
     profile = reference_settings()
     settings = {k: profile[k] for k in ROWS[row]}
     start = time.time()
@@ -119,11 +121,14 @@ def _difference(row: dict[str, Any], default: dict[str, Any]) -> dict[str, float
 
 
 def measure_rows(rows: list[str], data: str, default_run: Path, out: Path) -> dict[str, Any]:
-    """Every named row alone against the default run, one JSON line each and the table at the end."""
-    default = _scores(default_run)
+    """The ACDC default retrained by this code (row ``default``, in ``out/default``, its cache linked from
+    ``default_run``), then every named row alone against it: one JSON line each, the table at the end."""
+    default = measure_row("default", data, default_run, out / "default")
+    print(json.dumps(default, default=float), flush=True)
     table = {}
-    for row in rows:
-        result = measure_row(row, data, default_run, out / row)
+    for row in (r for r in rows if r != "default"):
+        source = out / "default" if row == "cam_inference" else default_run
+        result = measure_row(row, data, source, out / row)
         print(json.dumps(result, default=float), flush=True)
         table[row] = _difference(result, default)
     return {"split": "validation", "default": default, "difference_to_default": table}
