@@ -81,9 +81,8 @@ def evaluate_classifier(
     bg_heart = {t: DiceAccumulator([1]) for t in BG_CHANNEL_SWEEP}
     for batch in loader:
         x, t = batch["image"].to(device), batch["tags"].to(device)
-        out = net(x)
-        weight = pool_weight(batch) if pool_weight is not None else None
-        pooled = out["pcm"] if getattr(net, "pooled", "cam") == "pcm" else out["cam"]
+        out, weight = net(x), pool_weight(batch) if pool_weight is not None else None
+        pooled = out[getattr(net, "pooled", "cam")]  # the map training pooled: "cam" or "pcm"
         z = pooled_logits(pooled, weight.to(device)) if weight is not None else out["logits"]
         logits.append(z.cpu())
         tags.append(t.cpu())
