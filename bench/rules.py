@@ -11,9 +11,9 @@ split.
 
 ``--sweep`` varies one group of settings of :class:`acdc_wsss.pseudo.rules.ScanRules` at a time, in the
 order of :data:`SWEEPS`, each group's best carried into the next (coordinate descent from the defaults, each
-frame's own rules first, the ED-ES fusion last), on the validation split only, and names the best values:
-how the defaults were chosen. ``--groups es_fusion`` sweeps that group alone (the others at their
-defaults).
+frame's own rules first, then the ED-ES fusion, then where the boundaries lie: the epicardium pulled in,
+the RV grown out), on the validation split only, and names the best values: how the defaults were chosen.
+``--groups es_fusion`` (or ``boundaries``) sweeps that group alone (the others at their defaults).
 Both print one JSON line.
 """
 
@@ -53,6 +53,7 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
         "fusion.weight": (0.4, 0.5, 0.6),
         "fusion.label_sigma": (0.0, 0.5, 1.0),
     },
+    "boundaries": {"es_step": ("fused",), "epi.offset_px": (0.0, 0.5, 1.0, 1.5), "rv.grow_px": (0, 1, 2)},
 }
 #: The rules the sweep starts from: each frame's own rules; the last group switches the ES fusion on.
 SWEEP_START = ScanRules(es_step="scan")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules, label_confidence, priors_labels, scan_labels
@@ -110,3 +113,30 @@ def test_label_confidence_by_hand() -> None:
     tags = np.array([[0, 0, 1], [1, 0, 1]], np.float32)  # slice 1 should hold RV and has none
     conf = label_confidence(labels, tags)
     assert conf[..., 1].max() == 0 and conf[..., 0].min() > 0
+
+
+def test_boundary_settings_pull_the_epicardium_in_and_grow_the_rv() -> None:
+    image, motion, gt = _volume(slices=3, wall=8.0)
+
+    def rules(offset: float, grow: int) -> ScanRules:
+        base = ScanRules()
+        epi, rv = dataclasses.replace(base.epi, offset_px=offset), dataclasses.replace(base.rv, grow_px=grow)
+        return dataclasses.replace(base, epi=epi, rv=rv)
+
+    plain = scan_labels(image, motion, spacing=1.5, rules=rules(0.0, 0))
+    pulled = scan_labels(image, motion, spacing=1.5, rules=rules(1.0, 0))
+    # one pixel off the epicardium's radius (about 20 px) takes about its perimeter off the wall
+    lost = ((plain == 2).sum() - (pulled == 2).sum()) / 3
+    assert 0.7 * 2 * np.pi * 20 < lost < 1.3 * 2 * np.pi * 20, lost
+    assert ((pulled == 3) == (plain == 3)).all()  # the cavity does not move
+    thin = scan_labels(image, motion, spacing=1.5, rules=rules(50.0, 0))
+    wall = (thin == 2).sum(axis=(0, 1))  # never thinner than the smallest wall (3 mm = 2 px)
+    assert (wall > 0.7 * 2 * np.pi * 13 * 2).all(), wall
+    grown = scan_labels(image, motion, spacing=1.5, rules=rules(0.0, 1))
+    heart = (plain == 2) | (plain == 3)
+    assert ((grown == 2) == (plain == 2)).all() and not (grown == 1)[heart].any()
+    assert ((plain == 1) <= (grown == 1)).all() and (grown == 1).sum() > 1.1 * (plain == 1).sum()
+    # the RV grown from the rules' gap reaches the wall, which the ungrown RV never touches
+    touching = ndi.binary_dilation(plain == 2, iterations=1, structure=ndi.generate_binary_structure(3, 1))
+    assert not (plain == 1)[touching].any() and (grown == 1)[touching].any()
+    assert dice_per_class(grown, gt, (1,))[0] > dice_per_class(plain, gt, (1,))[0] - 0.05

@@ -64,6 +64,9 @@ class EpicardiumRules:
         edge_weight: weight of the intensity edge at the epicardium.
         max_jump: largest change of the wall (samples) from one ray to the next.
         outside_px: depth of the band just outside the epicardium that should not look like myocardium.
+        offset_px: how far the chosen curve is pulled in towards the cavity (pixels, never below the
+            smallest wall): the edge the path follows lies outside the annotated epicardium (the fat and
+            partial-volume rim), so the walls come out too thick without it.
     """
 
     n_rays: int = 72
@@ -77,6 +80,7 @@ class EpicardiumRules:
     edge_weight: float = 0.5
     max_jump: int = 2
     outside_px: float = 3.0
+    offset_px: float = 0.5
 
 
 def myo_intensity(image: np.ndarray, cavity: np.ndarray, bright: np.ndarray) -> tuple[float, float] | None:
@@ -122,7 +126,7 @@ def epicardium_slice(
     thick = walls * rules.step_px * spacing
     cost = -inside + outside - rules.edge_weight * edge + prior * ((thick - wall_mm) / wall_mm)[None, :] ** 2
     path = closed_path(cost, rules.max_jump)
-    radius = (endo + walls[path]) * rules.step_px
+    radius = np.maximum((endo + walls[path]) * rules.step_px - rules.offset_px, (endo + lo) * rules.step_px)
     return polar_to_mask(centre, radius, cavity.shape) & ~cavity, thick[path]
 
 

@@ -55,12 +55,16 @@ class RVRules:
         beta: where the cut lies between the myocardium's (0) and the RV blood's (1) brightness.
         max_mm: farthest an RV pixel may lie from the LV centre.
         touch_px: how near the heart (LV and myocardium) a grown component must come.
+        grow_px: the RV finally dilated this many pixels outside the heart: it closes the one-pixel gap
+            kept from the septum while growing and takes the dark rim (trabeculae, partial volume) that
+            the cut leaves out.
     """
 
     sector_deg: float = 70.0
     beta: float = 0.3
     max_mm: float = 80.0
     touch_px: int = 3
+    grow_px: int = 1
 
 
 def _largest_touching(region: np.ndarray, heart: np.ndarray, touch_px: int) -> np.ndarray:
@@ -105,7 +109,7 @@ def rv_blood(
     """``(H, W)`` bool RV of one slice: the largest component of pixels brighter than ``cut``, within
     ``rules.sector_deg`` of ``direction`` seen from the LV ``centre`` and ``rules.max_mm`` of it, outside the
     ``heart`` (LV and myocardium) grown by one pixel, that comes within ``rules.touch_px`` of the heart;
-    holes filled."""
+    holes filled; then dilated ``rules.grow_px`` pixels outside the heart."""
     grid = SliceGrid(*image.shape)
     ang = np.angle(np.exp(1j * (np.arctan2(grid.yy - centre[0], grid.xx - centre[1]) - direction)))
     region = (
@@ -114,4 +118,7 @@ def rv_blood(
         & (grid.distance(*centre) * spacing <= rules.max_mm)
         & ~ndi.binary_dilation(heart)
     )
-    return ndi.binary_fill_holes(_largest_touching(region, heart, rules.touch_px))
+    rv = ndi.binary_fill_holes(_largest_touching(region, heart, rules.touch_px))
+    if rules.grow_px > 0 and rv.any():
+        rv = ndi.binary_dilation(rv, iterations=rules.grow_px) & ~heart
+    return rv
