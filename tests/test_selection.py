@@ -54,3 +54,28 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple
     )
     assert refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
     assert _digest(run) == before
+
+
+def test_split_labels_are_made_beside_the_run_and_compared_with_the_network(
+    chain_run: tuple[Path, dict],
+) -> None:
+    run, _ = chain_run
+    before = _digest(run)
+    script = str(ROOT / "bench" / "labels.py")
+    done = subprocess.run(
+        [sys.executable, script, "--run", str(run), "--split", "testing"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    network = json.loads((run / "seg" / "evaluation_testing.json").read_text())
+    assert result["network"]["mean"]["dice_mean"] == round(network["mean"]["dice_mean"], 4)
+    labels = result["labels"]["mean"]["dice_mean"]
+    assert 0 < labels < 1 and set(result["labels"]["by_phase"]) == {"ED", "ES"}
+    assert abs(result["network_minus_labels"] - (result["network"]["mean"]["dice_mean"] - labels)) < 2e-4
+    side = run.parent / f"{run.name}-labels" / "testing"
+    datalist = json.loads((run / "datalist.json").read_text())
+    names = {Path(it["image"]).name.replace(".nii.gz", "_pseudo.nii.gz") for it in datalist["testing"]}
+    assert {p.name for p in (side / "cam" / "nifti").glob("*.nii.gz")} == names
+    assert _digest(run) == before  # the run itself is only read
