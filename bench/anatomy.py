@@ -11,7 +11,9 @@ mixes an ES frame's result with its ED frame's carried onto it by registration (
 key of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest
 components are kept and scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
 preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
-``per_class``, ``per_phase``, ``chosen`` (the best value), ``selected_on``, ``volumes``, ``checkpoint``.
+``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
+volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
+``volumes``, ``checkpoint``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def sweep(
     fusion, inferer = AnatomyFusiond("pred", None, ds.config.spacing), VolumeSliceInferer(flip=True)
     names = [_name(a, t, temporals) for a in values for t in temporals]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+    ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     ed: dict[str, Any] = {}
     for v in sorted(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
@@ -81,6 +84,12 @@ def sweep(
                 pred = largest_components(mixed.argmax(0).astype(np.uint8), n)
                 phase = "ED" if item["phase"] == "ED" else "ES"
                 dice[_name(value, t, temporals)][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
+                ratio[_name(value, t, temporals)].append(
+                    [
+                        (pred == c).sum() / (ref == c).sum() if (ref == c).any() else np.nan
+                        for c in range(1, n + 1)
+                    ]
+                )
         if item["phase"] == "ED":
             ed[item["patient"]] = (image, fused_by)
     per_class = {k: np.nanmean(np.stack(d["ED"] + d["ES"]), axis=0) for k, d in dice.items()}
@@ -96,6 +105,10 @@ def sweep(
             k: dict(zip(manifest["classes"], map(float, d), strict=True)) for k, d in per_class.items()
         },
         "per_phase": per_phase,
+        "volume_ratio": {  # predicted / true voxels of each class, median over the volumes
+            k: dict(zip(manifest["classes"], np.nanmedian(r, axis=0).round(3).tolist(), strict=True))
+            for k, r in ratio.items()
+        },
         "chosen": max(mean, key=lambda k: mean[k]),
     }
 

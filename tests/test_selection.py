@@ -44,6 +44,9 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple
     assert result["selected_on"] == "validation" and result["volumes"] > 0
     pairs = {"None/None", "None/0.4", "0.7/None", "0.7/0.4"}  # anatomy weight / ED frame's weight
     assert set(result["sweep"]) == pairs and result["chosen"] in result["sweep"]
+    ratios = result["volume_ratio"]
+    assert set(ratios) == pairs and all(set(r) == {"RV", "Myo", "LV"} for r in ratios.values())
+    assert all(v >= 0 for r in ratios.values() for v in r.values())  # volumes without a class left out
     phases = result["per_phase"]
     assert phases["None/None"]["ED"] == phases["None/0.4"]["ED"]  # the ED frames are never mixed
     assert phases["None/None"]["ES"] != phases["None/0.4"]["ES"]

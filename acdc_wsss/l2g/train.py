@@ -185,9 +185,11 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     rank, world = setup_distributed(cfg.distributed, "bundles/l2g_acdc/multi_gpu_train.json")
     stage_dir = RunLayout(cfg.output_dir).l2g.path
     resuming = prepare_stage_dir(stage_dir, cfg, rank)
-    set_determinism(seed=cfg.seed)
     device = torch.device(cfg.device)
     data_dir, splits, train_ds, val_ds = prepare_data(cfg, rank)
+    # seeded after the data: preprocessing (skipped when the cache holds the volumes) draws random numbers,
+    # so seeding before it made a first run and a rerun on its cache start from different weights
+    set_determinism(seed=cfg.seed)
     classes = list(train_ds.classes)
     in_channels = int(train_ds[0]["image"].shape[0])
     model = L2GModel(len(classes), in_channels, cfg).to(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,23 @@ def test_baseline_is_global_only_with_classification_loss(tmp_path: Path, tiny_p
     (stage / "evaluation_validation.json").write_text("{}")  # an output of the old run
     run_l2g(_cfg(tmp_path, tiny_phantom, epochs=1, l2g=False, overwrite=True))
     assert not (stage / "evaluation_validation.json").exists() and (stage / "last.pt").is_file()
+
+
+def test_a_run_on_a_filled_cache_trains_what_the_run_that_filled_it_trained(
+    tmp_path: Path, tiny_phantom: str
+) -> None:
+    # preprocessing draws random numbers; seeded before it, a rerun reading the cache trained other weights
+    first = run_l2g(_cfg(tmp_path / "a", tiny_phantom, epochs=1))  # preprocesses into its cache
+    cache = first.parent / "cache"
+    assert any(cache.rglob("*.pt")), "the test needs the first run to fill its cache"
+    shutil.copytree(cache, tmp_path / "b" / "run" / "cache")
+    second = run_l2g(_cfg(tmp_path / "b", tiny_phantom, epochs=1))  # reads every volume from the cache
+    a = torch.load(first / "last.pt", weights_only=True)["model"]
+    b = torch.load(second / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    losses = [json.loads((r / "metrics.json").read_text())["epochs"][0]["loss"] for r in (first, second)]
+    assert losses[0] == losses[1]
 
 
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_phantom: str) -> None:
