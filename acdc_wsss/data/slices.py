@@ -243,7 +243,11 @@ class SliceDataset(Dataset):
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
             ds = _Preprocessed([self.items[i] for i in todo], self.config, len(self.classes))
             workers = self.num_workers if len(todo) > 1 else 0
-            loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)
+            # its own generator: a DataLoader draws its workers' seed from the global one otherwise, and
+            # the random state a training seeds must not depend on whether the cache was filled
+            loader = DataLoader(
+                ds, batch_size=None, num_workers=workers, collate_fn=_identity, generator=torch.Generator()
+            )
             for i, vol in zip(
                 todo, progress_bar(loader, "preprocessing volumes", progress, len(todo)), strict=True
             ):

@@ -187,8 +187,8 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     resuming = prepare_stage_dir(stage_dir, cfg, rank)
     device = torch.device(cfg.device)
     data_dir, splits, train_ds, val_ds = prepare_data(cfg, rank)
-    # seeded after the data: preprocessing (skipped when the cache holds the volumes) draws random numbers,
-    # so seeding before it made a first run and a rerun on its cache start from different weights
+    # seeded right before the weights are made (as stage 3 is), so nothing the data preparation does, such
+    # as preprocessing that a filled cache skips, can change them
     set_determinism(seed=cfg.seed)
     classes = list(train_ds.classes)
     in_channels = int(train_ds[0]["image"].shape[0])

@@ -71,6 +71,18 @@ def test_slices_stack_back_to_the_source_grid(phantom_items: list[dict]) -> None
         ds.stack(v, list(per_slice.values())[:-1])
 
 
+def test_preprocessing_leaves_the_global_random_state_alone(
+    phantom_items: list[dict], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    for workers in (0, 2):  # a loader without its own generator draws its workers' seed from the global one
+        SliceDataset(
+            phantom_items[:2], cache_dir=tmp_path / str(workers), num_workers=workers, progress=False
+        )
+        assert torch.equal(torch.get_rng_state(), state), workers
+
+
 def test_cache_is_reused_and_invalidated(phantom_items: list[dict], tmp_path: Path, caplog) -> None:
     items = phantom_items[:4]  # two patients
     with caplog.at_level(logging.INFO, logger="acdc_wsss.data.slices"):
