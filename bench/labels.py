@@ -20,17 +20,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from stage3 import brief, variant_folder
+
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo import CamConfig, export_pseudo, run_cam
 from acdc_wsss.seg import evaluate_seg
-
-
-def _brief(ev: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
-        "by_phase": {ph: round(m["dice_mean"], 4) for ph, m in ev["by_phase"].items()},
-    }
 
 
 def split_labels(
@@ -39,22 +34,17 @@ def split_labels(
     """Make and score the stage-2 labels of ``split`` beside the run (module docstring)."""
     run = Path(run_dir)
     src = RunLayout(run)
-    folder = run.parent / f"{run.name}-labels" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in (src.datalist, src.cache, src.l2g.path):
-        link = folder / path.name
-        if not link.exists():
-            os.symlink(path.resolve(), link)
+    folder = variant_folder(run, split, kind="labels", stage2=False)  # its own stage 2, the run's untouched
     run_cam(CamConfig(output_dir=str(folder), splits=[split], progress=False))
     export_pseudo(folder, row=row, splits=[split], progress=False)
     layout = RunLayout(folder)
     labels = evaluate_seg(
         folder, split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
     )
-    out: dict[str, Any] = {"run": str(run), "split": split, "row": row or "default", "labels": _brief(labels)}
+    out: dict[str, Any] = {"run": str(run), "split": split, "row": row or "default", "labels": brief(labels)}
     network = src.seg.path / f"evaluation_{split}.json"
     if network.is_file():
-        out["network"] = _brief(json.loads(network.read_text(encoding="utf-8")))
+        out["network"] = brief(json.loads(network.read_text(encoding="utf-8")))
         diff = out["network"]["mean"]["dice_mean"] - out["labels"]["mean"]["dice_mean"]
         out["network_minus_labels"] = round(diff, 4)
     return out

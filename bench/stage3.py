@@ -34,19 +34,20 @@ def _value(text: str) -> Any:
         return text
 
 
-def variant_folder(run: Path, name: str) -> Path:
-    """``<run>-stage3/<name>``: links to the run's datalist, cache, stage-1 and stage-2 outputs."""
-    folder = run.parent / f"{run.name}-stage3" / name
+def variant_folder(run: Path, name: str, kind: str = "stage3", stage2: bool = True) -> Path:
+    """``<run>-<kind>/<name>``: links to the run's datalist, cache, stage-1 and (with ``stage2``) stage-2
+    outputs; the run itself is never written."""
+    folder = run.parent / f"{run.name}-{kind}" / name
     folder.mkdir(parents=True, exist_ok=True)
     src = RunLayout(run)
-    for path in (src.datalist, src.cache, src.cam.path, src.l2g.path):
+    for path in (src.datalist, src.cache, src.l2g.path, *((src.cam.path,) if stage2 else ())):
         link = folder / path.name
         if not link.exists():
             os.symlink(path.resolve(), link)
     return folder
 
 
-def _brief(ev: dict[str, Any]) -> dict[str, Any]:
+def brief(ev: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's means and per-phase mean Dice, rounded for the JSON line."""
     return {
         "mean": {k: round(v, 4) for k, v in ev["mean"].items()},
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for a in args.anatomy:
         anatomy = None if a == "none" else float(a)
         predict(folder, split=args.split, anatomy=anatomy, device=args.device, progress=False)
-        results[a] = _brief(evaluate_seg(folder, args.split, progress=False))
+        results[a] = brief(evaluate_seg(folder, args.split, progress=False))
     best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
     nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(args.split)]
     stage2 = None
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = evaluate_seg(
             folder, args.split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
         )
-        stage2 = _brief(ev)
+        stage2 = brief(ev)
     print(
         json.dumps(
             {
