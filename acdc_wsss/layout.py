@@ -121,6 +121,11 @@ class CamLayout(StageLayout):
         return self.path / "pseudo"
 
     @property
+    def septal(self) -> Path:
+        """The septal direction the training patients share (:func:`acdc_wsss.pseudo.rows.run_septal`)."""
+        return self.path / "septal.json"
+
+    @property
     def pseudo_manifest(self) -> Path:
         return self.pseudo / MANIFEST
 

@@ -2,7 +2,7 @@
 validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
-        [--temporal None] [--split validation]
+        [--temporal None] [--split validation] [--side_deg 60]
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
@@ -13,12 +13,15 @@ components are kept and scored as mean 3D Dice over the volumes and the foregrou
 preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
 ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
-``volumes``, ``checkpoint``.
+``volumes``, ``checkpoint``. ``--side_deg``: the sector around the shared septal direction in which the
+rules fused at inference seek the RV (``RVRules.side_deg``; default: the rules' own), printed as
+``side_deg``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -28,6 +31,7 @@ import torch
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
+from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume, mix_with_ed
 from acdc_wsss.seg.infer import largest_components
 from acdc_wsss.seg.model import load_seg
@@ -47,6 +51,7 @@ def sweep(
     split: str = "validation",
     checkpoint: str = "last",
     temporals: list[float | None] | None = None,
+    side_deg: float | None = None,
 ) -> dict[str, Any]:
     """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring)."""
     temporals = temporals or [None]
@@ -57,7 +62,12 @@ def sweep(
     if not items:
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
-    fusion, inferer = AnatomyFusiond("pred", None, ds.config.spacing), VolumeSliceInferer(flip=True)
+    septal = manifest.get("pseudo_labels", {}).get("septal")  # the side stage 2's labels were made with
+    scan = ScanRules()
+    if side_deg is not None:
+        scan = dataclasses.replace(scan, rv=dataclasses.replace(scan.rv, side_deg=side_deg))
+    fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=septal, rules=scan)
+    inferer = VolumeSliceInferer(flip=True)
     names = [_name(a, t, temporals) for a in values for t in temporals]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
     ratio: dict[str, list[list[float]]] = {k: [] for k in names}
@@ -99,6 +109,7 @@ def sweep(
         "split": split,
         "selected_on": split,
         "checkpoint": checkpoint,
+        "side_deg": scan.rv.side_deg,
         "volumes": len(items),
         "sweep": mean,
         "per_class": {
@@ -122,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    parser.add_argument("--side_deg", type=float, default=None, help="the rules' RV side (default: theirs)")
     args = parser.parse_args(argv)
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
     values, temporals = ([_value(v) for v in text.split(",")] for text in (args.values, args.temporal))
-    result = sweep(args.run, values, args.split, args.checkpoint, temporals)
+    result = sweep(args.run, values, args.split, args.checkpoint, temporals, args.side_deg)
     print(json.dumps(result))
     return 0
 

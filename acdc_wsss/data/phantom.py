@@ -57,7 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the generated data change, so that :func:`ensure_phantom` regenerates old copies.
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 #: Name of the parameter file at the top of a phantom folder.
 PHANTOM_JSON = "phantom.json"
 
@@ -83,6 +83,9 @@ MIN_HEART_SLICES = 5
 MIN_FOV_MM = 230.0
 MAX_HEART_OFFSET = 0.2  # fraction of the field of view
 ROTATION_DEG_RANGE = (5.0, 30.0)
+#: How far the body turns, always the same way, when Y is the longer axis: as in the real scans, where the
+#: RV lies on the same side of the LV whatever the image's shape (about 50 degrees apart between the two).
+TALL_TURN_DEG = 50.0
 MAX_ORIGIN_MM = 150.0
 
 # Relative tissue intensities of a bSSFP cine (blood = 1).
@@ -258,11 +261,12 @@ def _sample_placement(
     rng: np.random.Generator, grid: dict[str, Any], heart: dict[str, Any]
 ) -> dict[str, Any]:
     """Body frame and heart position: anterior is image-up, patient right is image-left, give or take a
-    rotation, turned by 90 degrees when Y is the longer axis (so that the wide left-right axis of the chest
-    lies along it); the heart centre off the image centre, inside the field of view with a margin."""
+    rotation, turned by ``TALL_TURN_DEG`` when Y is the longer axis (the wide left-right axis of the chest
+    partly along it, the RV still on the same side of the LV); the heart centre off the image centre,
+    inside the field of view with a margin."""
     nx, ny, _ = grid["shape"]
     sp = grid["spacing"][0]
-    body_rot = rng.uniform(-0.3, 0.3) + (rng.choice([-1.0, 1.0]) * np.pi / 2 if ny > nx else 0.0)
+    body_rot = rng.uniform(-0.3, 0.3) - (np.deg2rad(TALL_TURN_DEG) if ny > nx else 0.0)
     ant = _unit(-np.pi / 2 + body_rot)
     rgt = _unit(np.pi + body_rot)
     rv_dir = ant * 0.6 + rgt * 0.8

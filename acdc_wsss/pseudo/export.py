@@ -28,7 +28,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import chosen_setting
-from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, volume_contexts
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, run_septal, volume_contexts
 from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
 from acdc_wsss.pseudo.store import inference_volumes, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
@@ -99,6 +99,7 @@ def export_pseudo(
             "row": row,
             "value": value,
             "ignore_band": ignore_band,
+            "septal": None if kind == "rgb" else run_septal(out),
             "seed": manifest.get("seed"),
             "volumes": [volume_key(it) for it in ds.items],
             "classes": manifest["classes"],

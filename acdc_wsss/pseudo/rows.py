@@ -22,6 +22,9 @@ From the scan (:func:`~acdc_wsss.pseudo.rules.scan_labels`), cumulative from ``p
   rule from the scan.
 - ``scan_cam``: + the L2G CAM's LV score in the choice of the LV chain (its weight swept).
 
+The scan rows seek the RV's seeds on the side of the LV that the run's training patients share
+(:func:`run_septal`, computed once per run from their ED images and stored in ``cam/septal.json``).
+
 Photos (VOC) have the CAM rows and ``pcm_crf`` (DeepLab's RGB dense CRF). :func:`volume_context` gathers
 what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores the rows.
 """
@@ -29,13 +32,16 @@ what a row's rule reads for one volume; :mod:`acdc_wsss.pseudo.evaluate` scores 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.rules import (
     FusionRules,
     carry_labels,
@@ -50,8 +56,10 @@ from acdc_wsss.pseudo.rules import (
     scan_labels,
 )
 from acdc_wsss.pseudo.rules.lv import ChainRules
-from acdc_wsss.pseudo.rules.scan import ScanRules
-from acdc_wsss.pseudo.store import load_cams
+from acdc_wsss.pseudo.rules.rv import septal_prior
+from acdc_wsss.pseudo.rules.scan import ScanRules, scan_septal_direction
+from acdc_wsss.pseudo.store import inference_volumes, load_cams, read_cam_manifest
+from acdc_wsss.utils import write_json
 
 __all__ = [
     "BG_CONSTANTS",
@@ -66,6 +74,7 @@ __all__ = [
     "context_scan_labels",
     "row_labels",
     "row_set",
+    "run_septal",
     "scan_rules",
     "volume_context",
     "volume_contexts",
@@ -152,7 +161,14 @@ def context_scan_labels(ctx: dict[str, Any], rules: ScanRules) -> np.ndarray:
             return cache[rules]
         within = None if ed is None else es_lv_region(context_scan_labels(ed, rules), rules.es_margin_px)
         cache[rules] = scan_labels(
-            ctx["image"], ctx["motion"], ctx["tags"], ctx["spacing"], ctx.get("scores"), rules, within
+            ctx["image"],
+            ctx["motion"],
+            ctx["tags"],
+            ctx["spacing"],
+            ctx.get("scores"),
+            rules,
+            within,
+            ctx.get("septal"),
         )
     return cache[rules]
 
@@ -307,6 +323,7 @@ def volume_context(
         "motion": vol["motion"][0].float().numpy(),
         "tags": vol["tags"].numpy(),
         "spacing": ds.config.spacing,
+        "septal": run_septal(output_dir),
     }
     item = ds.items[v]
     if partner and item.get("phase") == "ES":
@@ -317,3 +334,43 @@ def volume_context(
                 ctx["ed"] = ed if ed is not None else volume_context(output_dir, ds, u, partner=False)
                 break
     return ctx
+
+
+def run_septal(output_dir: str | os.PathLike, progress: bool = False) -> float | None:
+    """The septal direction (radians on the image grid, LV towards RV) that the run's training patients
+    share: each ED frame's own (:func:`~acdc_wsss.pseudo.rules.scan.scan_septal_direction`: images, motion
+    and slice tags, no mask), their circular mean when they agree (:func:`~acdc_wsss.pseudo.rules.rv.
+    septal_prior`); None for photos, without training ED frames, or when they point every way.
+
+    Stored in ``cam/septal.json`` with the stage-1 fingerprint of the CAMs beside it, and made again when
+    stage 1 (and so the preprocessed grid) changes."""
+    out = Path(output_dir)
+    run = RunLayout(out)
+    manifest = read_cam_manifest(out)
+    fingerprint = manifest.get("stage1_fingerprint")
+    if run.cam.septal.is_file():
+        stored = json.loads(run.cam.septal.read_text(encoding="utf-8"))
+        if stored.get("stage1_fingerprint") == fingerprint:
+            return stored["direction"]
+    items = [it for it in run.split("training") if it.get("phase") == "ED"]
+    directions: list[float] = []
+    if items and row_set(manifest) == "acdc":
+        ds = inference_volumes(manifest, items, out, progress)
+        for vol in ds.volumes:
+            image, motion = vol["image"].as_tensor()[0].numpy(), vol["motion"][0].float().numpy()
+            d = scan_septal_direction(image, motion, vol["tags"].numpy(), ds.config.spacing)
+            if d is not None:
+                directions.append(d)
+    rules = ScanRules().rv
+    direction = septal_prior(directions, rules.min_agreement)
+    agreement = float(abs(np.mean(np.exp(1j * np.asarray(directions))))) if directions else 0.0
+    record = {
+        "direction": direction,
+        "direction_deg": None if direction is None else round(float(np.degrees(direction)), 2),
+        "agreement": round(agreement, 4),
+        "min_agreement": rules.min_agreement,
+        "volumes": len(directions),
+        "stage1_fingerprint": fingerprint,
+    }
+    write_json(record, run.cam.septal)
+    return direction

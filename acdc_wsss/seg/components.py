@@ -40,7 +40,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
-from acdc_wsss.pseudo.rules import carry_probabilities, es_lv_region, scan_labels
+from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -121,7 +121,10 @@ class AnatomyFusiond(MapTransform):
     Reads ``image`` and ``motion`` (preprocessed), ``patient``, ``phase`` and ``has_pair``. An ES frame's LV
     is sought inside its ED frame's, so ED frames must come first (:func:`acdc_wsss.seg.inference_items`
     orders them so); the ED labels (and, with ``temporal``, image and probabilities) are kept per patient
-    until its ES frame has used them.
+    until its ES frame has used them. ``septal``: the septal direction stage 2's labels were made with (the
+    seg manifest's ``pseudo_labels.septal``, :func:`acdc_wsss.pseudo.rows.run_septal`), so the rules seek
+    the RV on the same side. ``rules``: the rules' settings (default
+    :class:`~acdc_wsss.pseudo.rules.ScanRules`).
     """
 
     def __init__(
@@ -130,9 +133,12 @@ class AnatomyFusiond(MapTransform):
         confidence: float | None = 0.5,
         spacing: float = 1.5,
         temporal: float | None = None,
+        septal: float | None = None,
+        rules: ScanRules | None = None,
     ) -> None:
         super().__init__(keys)
         self.confidence, self.spacing, self.temporal = confidence, spacing, temporal
+        self.septal, self.scan_rules = septal, rules
         self._ed: dict[str, np.ndarray] = {}
         self._ed_probs: dict[str, tuple[np.ndarray, dict[Hashable, np.ndarray]]] = {}
 
@@ -147,7 +153,9 @@ class AnatomyFusiond(MapTransform):
         patient, phase = str(d["patient"]), str(d["phase"])
         ed = self._ed.pop(patient, None) if phase == "ES" else None
         within = es_lv_region(ed) if ed is not None and ed.shape == image.shape else None
-        rules = scan_labels(image, motion, None, self.spacing, lv_within=within)
+        rules = scan_labels(
+            image, motion, None, self.spacing, rules=self.scan_rules, lv_within=within, septal=self.septal
+        )
         if phase == "ED":
             self._ed[patient] = rules
         return rules
@@ -245,11 +253,13 @@ def inference_postprocessing(
     largest_component: bool = True,
     num_classes: int = 3,
     temporal: float | None = 0.4,
+    septal: float | None = None,
 ) -> Compose:
-    """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`), optional
+    """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
+    as there), optional
     CRF, argmax, each class's largest 3D component (26-connected), inverse of ``preprocessing``,
     ``writer``."""
-    steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal)]
+    steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
         steps.append(SliceCRFd("pred"))
     steps.append(AsDiscreted("pred", argmax=True))

@@ -194,8 +194,9 @@ def predict(
     bar = TerminalProgress(enabled=progress)
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
+        septal = manifest.get("pseudo_labels", {}).get("septal")
         post = inference_postprocessing(
-            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes), temporal
+            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes), temporal, septal
         )
         inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")

@@ -144,6 +144,22 @@ def test_myo_surrounds_lv_and_rv_touches_myo(phantom5: Path) -> None:
             assert not (ndimage.binary_dilation(rv) & lv).any()
 
 
+def test_rv_lies_on_the_same_side_of_the_lv_in_every_patient(tmp_path: Path) -> None:
+    """As in the real scans: the RV's direction from the LV on the voxel grid varies (the body turns with
+    the image's shape), but always within a half-plane, so a run can learn the side its patients share."""
+    root = make_phantom(tmp_path / "ph", patients=12, seed=3, progress=False)
+    angles, tall = [], []
+    for folder in _patients(root):
+        gt = _load(sorted(folder.glob("*_frame01_gt.nii.gz"))[0])[0]
+        d = np.argwhere(gt == LABELS["RV"]).mean(0) - np.argwhere(gt == LABELS["LV"]).mean(0)
+        angles.append(np.arctan2(d[0], d[1]))
+        tall.append(gt.shape[1] > gt.shape[0])
+    assert any(tall) and not all(tall)  # both shapes drawn, so both body turns are seen
+    mean = np.angle(np.mean(np.exp(1j * np.array(angles))))
+    off = np.degrees(np.abs(np.angle(np.exp(1j * (np.array(angles) - mean)))))
+    assert off.max() < 90.0, off
+
+
 def test_appearance_is_mri_like(phantom5: Path) -> None:
     for folder in _patients(phantom5):
         image_path, gt_path = _frames(folder)["ED"]

@@ -184,7 +184,8 @@ def test_pseudo_labels_read_tags_never_mask_pixels(stage1: Path, tmp_path: Path)
 
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
     root = tmp_path / "copy"  # the run and the phantom side by side, as in stage1's folder
-    shutil.copytree(stage1.parent, root, ignore=shutil.ignore_patterns("cache"))
+    # no cache and no stored septal side: the copy makes both again from its own files
+    shutil.copytree(stage1.parent, root, ignore=shutil.ignore_patterns("cache", "septal.json"))
     datalist = json.loads((root / "run" / "datalist.json").read_text())
     datalist["base_dir"] = str(root / "acdc")  # the copy reads the copied phantom
     (root / "run" / "datalist.json").write_text(json.dumps(datalist))
@@ -216,6 +217,38 @@ def _item(run: Path, like: dict) -> dict:
         for it in read_datalist(run / "datalist.json", "training")
         if it["image"].endswith(Path(like["image"]).name)
     )
+
+
+def test_the_shared_septal_side_is_stored_once_and_remade_with_stage_1(stage1: Path) -> None:
+    from acdc_wsss.layout import RunLayout
+    from acdc_wsss.pseudo.rows import run_septal
+    from acdc_wsss.pseudo.rules.rv import septal_prior
+    from acdc_wsss.pseudo.rules.scan import scan_septal_direction
+    from acdc_wsss.pseudo.store import read_cam_manifest
+
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    layout = RunLayout(stage1)
+    layout.cam.septal.unlink(missing_ok=True)
+    direction = run_septal(stage1)
+    record = json.loads(layout.cam.septal.read_text())
+    # each training ED frame's own direction (images, motion, tags), their circular mean when they agree
+    eds = [it for it in read_datalist(stage1 / "datalist.json", "training") if it["phase"] == "ED"]
+    ds = layout.slices(read_cam_manifest(stage1), eds)
+    own = [
+        scan_septal_direction(v["image"][0].numpy(), v["motion"][0].float().numpy(), v["tags"].numpy())
+        for v in ds.volumes
+    ]
+    own = [d for d in own if d is not None]
+    assert record["volumes"] == len(own) > 0 and 0.0 <= record["agreement"] <= 1.0
+    assert direction == record["direction"] == septal_prior(own, record["min_agreement"])
+    # stored: read back while stage 1 is the same, made again when it changed
+    layout.cam.septal.write_text(json.dumps({**record, "direction": 1.25}))
+    assert run_septal(stage1) == 1.25
+    layout.cam.septal.write_text(json.dumps({**record, "direction": 1.25, "stage1_fingerprint": "old"}))
+    assert run_septal(stage1) == direction
+    # the exported labels say which side they were made with
+    export_pseudo(stage1, row="scan_es", progress=False)
+    assert json.loads(layout.cam.pseudo_manifest.read_text())["septal"] == direction
 
 
 def test_confidence_is_higher_where_pseudo_labels_are_right(stage1: Path) -> None:

@@ -12,6 +12,8 @@ from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules, label_confidence, priors_labels, scan_labels
 from acdc_wsss.pseudo.rules.lv import ChainRules
 from acdc_wsss.pseudo.rules.polar import closed_path, polar_sample, polar_to_mask, ray_extent, window_mean
+from acdc_wsss.pseudo.rules.rv import RVRules, seed_side, septal_prior
+from acdc_wsss.pseudo.rules.scan import scan_septal_direction
 
 
 def _volume(slices: int = 5, wall: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,3 +142,37 @@ def test_boundary_settings_pull_the_epicardium_in_and_grow_the_rv() -> None:
     touching = ndi.binary_dilation(plain == 2, iterations=1, structure=ndi.generate_binary_structure(3, 1))
     assert not (plain == 1)[touching].any() and (grown == 1)[touching].any()
     assert dice_per_class(grown, gt, (1,))[0] > dice_per_class(plain, gt, (1,))[0] - 0.05
+
+
+def test_rv_seeds_are_sought_on_the_side_the_training_patients_share() -> None:
+    image, motion, gt = _volume()  # the RV lies left of the LV: direction pi on the grid
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 72)
+    distractor = (r >= 22) & (r < 45) & (xx > 80)  # a larger bright pool beside the heart, on the far side
+    assert distractor.sum() > (gt[..., 0] == 1).sum()
+    image[distractor] = 1.7
+    # the volume's own seeds point at the distractor, and its RV is taken there
+    assert abs(scan_septal_direction(image, motion, spacing=1.5)) < np.pi / 2
+    alone = scan_labels(image, motion, spacing=1.5)
+    assert (alone == 1)[distractor].mean() > 0.5 and dice_per_class(alone, gt, (1,))[0] < 0.1
+    # the shared side (pi) keeps the seeds left of the LV: the RV is found, LV and Myo unchanged
+    sided = scan_labels(image, motion, spacing=1.5, septal=np.pi)
+    assert not (sided == 1)[distractor].any() and dice_per_class(sided, gt, (1,))[0] > 0.85
+    assert ((sided >= 2) == (alone >= 2)).all()
+    # a side that agrees with the volume's own seeds leaves its RV about as it was, a little off too
+    plain_image, _, _ = _volume()
+    own = dice_per_class(scan_labels(plain_image, motion, spacing=1.5), gt, (1,))[0]
+    for side, tol in ((np.pi, 0.01), (np.pi + 0.5, 0.05)):
+        found = dice_per_class(scan_labels(plain_image, motion, spacing=1.5, septal=side), gt, (1,))[0]
+        assert found == pytest.approx(own, abs=tol), side
+
+
+def test_septal_prior_is_the_circular_mean_of_directions_that_agree() -> None:
+    prior = septal_prior([0.0, 0.0, 0.0, np.pi / 2])  # mean vector (3 + i) / 4: length 0.79
+    assert prior == pytest.approx(np.arctan2(1, 3))
+    assert septal_prior([np.pi - 0.1, -np.pi + 0.1]) == pytest.approx(np.pi)  # across the +-pi seam
+    assert septal_prior([0.0, np.pi]) is None and septal_prior([]) is None  # no shared side
+    assert septal_prior([0.0, 0.0, 0.0, np.pi / 2], min_agreement=0.8) is None
+    # the seeds are sought again around the shared direction, else the volume's own; 180 degrees: anywhere
+    assert seed_side(0.3, 2.0, RVRules()) == 2.0 and seed_side(0.3, None, RVRules()) == 0.3
+    assert seed_side(None, None, RVRules()) is None and seed_side(0.3, 2.0, RVRules(side_deg=180.0)) is None

@@ -7,6 +7,10 @@
   then grown through every pixel brighter than a cut between myocardium and RV blood, in a sector on the
   septal side, connected to the heart and bounded by its free wall: the whole crescent, including its
   darker, trabeculated parts that the blood-pool threshold misses.
+- The side (:func:`seed_side`): the seeds are sought again within ``side_deg`` of the septal direction the
+  run's training patients share (:func:`septal_prior`), or of the volume's own where none is shared. A
+  volume whose largest pools beside the heart lie on the far side (an atrium, the stomach) then still
+  finds its RV, and stray pools on single slices are dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from scipy import ndimage as ndi
 
 from acdc_wsss.pseudo.rules.common import BloodPools, SliceGrid
 
-__all__ = ["RVRules", "rv_blood", "rv_region", "rv_seed", "septal_direction"]
+__all__ = [
+    "RVRules",
+    "rv_blood",
+    "rv_region",
+    "rv_seed",
+    "sector",
+    "seed_side",
+    "septal_direction",
+    "septal_prior",
+]
 
 
 def rv_region(
@@ -58,6 +71,10 @@ class RVRules:
         grow_px: the RV finally dilated this many pixels outside the heart: it closes the one-pixel gap
             kept from the septum while growing and takes the dark rim (trabeculae, partial volume) that
             the cut leaves out.
+        side_deg: half-width of the sector around the septal direction that the seeds are sought in again
+            (:func:`seed_side`); 180: anywhere, in one pass.
+        min_agreement: how closely the training patients' directions must agree (the length of their
+            mean unit vector, 0 to 1) for :func:`septal_prior` to give one.
     """
 
     sector_deg: float = 70.0
@@ -65,6 +82,18 @@ class RVRules:
     max_mm: float = 80.0
     touch_px: int = 3
     grow_px: int = 1
+    side_deg: float = 60.0
+    min_agreement: float = 0.5
+
+
+def sector(
+    shape: tuple[int, int], centre: tuple[float, float], direction: float, half_deg: float
+) -> np.ndarray:
+    """``(H, W)`` bool: the pixels seen from ``centre`` ``(y, x)`` within ``half_deg`` of ``direction``
+    (radians, ``atan2(dy, dx)``)."""
+    grid = SliceGrid(*shape)
+    ang = np.angle(np.exp(1j * (np.arctan2(grid.yy - centre[0], grid.xx - centre[1]) - direction)))
+    return np.abs(ang) <= np.deg2rad(half_deg)
 
 
 def _largest_touching(region: np.ndarray, heart: np.ndarray, touch_px: int) -> np.ndarray:
@@ -79,10 +108,13 @@ def _largest_touching(region: np.ndarray, heart: np.ndarray, touch_px: int) -> n
     return comps == ids[np.argmax(sizes[ids])]
 
 
-def rv_seed(pools: BloodPools, heart: np.ndarray, touch_px: int = 3) -> np.ndarray:
-    """``(H, W)`` bool: the largest blood pool (outside the ``heart``: LV and myocardium) that comes within
-    ``touch_px`` of it; empty when none does."""
-    return _largest_touching((pools.blobs > 0) & ~heart, heart, touch_px)
+def rv_seed(
+    pools: BloodPools, heart: np.ndarray, touch_px: int = 3, side: np.ndarray | None = None
+) -> np.ndarray:
+    """``(H, W)`` bool: the largest blood pool (outside the ``heart``: LV and myocardium, inside ``side``
+    when given) that comes within ``touch_px`` of it; empty when none does."""
+    region = (pools.blobs > 0) & ~heart
+    return _largest_touching(region if side is None else region & side, heart, touch_px)
 
 
 def septal_direction(seeds: list[tuple[np.ndarray, tuple[float, float]]]) -> float | None:
@@ -95,6 +127,25 @@ def septal_direction(seeds: list[tuple[np.ndarray, tuple[float, float]]]) -> flo
         ang = np.arctan2(ys - cy, xs - cx)
         sy, sx = sy + float(np.sin(ang).sum()), sx + float(np.cos(ang).sum())
     return None if sy == sx == 0.0 else float(np.arctan2(sy, sx))
+
+
+def seed_side(own: float | None, shared: float | None, rules: RVRules) -> float | None:
+    """The direction (radians) around which a volume's RV seeds are sought again: the ``shared`` one of the
+    training patients when there is one, else the volume's ``own`` (from the largest pools beside the
+    heart); None (seek anywhere) when ``rules.side_deg`` is 180 or more or neither is known."""
+    if rules.side_deg >= 180.0:
+        return None
+    return shared if shared is not None else own
+
+
+def septal_prior(directions: list[float], min_agreement: float = 0.5) -> float | None:
+    """The septal direction (radians) that a population of volumes shares: the circular mean of their
+    ``directions``; None when there are none or they agree less than ``min_agreement`` (the length of
+    their mean unit vector: 1 when all are equal, near 0 when they point every way)."""
+    if not directions:
+        return None
+    mean = complex(np.mean(np.exp(1j * np.asarray(directions, np.float64))))
+    return float(np.angle(mean)) if abs(mean) >= min_agreement else None
 
 
 def rv_blood(
@@ -110,12 +161,10 @@ def rv_blood(
     ``rules.sector_deg`` of ``direction`` seen from the LV ``centre`` and ``rules.max_mm`` of it, outside the
     ``heart`` (LV and myocardium) grown by one pixel, that comes within ``rules.touch_px`` of the heart;
     holes filled; then dilated ``rules.grow_px`` pixels outside the heart."""
-    grid = SliceGrid(*image.shape)
-    ang = np.angle(np.exp(1j * (np.arctan2(grid.yy - centre[0], grid.xx - centre[1]) - direction)))
     region = (
         (image > cut)
-        & (np.abs(ang) <= np.deg2rad(rules.sector_deg))
-        & (grid.distance(*centre) * spacing <= rules.max_mm)
+        & sector(image.shape, centre, direction, rules.sector_deg)
+        & (SliceGrid(*image.shape).distance(*centre) * spacing <= rules.max_mm)
         & ~ndi.binary_dilation(heart)
     )
     rv = ndi.binary_fill_holes(_largest_touching(region, heart, rules.touch_px))

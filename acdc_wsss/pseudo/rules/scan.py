@@ -10,7 +10,10 @@ Per volume, on the image smoothed in-plane a little:
    cavity, by dynamic programming on myocardium-like intensity and edges, with the volume's own wall
    thickness.
 3. **RV** (:func:`~acdc_wsss.pseudo.rules.rv.rv_blood`): grown through blood brighter than a cut between
-   the myocardium's and the RV seed's brightness, on the septal side, bounded by the free wall.
+   the myocardium's and the RV seed's brightness, on the septal side, bounded by the free wall. The seeds
+   are sought again within a sector around the direction the training patients share (``septal``, from
+   :func:`scan_septal_direction` of each and :func:`~acdc_wsss.pseudo.rules.rv.septal_prior`), or around
+   the direction the first seeds gave where none is shared (:func:`~acdc_wsss.pseudo.rules.rv.seed_side`).
 4. Classes absent from a slice's tags become background (the tags are what weak supervision gives).
 5. **ES from ED** (``es_step="fused"``, applied by :func:`acdc_wsss.pseudo.rows.context_scan_labels`,
    which holds both frames): an ES frame's labels are fused with its ED frame's labels carried onto the ES
@@ -24,6 +27,7 @@ Each step can be switched back to the template rule of :func:`~acdc_wsss.pseudo.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -32,11 +36,19 @@ from acdc_wsss.pseudo.rules.anatomy import slice_labels
 from acdc_wsss.pseudo.rules.common import LV, BloodPools, SliceGrid, blood_pools, heart_centre
 from acdc_wsss.pseudo.rules.lv import ChainRules, choose_lv_blobs, lv_cavity, lv_chain, slice_blobs
 from acdc_wsss.pseudo.rules.myo import EpicardiumRules, epicardium, myocardial_ring
-from acdc_wsss.pseudo.rules.rv import RVRules, rv_blood, rv_region, rv_seed, septal_direction
+from acdc_wsss.pseudo.rules.rv import (
+    RVRules,
+    rv_blood,
+    rv_region,
+    rv_seed,
+    sector,
+    seed_side,
+    septal_direction,
+)
 from acdc_wsss.pseudo.rules.targets import missing_tagged
 from acdc_wsss.pseudo.rules.temporal import FusionRules
 
-__all__ = ["ScanRules", "label_confidence", "scan_labels"]
+__all__ = ["ScanRules", "label_confidence", "scan_labels", "scan_septal_direction"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,25 @@ def _centroid(mask: np.ndarray) -> tuple[float, float]:
     return float(ys.mean()), float(xs.mean())
 
 
+def _seeds(
+    pools: list[BloodPools],
+    cavities: list[np.ndarray | None],
+    myos: list[np.ndarray | None],
+    rules: ScanRules,
+    septal: float | None,
+) -> list[np.ndarray | None]:
+    """Per slice the RV seed (None where there is no LV), inside the sector of ``rules.rv.side_deg`` around
+    the ``septal`` direction, seen from the slice's LV centre, when given."""
+    out: list[np.ndarray | None] = []
+    for p, c, m in zip(pools, cavities, myos, strict=True):
+        if c is None:
+            out.append(None)
+            continue
+        side = None if septal is None else sector(c.shape, _centroid(c), septal, rules.rv.side_deg)
+        out.append(rv_seed(p, c | m, rules.rv.touch_px, side))
+    return out
+
+
 def _rv(
     pools: list[BloodPools],
     cavities: list[np.ndarray | None],
@@ -142,6 +173,7 @@ def _rv(
     reach: np.ndarray,
     spacing: float,
     rules: ScanRules,
+    septal: float | None = None,
 ) -> list[np.ndarray | None]:
     """Per slice the RV (None where there is no LV to find it from)."""
     min_px = rules.min_blob_mm2 / spacing**2
@@ -150,13 +182,11 @@ def _rv(
             None if c is None else rv_region(p, c, m, min_px, reach)
             for p, c, m in zip(pools, cavities, myos, strict=True)
         ]
-    hearts = [None if c is None else c | m for c, m in zip(cavities, myos, strict=True)]
-    seeds = [
-        None if h is None else rv_seed(p, h, rules.rv.touch_px) for p, h in zip(pools, hearts, strict=True)
-    ]
-    direction = septal_direction(
-        [(s, _centroid(c)) for s, c in zip(seeds, cavities, strict=True) if s is not None]
-    )
+    seeds = _seeds(pools, cavities, myos, rules, None)
+    side = seed_side(_direction(cavities, seeds), septal, rules.rv)
+    if side is not None:
+        seeds = _seeds(pools, cavities, myos, rules, side)
+    direction = _direction(cavities, seeds)
     seeded = [p.image[s] for p, s in zip(pools, seeds, strict=True) if s is not None and s.any()]
     if direction is None or not seeded:
         return [None] * len(pools)
@@ -173,6 +203,58 @@ def _rv(
     return out
 
 
+def _direction(cavities: list[np.ndarray | None], seeds: list[np.ndarray | None]) -> float | None:
+    return septal_direction(
+        [(s, _centroid(c)) for s, c in zip(seeds, cavities, strict=True) if s is not None]
+    )
+
+
+class _Heart(NamedTuple):
+    """What every structure after the LV reads: the blood pools, LV cavities and myocardium per slice."""
+
+    pools: list[BloodPools]
+    cavities: list[np.ndarray | None]
+    myos: list[np.ndarray | None]
+    reach: np.ndarray
+
+
+def _heart(
+    image: np.ndarray,
+    motion: np.ndarray,
+    tags: np.ndarray | None,
+    spacing: float,
+    scores: np.ndarray | None,
+    rules: ScanRules,
+    lv_within: np.ndarray | None,
+) -> _Heart:
+    h, w, n = image.shape
+    smooth = ndi.gaussian_filter(np.asarray(image, np.float64), (rules.smooth_sigma, rules.smooth_sigma, 0))
+    centre = heart_centre(motion)
+    dist = SliceGrid(h, w).distance(*centre)
+    disc = dist <= rules.disc_mm / spacing
+    reach = dist <= (rules.disc_mm + rules.rv_reach_mm) / spacing
+    pools = [
+        blood_pools(smooth[..., z], disc, None if lv_within is None else lv_within[..., z]) for z in range(n)
+    ]
+    cavities = _cavities(pools, centre, spacing, tags, scores, rules)
+    return _Heart(pools, cavities, _myocardium(smooth, pools, cavities, spacing, rules), reach)
+
+
+def scan_septal_direction(
+    image: np.ndarray,
+    motion: np.ndarray,
+    tags: np.ndarray | None = None,
+    spacing: float = 1.5,
+    rules: ScanRules | None = None,
+) -> float | None:
+    """The direction (radians, ``atan2(dy, dx)`` on the image grid) from the LV towards the RV that one
+    volume's own seeds give (the largest blood pool beside the heart per slice, no side imposed); None
+    where the rules find no LV or no seed. Arguments as :func:`scan_labels`."""
+    rules = rules or ScanRules()
+    heart = _heart(image, motion, tags, spacing, None, rules, None)
+    return _direction(heart.cavities, _seeds(heart.pools, heart.cavities, heart.myos, rules, None))
+
+
 def scan_labels(
     image: np.ndarray,
     motion: np.ndarray,
@@ -181,6 +263,7 @@ def scan_labels(
     scores: np.ndarray | None = None,
     rules: ScanRules | None = None,
     lv_within: np.ndarray | None = None,
+    septal: float | None = None,
 ) -> np.ndarray:
     """Pseudo labels of one volume from its own scan (see the module docstring).
 
@@ -193,23 +276,16 @@ def scan_labels(
         rules: the settings (default :class:`ScanRules`).
         lv_within: optional ``(H, W, S)`` bool region the LV cavity must lie in (an ES frame: its ED
             frame's cavity grown, :func:`~acdc_wsss.pseudo.rules.es_lv_region`).
+        septal: the septal direction the training patients share (radians, ``atan2(dy, dx)``): the RV
+            seeds are sought within ``rules.rv.side_deg`` of it; None: of the volume's own.
 
     Returns:
         ``(H, W, S)`` uint8 labels: 0 background, 1 RV, 2 Myo, 3 LV.
     """
     rules = rules or ScanRules()
     h, w, n = image.shape
-    smooth = ndi.gaussian_filter(np.asarray(image, np.float64), (rules.smooth_sigma, rules.smooth_sigma, 0))
-    centre = heart_centre(motion)
-    dist = SliceGrid(h, w).distance(*centre)
-    disc = dist <= rules.disc_mm / spacing
-    reach = dist <= (rules.disc_mm + rules.rv_reach_mm) / spacing
-    pools = [
-        blood_pools(smooth[..., z], disc, None if lv_within is None else lv_within[..., z]) for z in range(n)
-    ]
-    cavities = _cavities(pools, centre, spacing, tags, scores, rules)
-    myos = _myocardium(smooth, pools, cavities, spacing, rules)
-    rvs = _rv(pools, cavities, myos, reach, spacing, rules)
+    pools, cavities, myos, reach = _heart(image, motion, tags, spacing, scores, rules, lv_within)
+    rvs = _rv(pools, cavities, myos, reach, spacing, rules, septal)
     out = np.zeros((h, w, n), np.uint8)
     for z in range(n):
         if cavities[z] is not None:
