@@ -165,6 +165,9 @@ def test_rv_seeds_are_sought_on_the_side_the_training_patients_share() -> None:
     for side, tol in ((np.pi, 0.01), (np.pi + 0.5, 0.05)):
         found = dice_per_class(scan_labels(plain_image, motion, spacing=1.5, septal=side), gt, (1,))[0]
         assert found == pytest.approx(own, abs=tol), side
+    # no pool at all on the shared side (it points away from the RV): the volume keeps its own seeds
+    away = scan_labels(plain_image, motion, spacing=1.5, septal=0.0)
+    assert dice_per_class(away, gt, (1,))[0] == pytest.approx(own, abs=0.01)
 
 
 def test_septal_prior_is_the_circular_mean_of_directions_that_agree() -> None:

@@ -10,7 +10,8 @@
 - The side (:func:`seed_side`): the seeds are sought again within ``side_deg`` of the septal direction the
   run's training patients share (:func:`septal_prior`), or of the volume's own where none is shared. A
   volume whose largest pools beside the heart lie on the far side (an atrium, the stomach) then still
-  finds its RV, and stray pools on single slices are dropped.
+  finds its RV, and stray pools on single slices are dropped; a volume with no pool on that side at all
+  keeps its own seeds.
 """
 
 from __future__ import annotations

@@ -185,7 +185,9 @@ def _rv(
     seeds = _seeds(pools, cavities, myos, rules, None)
     side = seed_side(_direction(cavities, seeds), septal, rules.rv)
     if side is not None:
-        seeds = _seeds(pools, cavities, myos, rules, side)
+        sided = _seeds(pools, cavities, myos, rules, side)
+        if any(s is not None and s.any() for s in sided):  # none on that side: keep the volume's own
+            seeds = sided
     direction = _direction(cavities, seeds)
     seeded = [p.image[s] for p, s in zip(pools, seeds, strict=True) if s is not None and s.any()]
     if direction is None or not seeded:
