@@ -7,7 +7,7 @@ Stages hand their work to each other through the run folder (``output_dir``)::
       cache/                   preprocessed volumes, shared by every stage
       l2g/                     stage 1: last.pt, best.pt, metrics.json, manifest.json, evaluation_<split>.json
       baseline/                the plain-CAM classifier's own run (l2g/, cam/), when the chain trains one
-      cam/                     stage 2: manifest.json, evaluation_<split>.{json,md}, panels.png
+      cam/                     stage 2: manifest.json, evaluation_<split>.{json,md}, panels.png, septal.json
         cams/                    <key>.npz: the stored CAMs of each volume
         pseudo/                  <key>.npz pseudo labels, manifest.json (VOC: <key>.png, <key>_target.png)
         nifti/                   <key>_pseudo.nii.gz: the pseudo labels on the source grid
