@@ -21,20 +21,20 @@ rules fused at inference seek the RV (``RVRules.side_deg``; default: the rules' 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Any
 
 import numpy as np
 import torch
+from rules import with_setting
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume, mix_with_ed
 from acdc_wsss.seg.infer import largest_components
-from acdc_wsss.seg.model import load_seg
+from acdc_wsss.seg.model import load_seg, recorded_septal
 
 
 def _value(text: str) -> float | None:
@@ -62,11 +62,8 @@ def sweep(
     if not items:
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
-    septal = manifest.get("pseudo_labels", {}).get("septal")  # the side stage 2's labels were made with
-    scan = ScanRules()
-    if side_deg is not None:
-        scan = dataclasses.replace(scan, rv=dataclasses.replace(scan.rv, side_deg=side_deg))
-    fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=septal, rules=scan)
+    scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
+    fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=recorded_septal(manifest), rules=scan)
     inferer = VolumeSliceInferer(flip=True)
     names = [_name(a, t, temporals) for a in values for t in temporals]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}

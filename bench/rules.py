@@ -62,7 +62,8 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
 SWEEP_START = ScanRules(es_step="scan")
 
 
-def _with(rules: ScanRules, path: str, value: Any) -> ScanRules:
+def with_setting(rules: ScanRules, path: str, value: Any) -> ScanRules:
+    """``rules`` with one setting (``field`` or ``part.field``, as in :data:`SWEEPS`) replaced."""
     if "." not in path:
         return dataclasses.replace(rules, **{path: value})
     part, name = path.split(".")
@@ -120,7 +121,7 @@ def sweep(run: Path, split: str, groups: list[str] | None = None) -> dict[str, A
         for values in itertools.product(*grid.values()):
             rules = SWEEP_START
             for path, value in [*chosen.items(), *zip(grid, values, strict=True)]:
-                rules = _with(rules, path, value)
+                rules = with_setting(rules, path, value)
             score = _score(*data, lambda c, r=rules: context_scan_labels(c, r))
             results.append({"settings": dict(zip(grid, values, strict=True)), **score})
         best = max(results, key=lambda r: r["mean"])

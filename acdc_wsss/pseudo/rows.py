@@ -56,7 +56,7 @@ from acdc_wsss.pseudo.rules import (
     scan_labels,
 )
 from acdc_wsss.pseudo.rules.lv import ChainRules
-from acdc_wsss.pseudo.rules.rv import septal_prior
+from acdc_wsss.pseudo.rules.rv import circular_mean, septal_prior
 from acdc_wsss.pseudo.rules.scan import ScanRules, scan_septal_direction
 from acdc_wsss.pseudo.store import inference_volumes, load_cams, read_cam_manifest
 from acdc_wsss.utils import write_json
@@ -294,8 +294,10 @@ def volume_contexts(
     """``(v, volume_context(...))`` of each volume of ``indices`` in turn; an ES frame that follows its ED
     frame (as in the datalist) takes that frame's context, so the ED labels are computed once."""
     known: dict[int, dict] = {}
+    septal: float | str | None = "stored"  # read by the first volume that needs it, then passed on
     for v in indices:
-        ctx = volume_context(output_dir, ds, v, known=known)
+        ctx = volume_context(output_dir, ds, v, known=known, septal=septal)
+        septal = ctx.get("septal", septal)
         known = {v: ctx}
         yield v, ctx
 
@@ -306,10 +308,13 @@ def volume_context(
     v: int,
     partner: bool = True,
     known: dict[int, dict] | None = None,
+    septal: float | str | None = "stored",
 ) -> dict:
-    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing;
-    for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context as ``"ed"`` (taken
-    from ``known``, contexts by volume index, when there: its labels are then computed once)."""
+    """What a row's rule reads for volume ``v``: stored CAMs, preprocessed image and motion, tags, spacing,
+    the septal direction the training patients share (``septal``; ``"stored"``: read with
+    :func:`run_septal`); for an ES frame whose ED frame is in ``ds`` on the same grid, that frame's context
+    as ``"ed"`` (taken from ``known``, contexts by volume index, when there: its labels are then computed
+    once)."""
     vol = ds.volumes[v]
     if "rgb" in vol:  # an RGB data set: the photo for the CRF, no motion
         return {
@@ -323,7 +328,7 @@ def volume_context(
         "motion": vol["motion"][0].float().numpy(),
         "tags": vol["tags"].numpy(),
         "spacing": ds.config.spacing,
-        "septal": run_septal(output_dir),
+        "septal": run_septal(output_dir) if septal == "stored" else septal,
     }
     item = ds.items[v]
     if partner and item.get("phase") == "ES":
@@ -331,7 +336,9 @@ def volume_context(
             same = other["patient"] == item["patient"] and other.get("phase") == "ED"
             if same and ds.volumes[u]["image"].shape == vol["image"].shape:
                 ed = (known or {}).get(u)
-                ctx["ed"] = ed if ed is not None else volume_context(output_dir, ds, u, partner=False)
+                if ed is None:
+                    ed = volume_context(output_dir, ds, u, partner=False, septal=ctx["septal"])
+                ctx["ed"] = ed
                 break
     return ctx
 
@@ -363,7 +370,7 @@ def run_septal(output_dir: str | os.PathLike, progress: bool = False) -> float |
                 directions.append(d)
     rules = ScanRules().rv
     direction = septal_prior(directions, rules.min_agreement)
-    agreement = float(abs(np.mean(np.exp(1j * np.asarray(directions))))) if directions else 0.0
+    agreement = abs(circular_mean(directions))
     record = {
         "direction": direction,
         "direction_deg": None if direction is None else round(float(np.degrees(direction)), 2),

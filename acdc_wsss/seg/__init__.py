@@ -31,6 +31,7 @@ from acdc_wsss.seg.model import (
     load_seg,
     network_def,
     predict_slices,
+    recorded_septal,
     seg_manifest,
     with_checkpoint,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "network_def",
     "predict",
     "predict_slices",
+    "recorded_septal",
     "run_seg",
     "seg_manifest",
     "with_checkpoint",

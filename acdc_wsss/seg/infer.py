@@ -46,7 +46,7 @@ from acdc_wsss.seg.components import (
     inference_preprocessing,
     mask_name,
 )
-from acdc_wsss.seg.model import load_seg, seg_manifest
+from acdc_wsss.seg.model import load_seg, recorded_septal, seg_manifest
 from acdc_wsss.utils import moved
 
 __all__ = [
@@ -192,9 +192,9 @@ def predict(
     )
     writer = WriteMaskd(run.predictions.path, classes, nrrd=nrrd)
     bar = TerminalProgress(enabled=progress)
+    septal = recorded_septal(manifest)
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
-        septal = manifest.get("pseudo_labels", {}).get("septal")
         post = inference_postprocessing(
             chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes), temporal, septal
         )

@@ -28,6 +28,7 @@ __all__ = [
     "load_seg",
     "network_def",
     "predict_slices",
+    "recorded_septal",
     "seg_manifest",
     "slice_input",
     "volume_slices",
@@ -116,6 +117,13 @@ def seg_manifest(output_dir: str | Path, stage_dir: str | Path | None = None) ->
     refuses a missing or unfinished one with the command that makes it."""
     where = Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path
     return finished_manifest(where, SEG_STAGE, "stage 3", _make_command(output_dir))
+
+
+def recorded_septal(manifest: dict[str, Any]) -> float | None:
+    """The septal direction a run's stage-3 labels were made with (stage 2's ``septal``, recorded in the
+    seg manifest under ``pseudo_labels``): the side on which the rules fused at inference seek the RV;
+    None where none was recorded."""
+    return manifest.get("pseudo_labels", {}).get("septal")
 
 
 def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits:

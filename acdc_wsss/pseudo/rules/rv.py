@@ -25,6 +25,7 @@ from acdc_wsss.pseudo.rules.common import BloodPools, SliceGrid
 
 __all__ = [
     "RVRules",
+    "circular_mean",
     "rv_blood",
     "rv_region",
     "rv_seed",
@@ -139,13 +140,19 @@ def seed_side(own: float | None, shared: float | None, rules: RVRules) -> float 
     return shared if shared is not None else own
 
 
+def circular_mean(directions: list[float]) -> complex:
+    """The mean unit vector of ``directions`` (radians): its angle is their circular mean, its length (0 to
+    1) how closely they agree; 0 for none."""
+    return complex(np.mean(np.exp(1j * np.asarray(directions, np.float64)))) if directions else 0j
+
+
 def septal_prior(directions: list[float], min_agreement: float = 0.5) -> float | None:
     """The septal direction (radians) that a population of volumes shares: the circular mean of their
     ``directions``; None when there are none or they agree less than ``min_agreement`` (the length of
     their mean unit vector: 1 when all are equal, near 0 when they point every way)."""
     if not directions:
         return None
-    mean = complex(np.mean(np.exp(1j * np.asarray(directions, np.float64))))
+    mean = circular_mean(directions)
     return float(np.angle(mean)) if abs(mean) >= min_agreement else None
 
 
