@@ -83,8 +83,8 @@ MIN_HEART_SLICES = 5
 MIN_FOV_MM = 230.0
 MAX_HEART_OFFSET = 0.2  # fraction of the field of view
 ROTATION_DEG_RANGE = (5.0, 30.0)
-#: How far the body turns, always the same way, when Y is the longer axis: as in the real scans, where the
-#: RV lies on the same side of the LV whatever the image's shape (about 50 degrees apart between the two).
+#: How far the body turns, always the same way, when Y is the longer axis: the RV stays on the same side of
+#: the LV whatever the image's shape, as in the real scans.
 TALL_TURN_DEG = 50.0
 MAX_ORIGIN_MM = 150.0
 
