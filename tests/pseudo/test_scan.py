@@ -105,6 +105,31 @@ def test_lv_chain_prefers_the_round_stack_to_a_nearer_crescent() -> None:
     assert (labels[..., 0][crescent] == 3).mean() > 0.85
 
 
+def test_an_lv_rv_swap_is_undone_on_the_anti_septal_side() -> None:
+    # the crescent near the motion centre wins the chain score over a round stack 45 mm to its right; were
+    # the crescent the RV of a heart whose RV lies left of its LV (septal direction pi), the LV would lie
+    # to its right: the round stack there is taken instead
+    yy, xx = np.mgrid[:128, :128]
+    crescent = (np.hypot(yy - 64, xx - 64) < 14) & (np.hypot(yy - 64, xx - 72) >= 12)
+    disc = np.hypot(yy - 64, xx - 94) < 11
+    image = np.stack([np.where(crescent | disc, 1.5, -1.0)] * 4, axis=-1)
+    motion = np.zeros_like(image)
+    motion[60:68, 58:66] = 1.0
+
+    def lv_on(rules: ScanRules | None = None, septal: float | None = np.pi) -> str:
+        lv = scan_labels(image, motion, spacing=1.5, rules=rules, septal=septal)[..., 0] == 3
+        assert lv[crescent].mean() > 0.85 or lv[disc].mean() > 0.85
+        return "disc" if lv[disc].mean() > 0.85 else "crescent"
+
+    assert lv_on() == "disc"
+    assert lv_on(septal=None) == "crescent"  # no shared side: no check
+    assert lv_on(septal=0.0) == "crescent"  # the LV would lie to the left, where there is nothing
+    assert lv_on(septal=np.pi - np.radians(60)) == "crescent"  # the stack is 60 degrees off that side
+    for off in (ChainRules(swap_deg=0.0), ChainRules(swap_round=1.0), ChainRules(swap_ratio=3.0)):
+        assert lv_on(ScanRules(chain=off)) == "crescent", off  # off; not rounder by 1; not 3x the area
+    assert lv_on(ScanRules(chain=ChainRules(swap_mm=40.0))) == "crescent"  # 45 mm away
+
+
 def test_label_confidence_by_hand() -> None:
     labels = np.zeros((5, 6, 2), np.uint8)
     labels[:, 3:, :] = 3  # a vertical boundary between columns 2 and 3

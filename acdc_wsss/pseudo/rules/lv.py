@@ -31,6 +31,7 @@ __all__ = [
     "lv_chain",
     "pick_lv_blob",
     "slice_blobs",
+    "swapped_chain",
 ]
 
 
@@ -121,6 +122,11 @@ class ChainRules:
         w_distance: weight (per mm) of its mean distance to the heart centre.
         w_cam: weight of its mean CAM LV score (0: the CAMs are not read).
         reach_mm: how far from the chain's axis a slice off the chain may take a blob.
+        swap_deg: the LV-RV swap check (:func:`swapped_chain`, where the septal side is known): a chain
+            within this angle of the anti-septal direction from the chosen one may be the real LV (0: off),
+        swap_mm: within this distance of it (mean centroids),
+        swap_ratio: with at least this share of its slices and of its mean blob area,
+        swap_round: and rounder than it by at least this (the RV is a crescent, the LV a disc).
     """
 
     min_iou: float = 0.3
@@ -129,6 +135,10 @@ class ChainRules:
     w_distance: float = 0.02
     w_cam: float = 0.0
     reach_mm: float = 20.0
+    swap_deg: float = 45.0
+    swap_mm: float = 70.0
+    swap_ratio: float = 0.5
+    swap_round: float = 0.1
 
 
 def slice_blobs(
@@ -192,18 +202,75 @@ def _chain_score(chain: list[tuple[int, int]], blobs: list[list[Blob]], rules: C
     )
 
 
+class _Shape(NamedTuple):
+    """A chain's shape, for the swap check."""
+
+    centroid: np.ndarray  #: (y, x) mean of its blobs' centroids, pixels
+    length: int  #: slices
+    area: float  #: mean blob area, pixels
+    roundness: float  #: mean blob roundness
+
+
+def _shape(chain: list[tuple[int, int]], blobs: list[list[Blob]]) -> _Shape:
+    members = [blobs[z][i] for z, i in chain]
+    return _Shape(
+        np.mean([b.centroid for b in members], axis=0),
+        len(members),
+        float(np.mean([np.count_nonzero(b.mask) for b in members])),
+        float(np.mean([b.roundness for b in members])),
+    )
+
+
+def swapped_chain(
+    best: list[tuple[int, int]],
+    chains: list[list[tuple[int, int]]],
+    blobs: list[list[Blob]],
+    rules: ChainRules,
+    spacing: float,
+    septal: float,
+) -> list[tuple[int, int]]:
+    """The LV chain after a check for an LV-RV swap. ``septal`` is the LV-to-RV direction (radians,
+    ``atan2(dy, dx)`` on the image grid), so were ``best`` the RV, the LV would lie from it towards
+    ``septal + pi``. A chain there (within ``rules.swap_deg`` and ``rules.swap_mm``, mean centroids) with at
+    least ``rules.swap_ratio`` of ``best``'s slices and mean blob area, and rounder by ``rules.swap_round``,
+    is taken for the LV (the best-scoring one of several); otherwise ``best`` stays."""
+    b = _shape(best, blobs)
+    found = []
+    for chain in chains:
+        a = _shape(chain, blobs)
+        dy, dx = a.centroid - b.centroid
+        off = float(np.angle(np.exp(1j * (np.arctan2(dy, dx) - septal - np.pi))))
+        if (
+            chain is not best
+            and abs(np.degrees(off)) <= rules.swap_deg
+            and np.hypot(dy, dx) * spacing <= rules.swap_mm
+            and a.roundness >= b.roundness + rules.swap_round
+            and a.length >= rules.swap_ratio * b.length
+            and a.area >= rules.swap_ratio * b.area
+        ):
+            found.append(chain)
+    return max(found, key=lambda c: _chain_score(c, blobs, rules)) if found else best
+
+
 def lv_chain(
-    blobs: list[list[Blob]], rules: ChainRules, spacing: float, wanted: np.ndarray | None = None
+    blobs: list[list[Blob]],
+    rules: ChainRules,
+    spacing: float,
+    wanted: np.ndarray | None = None,
+    septal: float | None = None,
 ) -> list[np.ndarray | None]:
-    """Per slice, the ``(H, W)`` bool LV cavity (None: no LV found): the best-scoring chain's blobs, and on
-    slices off the chain where ``wanted`` (``(S,)`` bool, e.g. the slice tags; None: every slice), the blob
-    nearest the chain's centre on its nearest slice, within ``rules.reach_mm``. Each cavity is its blob's
-    convex hull."""
+    """Per slice, the ``(H, W)`` bool LV cavity (None: no LV found): the best-scoring chain's blobs (checked
+    for an LV-RV swap by :func:`swapped_chain` where ``septal``, the LV-to-RV direction the training
+    patients share, is given and ``rules.swap_deg > 0``), and on slices off the chain where ``wanted``
+    (``(S,)`` bool, e.g. the slice tags; None: every slice), the blob nearest the chain's centre on its
+    nearest slice, within ``rules.reach_mm``. Each cavity is its blob's convex hull."""
     chains = blob_chains(blobs, rules.min_iou)
     out: list[np.ndarray | None] = [None] * len(blobs)
     if not chains:
         return out
     best = max(chains, key=lambda c: _chain_score(c, blobs, rules))
+    if septal is not None and rules.swap_deg > 0:
+        best = swapped_chain(best, chains, blobs, rules, spacing, septal)
     picked = {z: blobs[z][i] for z, i in best}
     for z in range(len(blobs)):
         if z not in picked and blobs[z] and (wanted is None or wanted[z]):

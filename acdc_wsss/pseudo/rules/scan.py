@@ -105,6 +105,7 @@ def _cavities(
     tags: np.ndarray | None,
     scores: np.ndarray | None,
     rules: ScanRules,
+    septal: float | None = None,
 ) -> list[np.ndarray | None]:
     min_px = rules.min_blob_mm2 / spacing**2
     use_cam = scores is not None and rules.chain.w_cam > 0
@@ -116,7 +117,7 @@ def _cavities(
         slice_blobs(p, min_px, centre, spacing, scores[LV - 1, ..., z] if use_cam else None)
         for z, p in enumerate(pools)
     ]
-    return lv_chain(blobs, rules.chain, spacing, None if tags is None else tags[:, LV - 1] > 0)
+    return lv_chain(blobs, rules.chain, spacing, None if tags is None else tags[:, LV - 1] > 0, septal)
 
 
 def _myocardium(
@@ -228,6 +229,7 @@ def _heart(
     scores: np.ndarray | None,
     rules: ScanRules,
     lv_within: np.ndarray | None,
+    septal: float | None = None,
 ) -> _Heart:
     h, w, n = image.shape
     smooth = ndi.gaussian_filter(np.asarray(image, np.float64), (rules.smooth_sigma, rules.smooth_sigma, 0))
@@ -238,7 +240,7 @@ def _heart(
     pools = [
         blood_pools(smooth[..., z], disc, None if lv_within is None else lv_within[..., z]) for z in range(n)
     ]
-    cavities = _cavities(pools, centre, spacing, tags, scores, rules)
+    cavities = _cavities(pools, centre, spacing, tags, scores, rules, septal)
     return _Heart(pools, cavities, _myocardium(smooth, pools, cavities, spacing, rules), reach)
 
 
@@ -286,7 +288,7 @@ def scan_labels(
     """
     rules = rules or ScanRules()
     h, w, n = image.shape
-    pools, cavities, myos, reach = _heart(image, motion, tags, spacing, scores, rules, lv_within)
+    pools, cavities, myos, reach = _heart(image, motion, tags, spacing, scores, rules, lv_within, septal)
     rvs = _rv(pools, cavities, myos, reach, spacing, rules, septal)
     out = np.zeros((h, w, n), np.uint8)
     for z in range(n):
