@@ -129,6 +129,12 @@ class CamLayout(StageLayout):
     def pseudo_manifest(self) -> Path:
         return self.pseudo / MANIFEST
 
+    @property
+    def kept_labels(self) -> Path:
+        """Labels the pseudo-label evaluation made with the exported row, kept for the export
+        (:class:`acdc_wsss.pseudo.store.KeptLabels`), one folder per fingerprint of what made them."""
+        return self.path / "kept_labels"
+
     def pseudo_labels(self, key: str) -> Path:
         """Labels and training target of volume ``key`` (arrays)."""
         return self.pseudo / f"{key}.npz"

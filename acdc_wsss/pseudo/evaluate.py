@@ -23,8 +23,8 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
-from acdc_wsss.pseudo.store import load_cams, read_cam_manifest, split_dataset
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, ROWS, row_set, volume_contexts
+from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
 __all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table"]
@@ -56,7 +56,10 @@ def _score(
     rows: Sequence[str],
     baseline_run: str | os.PathLike | None,
     progress: bool,
+    keep: tuple[str, dict[Any, KeptLabels]] | None = None,
 ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
+    """Each row at each setting scored on ``split``; ``keep``: a row and, per setting, where its labels are
+    kept for the export."""
     ds = split_dataset(out, split, progress)
     if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
@@ -72,7 +75,10 @@ def _score(
         ref = ds.volumes[v]["label"][0].numpy()
         void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
         for (row, t), a in acc.items():
-            pred = np.where(void, IGNORE, ROWS[row][1](base if row == "baseline" else ctx, t))
+            labels = ROWS[row][1](base if row == "baseline" else ctx, t)
+            if keep is not None and row == keep[0] and t in keep[1]:
+                keep[1][t].put(key, labels)
+            pred = np.where(void, IGNORE, labels)
             a.update(pred, ref)
             one = DiceAccumulator(labels[1:])
             one.update(pred, ref)
@@ -151,11 +157,13 @@ def evaluate_pseudo(
                 f"(e.g. {missing[0]}); make them with the same infer.json run on the baseline."
             )
         rows.insert(0, "baseline")
-    acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress)
+    export_row = DEFAULT_ROWS[row_set(manifest)]  # its labels are kept for the export
+    keep = (export_row, {t: KeptLabels(out, export_row, t, clear=True) for t in ROWS[export_row][2]})
+    acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep)
     chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
     selected_on = FIXED_DEFAULT
     if select_split and select_split != split and select_split in manifest["splits"]:
-        chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress)
+        chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress, keep)
         selected_on = select_split
     else:
         logger.warning(

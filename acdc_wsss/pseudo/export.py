@@ -30,7 +30,7 @@ from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import chosen_setting
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, run_septal, volume_contexts
 from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
-from acdc_wsss.pseudo.store import inference_volumes, read_cam_manifest
+from acdc_wsss.pseudo.store import KeptLabels, inference_volumes, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json
 
 __all__ = ["export_pseudo"]
@@ -76,10 +76,13 @@ def export_pseudo(
     ]
     ds = inference_volumes(manifest, items, out, progress)
     stage = run.cam
+    kept = KeptLabels(out, row, value)  # the evaluation's labels of this row, where it made them
     volumes = progress_bar(range(len(ds.volumes)), "exporting pseudo labels", progress)
     for v, ctx in volume_contexts(out, ds, volumes):
         key = volume_key(ds.items[v])
-        labels = row_labels(row, ctx, value)
+        labels = kept.get(key)
+        if labels is None:
+            labels = row_labels(row, ctx, value)
         tags = ds.volumes[v]["tags"].numpy()
         target = uncertain_to_ignore(labels, tags, ignore_band)
         confidence = label_confidence(labels, tags).astype(np.float16)

@@ -1,15 +1,18 @@
 """What stage 2 keeps in ``RUN/cam/`` and how it is read back.
 
 The CAM manifest (:func:`read_cam_manifest`, :func:`cam_splits`), the stored CAMs of one volume
-(:func:`load_cams`), and the volumes of a split that have CAMs (:func:`split_dataset`), which are the
+(:func:`load_cams`), the volumes of a split that have CAMs (:func:`split_dataset`), which are the
 run's preprocessed volumes for ACDC and, for a data set an adapter registers (VOC), whole images
-(:func:`inference_volumes`).
+(:func:`inference_volumes`), and the labels the evaluation made with the exported row, kept so that the
+export does not make them again (:class:`KeptLabels`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ import numpy as np
 from acdc_wsss.data.registry import get_volumes, register_volumes
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
+from acdc_wsss.utils import atomic_write
 
 __all__ = [
+    "KeptLabels",
     "acdc_volumes",
     "cam_splits",
     "inference_volumes",
@@ -84,3 +89,42 @@ def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
         )
     with np.load(path) as z:
         return {k: z[k].astype(np.float32) for k in z.files}
+
+
+class KeptLabels:
+    """The labels one row made at one setting, per volume, kept in ``cam/kept_labels/`` between the
+    pseudo-label evaluation (which makes them for the training and validation patients) and the export
+    (which would make them again: the rules and the ED-ES registrations take minutes).
+
+    They are filed under a fingerprint of everything else they depend on: the CAM manifest (stage 1's
+    fingerprint, the preprocessing, the volumes) and the source of :mod:`acdc_wsss.pseudo`; labels under
+    another fingerprint are never read, and a writer (``clear=True``) removes them.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, row: str, value: Any, clear: bool = False) -> None:
+        root = RunLayout(output_dir).cam.kept_labels
+        digest = hashlib.sha1(RunLayout(output_dir).cam.manifest.read_bytes())
+        for src in sorted(Path(__file__).parent.rglob("*.py")):
+            digest.update(src.read_bytes())
+        self.folder = root / digest.hexdigest()[:16] / f"{row}-{value}"
+        if clear and root.is_dir():
+            for old in root.iterdir():
+                if old.name != self.folder.parent.name:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def put(self, key: str, labels: np.ndarray) -> None:
+        """Keep one volume's labels (written atomically)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.path(key)) as tmp:
+            np.savez_compressed(tmp, labels=np.asarray(labels, np.uint8))
+
+    def get(self, key: str) -> np.ndarray | None:
+        """One volume's kept labels, or None where there are none."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return data["labels"]

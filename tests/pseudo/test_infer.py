@@ -185,7 +185,7 @@ def test_pseudo_labels_read_tags_never_mask_pixels(stage1: Path, tmp_path: Path)
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
     root = tmp_path / "copy"  # the run and the phantom side by side, as in stage1's folder
     # no cache and no stored septal side: the copy makes both again from its own files
-    shutil.copytree(stage1.parent, root, ignore=shutil.ignore_patterns("cache", "septal.json"))
+    shutil.copytree(stage1.parent, root, ignore=shutil.ignore_patterns("cache", "septal.json", "kept_labels"))
     datalist = json.loads((root / "run" / "datalist.json").read_text())
     datalist["base_dir"] = str(root / "acdc")  # the copy reads the copied phantom
     (root / "run" / "datalist.json").write_text(json.dumps(datalist))
@@ -217,6 +217,39 @@ def _item(run: Path, like: dict) -> dict:
         for it in read_datalist(run / "datalist.json", "training")
         if it["image"].endswith(Path(like["image"]).name)
     )
+
+
+def test_the_export_reads_the_labels_the_evaluation_kept(stage1: Path) -> None:
+    import shutil
+
+    from acdc_wsss.layout import RunLayout
+    from acdc_wsss.pseudo.store import KeptLabels
+
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    kept_root = RunLayout(stage1).cam.kept_labels
+    shutil.rmtree(kept_root, ignore_errors=True)
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    fresh = _pseudo(stage1)  # made by the export itself
+    stale = kept_root / "0123456789abcdef" / "scan_es-default"  # another fingerprint's labels
+    stale.mkdir(parents=True)
+    evaluate_pseudo(stage1, "training", progress=False)
+    assert not stale.parent.exists()  # the evaluation removed them
+    kept = KeptLabels(stage1, "scan_es", "default")
+    keys = sorted(p.stem for p in kept.folder.glob("*.npz"))
+    assert keys == sorted(fresh) and len(keys) == 10  # training and validation volumes
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    assert _pseudo(stage1) == fresh  # the kept labels are the ones the export would make
+    # the export reads them: a changed one is exported as it is kept
+    labels = kept.get(keys[0])
+    kept.put(keys[0], np.where(labels == 1, 0, labels))
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    with np.load(RunLayout(stage1).cam.pseudo_labels(keys[0])) as z:
+        assert (labels == 1).any() and not (z["labels"] == 1).any()
+    # under another fingerprint (another stage 1, other rules' code) they are not read
+    shutil.move(kept.folder.parent, stale.parent)
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    assert _pseudo(stage1) == fresh
+    shutil.rmtree(stale.parent)
 
 
 def test_the_shared_septal_side_is_stored_once_and_remade_with_stage_1(stage1: Path) -> None:
