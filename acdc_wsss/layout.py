@@ -9,6 +9,8 @@ Stages hand their work to each other through the run folder (``output_dir``)::
       baseline/                the plain-CAM classifier's own run (l2g/, cam/), when the chain trains one
       cam/                     stage 2: manifest.json, evaluation_<split>.{json,md}, panels.png, septal.json
         cams/                    <key>.npz: the stored CAMs of each volume
+        kept_labels/             <fingerprint>/<row>-<value>/<key>.npz: the evaluation's labels of the
+                                   exported row, read by the export (``pseudo.store.KeptLabels``)
         pseudo/                  <key>.npz pseudo labels, manifest.json (VOC: <key>.png, <key>_target.png)
         nifti/                   <key>_pseudo.nii.gz: the pseudo labels on the source grid
       seg/                     stage 3: last.pt, best.pt, metrics.json, manifest.json, rounds.json,

@@ -110,11 +110,13 @@ def content(path: Path) -> Any:
 
 
 def run_digest(run: Path) -> dict[str, Any]:
-    """``{"present": [every file but cache/], "files": {relative path: content hash}}`` of a run folder."""
+    """``{"present": [every file but cache/ and kept_labels/], "files": {relative path: content hash}}`` of a
+    run folder. Kept labels are a cache filed under a fingerprint of the stage-2 code (the export's output,
+    which is compared, holds the same labels)."""
     present, files = [], {}
     for path in sorted(p for p in run.rglob("*") if p.is_file()):
         rel = path.relative_to(run).as_posix()
-        if "cache" in path.relative_to(run).parts[:-1]:
+        if {"cache", "kept_labels"} & set(path.relative_to(run).parts[:-1]):
             continue
         present.append(rel)
         if rel in PRESENCE_ONLY:

@@ -23,7 +23,8 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
-from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, ROWS, row_set, volume_contexts
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS as _EXPORT_ROWS
+from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
 from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
@@ -56,15 +57,14 @@ def _score(
     rows: Sequence[str],
     baseline_run: str | os.PathLike | None,
     progress: bool,
-    keep: tuple[str, dict[Any, KeptLabels]] | None = None,
+    keep: KeptLabels | None = None,
 ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
-    """Each row at each setting scored on ``split``; ``keep``: a row and, per setting, where its labels are
-    kept for the export."""
+    """Each row at each setting scored on ``split``; the labels of ``keep``'s row and setting are kept."""
     ds = split_dataset(out, split, progress)
     if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
-    labels = list(range(ds.num_classes + 1))
-    acc = {(r, t): DiceAccumulator(labels) for r in rows for t in ROWS[r][2]}
+    class_ids = list(range(ds.num_classes + 1))
+    acc = {(r, t): DiceAccumulator(class_ids) for r in rows for t in ROWS[r][2]}
     per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
     volumes = progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress)
     for v, ctx in volume_contexts(out, ds, volumes):
@@ -75,12 +75,12 @@ def _score(
         ref = ds.volumes[v]["label"][0].numpy()
         void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
         for (row, t), a in acc.items():
-            labels = ROWS[row][1](base if row == "baseline" else ctx, t)
-            if keep is not None and row == keep[0] and t in keep[1]:
-                keep[1][t].put(key, labels)
-            pred = np.where(void, IGNORE, labels)
+            made = ROWS[row][1](base if row == "baseline" else ctx, t)
+            if keep is not None and (row, t) == (keep.row, keep.value):
+                keep.put(key, made)
+            pred = np.where(void, IGNORE, made)
             a.update(pred, ref)
-            one = DiceAccumulator(labels[1:])
+            one = DiceAccumulator(class_ids[1:])
             one.update(pred, ref)
             per_volume[(row, t)][key] = [round(float(d), 4) for d in one.compute()]
     return acc, per_volume, len(ds.volumes), len(ds)
@@ -157,8 +157,9 @@ def evaluate_pseudo(
                 f"(e.g. {missing[0]}); make them with the same infer.json run on the baseline."
             )
         rows.insert(0, "baseline")
-    export_row = DEFAULT_ROWS[row_set(manifest)]  # its labels are kept for the export
-    keep = (export_row, {t: KeptLabels(out, export_row, t, clear=True) for t in ROWS[export_row][2]})
+    export_row = _EXPORT_ROWS[row_set(manifest)]
+    values = ROWS[export_row][2]  # the export row's labels are kept for the export when it has one setting
+    keep = KeptLabels(out, export_row, values[0], clear=True) if len(values) == 1 else None
     acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep)
     chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
     selected_on = FIXED_DEFAULT

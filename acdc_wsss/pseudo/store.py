@@ -106,6 +106,7 @@ class KeptLabels:
         digest = hashlib.sha1(RunLayout(output_dir).cam.manifest.read_bytes())
         for src in sorted(Path(__file__).parent.rglob("*.py")):
             digest.update(src.read_bytes())
+        self.row, self.value = row, value
         self.folder = root / digest.hexdigest()[:16] / f"{row}-{value}"
         if clear and root.is_dir():
             for old in root.iterdir():

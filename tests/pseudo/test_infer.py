@@ -90,6 +90,7 @@ def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
         assert r["sweep_selection"][str(r["setting"])] == max(r["sweep_selection"].values())
         assert r["mean_dice"] == pytest.approx(r["sweep"][str(r["setting"])])
         assert len(r["per_volume"]) == result["volumes"]
+        assert all(len(d) == 3 and all(0 <= x <= 1 for x in d) for d in r["per_volume"].values())
     assert by["baseline"]["sweep"] == pytest.approx(by["pcm"]["sweep"])  # same CAMs, same rule
     md = (stage1 / "cam" / "evaluation_training.md").read_text()
     assert "| + dense CRF (full refinement) |" in md and "chosen on validation" in md
