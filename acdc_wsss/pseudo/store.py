@@ -102,8 +102,9 @@ class KeptLabels:
     """
 
     def __init__(self, output_dir: str | os.PathLike, row: str, value: Any, clear: bool = False) -> None:
-        root = RunLayout(output_dir).cam.kept_labels
-        digest = hashlib.sha1(RunLayout(output_dir).cam.manifest.read_bytes())
+        cam = RunLayout(output_dir).cam
+        root = cam.kept_labels
+        digest = hashlib.sha1(cam.manifest.read_bytes())
         for src in sorted(Path(__file__).parent.rglob("*.py")):
             digest.update(src.read_bytes())
         self.row, self.value = row, value

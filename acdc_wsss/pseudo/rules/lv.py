@@ -237,12 +237,13 @@ def swapped_chain(
     b = _shape(best, blobs)
     found = []
     for chain in chains:
+        if chain is best:
+            continue
         a = _shape(chain, blobs)
         dy, dx = a.centroid - b.centroid
         off = float(np.angle(np.exp(1j * (np.arctan2(dy, dx) - septal - np.pi))))
         if (
-            chain is not best
-            and abs(np.degrees(off)) <= rules.swap_deg
+            abs(np.degrees(off)) <= rules.swap_deg
             and np.hypot(dy, dx) * spacing <= rules.swap_mm
             and a.roundness >= b.roundness + rules.swap_round
             and a.length >= rules.swap_ratio * b.length
