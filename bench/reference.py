@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stage3 import link_into
+
 from acdc_wsss.l2g import L2GConfig, evaluate_l2g, recorded_l2g_config, run_l2g
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, run_cam
@@ -85,13 +87,6 @@ def _scores(run: Path) -> dict[str, Any]:
     }
 
 
-def _link_default(default_run: Path, out: Path, names: tuple[str, ...]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if not (out / name).exists():
-            (out / name).symlink_to((default_run / name).resolve())
-
-
 def measure_row(row: str, data: str, default_run: Path, out: Path) -> dict[str, Any]:
     """One row of the profile on top of the ACDC default: stage 1 (unless ``cam_inference``, which uses the
     stage 1 of ``default_run``), CAMs of the validation split, the validation scores."""
@@ -99,9 +94,9 @@ def measure_row(row: str, data: str, default_run: Path, out: Path) -> dict[str, 
     settings = {k: profile[k] for k in ROWS[row]}
     start = time.time()
     if row == "cam_inference":
-        _link_default(default_run, out, ("l2g", "cache", "datalist.json"))
+        link_into(out, (default_run / n for n in ("l2g", "cache", "datalist.json")))
     else:
-        _link_default(default_run, out, ("cache",))
+        link_into(out, (default_run / "cache",))
         layout = RunLayout(out)
         if not (layout.l2g.manifest.is_file() and layout.l2g.complete):
             cfg = L2GConfig(dataset_dir=data, output_dir=str(out), progress=False, **settings)

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,18 @@ def variant_folder(run: Path, name: str, kind: str = "stage3", stage2: bool = Tr
     """``<run>-<kind>/<name>``: links to the run's datalist, cache, stage-1 and (with ``stage2``) stage-2
     outputs; the run itself is never written."""
     folder = run.parent / f"{run.name}-{kind}" / name
-    folder.mkdir(parents=True, exist_ok=True)
     src = RunLayout(run)
-    for path in (src.datalist, src.cache, src.l2g.path, *((src.cam.path,) if stage2 else ())):
+    link_into(folder, (src.datalist, src.cache, src.l2g.path, *((src.cam.path,) if stage2 else ())))
+    return folder
+
+
+def link_into(folder: Path, paths: Iterable[Path]) -> None:
+    """Make ``folder`` and link each of ``paths`` into it under its own name (an existing entry is kept)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
         link = folder / path.name
         if not link.exists():
             os.symlink(path.resolve(), link)
-    return folder
 
 
 def brief(ev: dict[str, Any]) -> dict[str, Any]:
