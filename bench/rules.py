@@ -16,7 +16,8 @@ the RV grown out, then how wide the side is where RV seeds are sought around the
 training patients share, 180 degrees being anywhere, then the LV-RV swap check on that side: 0 degrees
 being off, and how much rounder the chain on the anti-septal side must be), on the validation split only,
 and names the best values: how the defaults were chosen. ``--groups es_fusion`` (or ``boundaries``,
-``side``, ``swap``) sweeps that group alone (the others at their defaults).
+``side``, ``swap``, ``registration``: the ED-ES registration's box margin and its coarse-to-fine levels)
+sweeps that group alone (the others at their defaults).
 Both print one JSON line.
 """
 
@@ -59,6 +60,11 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
     "boundaries": {"es_step": ("fused",), "epi.offset_px": (0.0, 0.5, 1.0, 1.5), "rv.grow_px": (0, 1, 2)},
     "side": {"es_step": ("fused",), "rv.side_deg": (45.0, 60.0, 90.0, 180.0)},
     "swap": {"es_step": ("fused",), "chain.swap_deg": (0.0, 45.0), "chain.swap_round": (0.0, 0.1, 0.2)},
+    "registration": {
+        "es_step": ("fused",),
+        "fusion.margin_px": (16, 32, 48),
+        "fusion.levels": ((1,), (2, 1)),
+    },
 }
 #: The rules the sweep starts from: each frame's own rules; the last group switches the ES fusion on.
 SWEEP_START = ScanRules(es_step="scan")

@@ -82,3 +82,25 @@ def test_split_labels_are_made_beside_the_run_and_compared_with_the_network(
     names = {Path(it["image"]).name.replace(".nii.gz", "_pseudo.nii.gz") for it in datalist["testing"]}
     assert {p.name for p in (side / "cam" / "nifti").glob("*.nii.gz")} == names
     assert _digest(run) == before  # the run itself is only read
+
+
+def test_registration_bench_carries_the_ed_masks_better_than_as_they_lie(
+    chain_run: tuple[Path, dict],
+) -> None:
+    run, _ = chain_run
+    before = _digest(run)
+    script = str(ROOT / "bench" / "registration.py")
+    args = [sys.executable, script, "--run", str(run), "--margins", "4", "16", "--levels", "1", "2,1"]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["split"] == "validation" and result["patients"] > 0
+    settings = [(r["margin_px"], r["levels"]) for r in result["results"]]
+    assert settings == [(4, [1]), (4, [2, 1]), (16, [1]), (16, [2, 1])]
+    assert all(len(r["dice"]) == 3 and 0 <= r["mean"] <= 1 for r in result["results"])
+    # the phantom's heart contracts from ED to ES: the registration must beat the masks as they lie
+    assert max(r["mean"] for r in result["results"]) > result["unregistered"] + 0.02, result
+    refused = subprocess.run(
+        [sys.executable, script, "--run", str(run), "--split", "testing"], capture_output=True
+    )
+    assert refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+    assert _digest(run) == before

@@ -15,6 +15,7 @@ ED slice's histogram matched to the ES slice's first; it reads the images only, 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,13 +42,16 @@ class FusionRules:
         label_sigma: Gaussian smoothing (pixels) of the ES rules' one-hot labels before the average.
         weight: the carried ED labels' share of the average (0.5: equal votes, ties to the lower class).
         margin_px: each slice pair is registered on the box around both frames' labels grown by this.
+        levels: the shrink factors the registration runs at, coarse to fine, each level starting from the
+            field of the one before it, upsampled (``(1,)``: the full resolution alone).
     """
 
     iterations: int = 200
     field_sigma: float = 1.5
     label_sigma: float = 0.5
     weight: float = 0.5
-    margin_px: int = 16
+    margin_px: int = 48
+    levels: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.field_sigma <= 0 or self.label_sigma < 0 or self.margin_px < 0:
@@ -55,22 +59,51 @@ class FusionRules:
                 "FusionRules: iterations >= 1, field_sigma > 0, label_sigma >= 0, margin_px >= 0 required, "
                 f"got {self}."
             )
+        levels = tuple(int(v) for v in self.levels)
+        if not levels or levels[-1] != 1 or any(a <= b for a, b in itertools.pairwise(levels)):
+            raise ValueError(f"FusionRules.levels must fall strictly to 1 (e.g. (2, 1)), got {self.levels}.")
+        object.__setattr__(self, "levels", levels)
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"FusionRules.weight must be in [0, 1], got {self.weight}.")
 
 
 def register_slice(fixed: np.ndarray, moving: np.ndarray, rules: FusionRules | None = None) -> np.ndarray:
     """``(2, H, W)`` displacement (pixels; y then x) that carries ``moving`` onto ``fixed``: the pixel at
-    ``p`` of the warped moving slice is the moving slice's pixel at ``p + d(p)``."""
+    ``p`` of the warped moving slice is the moving slice's pixel at ``p + d(p)``.
+
+    Runs at each of ``rules.levels`` (shrink factors, coarse to fine; the field smoothed by
+    ``rules.field_sigma`` pixels of that level), each level starting from the one before."""
     rules = rules or FusionRules()
-    f = sitk.GetImageFromArray(np.asarray(fixed, np.float32))
-    m = sitk.GetImageFromArray(np.asarray(moving, np.float32))
-    m = sitk.HistogramMatching(m, f, 64, 7, True)
+    fixed = np.asarray(fixed, np.float32)
+    f = sitk.GetImageFromArray(fixed)
+    m = sitk.HistogramMatching(sitk.GetImageFromArray(np.asarray(moving, np.float32)), f, 64, 7, True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(rules.iterations)
     demons.SetStandardDeviations(rules.field_sigma)
-    field = sitk.GetArrayFromImage(demons.Execute(f, m))  # (H, W, 2): x then y
+    field: np.ndarray | None = None  # (h, w, 2) at the previous level: x then y, in its pixels
+    for level in rules.levels:
+        fl, ml = (sitk.Shrink(im, [level, level]) for im in (f, m)) if level > 1 else (f, m)
+        for im in (fl, ml):  # the field in this level's pixels
+            im.SetSpacing((1.0, 1.0))
+            im.SetOrigin((0.0, 0.0))
+        if field is None:
+            out = demons.Execute(fl, ml)
+        else:
+            size = fl.GetSize()[::-1]  # (h, w)
+            zoom = (size[0] / field.shape[0], size[1] / field.shape[1])
+            up = np.stack([_resize(field[..., k], size) * zoom[1 - k] for k in range(2)], axis=-1)
+            out = demons.Execute(fl, ml, sitk.GetImageFromArray(up.astype(np.float64), isVector=True))
+        field = sitk.GetArrayFromImage(out)
+    assert field is not None
     return np.stack([field[..., 1], field[..., 0]]).astype(np.float32)
+
+
+def _resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``values`` (2D) resized to ``size`` (bilinear)."""
+    zoom = (size[0] / values.shape[0], size[1] / values.shape[1])
+    out = ndi.zoom(values, zoom, order=1)
+    pad = [(0, max(0, n - o)) for n, o in zip(size, out.shape, strict=True)]
+    return np.pad(out, pad, mode="edge")[: size[0], : size[1]]
 
 
 def warp_probabilities(probs: np.ndarray, displacement: np.ndarray) -> np.ndarray:
@@ -136,7 +169,7 @@ def carry_probabilities(
         if not where.any():
             continue
         y0, y1, x0, x1 = box = _box(where, rules.margin_px)
-        key = (z, box, rules.iterations, rules.field_sigma)
+        key = (z, box, rules.iterations, rules.field_sigma, rules.levels)
         if key not in fields:
             fields[key] = register_slice(target_image[y0:y1, x0:x1, z], source_image[y0:y1, x0:x1, z], rules)
         out[:, y0:y1, x0:x1, z] = warp_probabilities(probs[:, y0:y1, x0:x1, z], fields[key])
