@@ -30,17 +30,24 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+def _bench(script: str, *args: str) -> dict:
+    """Run ``bench/<script>`` with ``args``; its last printed line, parsed as JSON."""
+    command = [sys.executable, str(ROOT / "bench" / script), *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _refuses_testing(script: str, run: Path) -> bool:
+    """Whether ``bench/<script>`` refuses to choose on the testing split (exit 2, with the reason)."""
+    command = [sys.executable, str(ROOT / "bench" / script), "--run", str(run), "--split", "testing"]
+    refused = subprocess.run(command, capture_output=True)
+    return refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+
+
 def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple[Path, dict]) -> None:
     run, _ = chain_run
     before = _digest(run)
-    script = str(ROOT / "bench" / "anatomy.py")
-    done = subprocess.run(
-        [sys.executable, script, "--run", str(run), "--values", "None,0.7", "--temporal", "None,0.4"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _bench("anatomy.py", "--run", str(run), "--values", "None,0.7", "--temporal", "None,0.4")
     assert result["selected_on"] == "validation" and result["volumes"] > 0
     pairs = {"None/None", "None/0.4", "0.7/None", "0.7/0.4"}  # anatomy weight / ED frame's weight
     assert set(result["sweep"]) == pairs and result["chosen"] in result["sweep"]
@@ -52,10 +59,7 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple
     assert phases["None/None"]["ES"] != phases["None/0.4"]["ES"]
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
-    refused = subprocess.run(
-        [sys.executable, script, "--run", str(run), "--split", "testing"], capture_output=True
-    )
-    assert refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+    assert _refuses_testing("anatomy.py", run)
     assert _digest(run) == before
 
 
@@ -64,14 +68,7 @@ def test_split_labels_are_made_beside_the_run_and_compared_with_the_network(
 ) -> None:
     run, _ = chain_run
     before = _digest(run)
-    script = str(ROOT / "bench" / "labels.py")
-    done = subprocess.run(
-        [sys.executable, script, "--run", str(run), "--split", "testing"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _bench("labels.py", "--run", str(run), "--split", "testing")
     network = json.loads((run / "seg" / "evaluation_testing.json").read_text())
     assert result["network"]["mean"]["dice_mean"] == round(network["mean"]["dice_mean"], 4)
     labels = result["labels"]["mean"]["dice_mean"]
@@ -89,18 +86,12 @@ def test_registration_bench_carries_the_ed_masks_better_than_as_they_lie(
 ) -> None:
     run, _ = chain_run
     before = _digest(run)
-    script = str(ROOT / "bench" / "registration.py")
-    args = [sys.executable, script, "--run", str(run), "--margins", "4", "16", "--levels", "1", "2,1"]
-    done = subprocess.run(args, capture_output=True, text=True, check=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _bench("registration.py", "--run", str(run), "--margins", "4", "16", "--levels", "1", "2,1")
     assert result["split"] == "validation" and result["patients"] > 0
     settings = [(r["margin_px"], r["levels"]) for r in result["results"]]
     assert settings == [(4, [1]), (4, [2, 1]), (16, [1]), (16, [2, 1])]
     assert all(len(r["dice"]) == 3 and 0 <= r["mean"] <= 1 for r in result["results"])
     # the phantom's heart contracts from ED to ES: the registration must beat the masks as they lie
     assert max(r["mean"] for r in result["results"]) > result["unregistered"] + 0.02, result
-    refused = subprocess.run(
-        [sys.executable, script, "--run", str(run), "--split", "testing"], capture_output=True
-    )
-    assert refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+    assert _refuses_testing("registration.py", run)
     assert _digest(run) == before
