@@ -74,8 +74,7 @@ def register_slice(fixed: np.ndarray, moving: np.ndarray, rules: FusionRules | N
     Runs at each of ``rules.levels`` (shrink factors, coarse to fine; the field smoothed by
     ``rules.field_sigma`` pixels of that level), each level starting from the one before."""
     rules = rules or FusionRules()
-    fixed = np.asarray(fixed, np.float32)
-    f = sitk.GetImageFromArray(fixed)
+    f = sitk.GetImageFromArray(np.asarray(fixed, np.float32))
     m = sitk.HistogramMatching(sitk.GetImageFromArray(np.asarray(moving, np.float32)), f, 64, 7, True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(rules.iterations)
@@ -89,21 +88,13 @@ def register_slice(fixed: np.ndarray, moving: np.ndarray, rules: FusionRules | N
         if field is None:
             out = demons.Execute(fl, ml)
         else:
-            size = fl.GetSize()[::-1]  # (h, w)
-            zoom = (size[0] / field.shape[0], size[1] / field.shape[1])
-            up = np.stack([_resize(field[..., k], size) * zoom[1 - k] for k in range(2)], axis=-1)
+            h, w = fl.GetSize()[::-1]
+            zoom = (h / field.shape[0], w / field.shape[1])  # ndi.zoom's output is then exactly (h, w)
+            up = np.stack([ndi.zoom(field[..., k], zoom, order=1) * zoom[1 - k] for k in range(2)], axis=-1)
             out = demons.Execute(fl, ml, sitk.GetImageFromArray(up.astype(np.float64), isVector=True))
         field = sitk.GetArrayFromImage(out)
     assert field is not None
     return np.stack([field[..., 1], field[..., 0]]).astype(np.float32)
-
-
-def _resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``values`` (2D) resized to ``size`` (bilinear)."""
-    zoom = (size[0] / values.shape[0], size[1] / values.shape[1])
-    out = ndi.zoom(values, zoom, order=1)
-    pad = [(0, max(0, n - o)) for n, o in zip(size, out.shape, strict=True)]
-    return np.pad(out, pad, mode="edge")[: size[0], : size[1]]
 
 
 def warp_probabilities(probs: np.ndarray, displacement: np.ndarray) -> np.ndarray:
