@@ -133,6 +133,8 @@ def _rounds_table(run: RunLayout) -> list[str]:
         val = r.get("validation_dice")
         source = "stage 2" if r["labels"] == "stage 2" else f"network of round {r['round'] - 1}"
         val_text = f"{val:.3f}" if val is not None else "-"
+        if val is not None and not r.get("validation_held_out", True):
+            val_text += " (trained on their pseudo labels)"
         lines.append(f"| {r['round']} | {source} | {per} | {dice['mean']:.3f} | {val_text} |")
     lines += ["", f"All numbers: {_link(run.root, run.rounds)}."]
     return lines

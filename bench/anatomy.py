@@ -57,6 +57,12 @@ def sweep(
     temporals = temporals or [None]
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
+    if manifest["config"].get("train_on_validation") and split == "validation":
+        raise SystemExit(
+            f"error: the network of {run.root} trained on the validation patients' pseudo labels, so it"
+            " cannot choose a setting there; sweep a network trained without them: python bench/stage3.py"
+            f" --run {run.root} --name default (trains with train_on_validation=False)."
+        )
     n = len(manifest["classes"])
     items = [it for it in run.split(split) if it.get("label")]
     if not items:

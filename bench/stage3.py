@@ -2,15 +2,19 @@
 (network, loss, confidence weighting) and the inference fusion with the rules were chosen.
 
     python bench/stage3.py --run runs/acdc --name unet --set network=unet [--set loss=dice_ce] \
-        [--anatomy none 0.6 0.7 0.8] [--split validation]
+        [--anatomy none 0.6 0.7 0.8] [--split validation] [--drop_every 3]
 
 ``--run`` must hold stage-2 pseudo labels (``cam/pseudo/``). Each variant trains in its own folder
-``<run>-stage3/<name>`` (the run's datalist, cache and stage-2 output linked, never written), resumes there
+``<run>-stage3/<name>`` (the run's datalist, cache and stage-2 output linked, never written; on the
+training patients alone, ``train_on_validation=False``, unless ``--set`` says otherwise), resumes there
 when interrupted, then segments ``--split`` once per ``--anatomy`` setting (the weight of the tag-free
 rules fused with the network at inference; ``none``: the network alone) and scores the masks in 3D on the
 original grid. Prints one JSON line: the settings, the training minutes, and per anatomy setting the mean
 Dice, per class and per phase, and the mean HD95 (mm); ``best_anatomy`` is the best on the split;
 ``stage2_labels``: the stage-2 pseudo labels of the split (``cam/nifti``) scored the same way.
+
+``--drop_every K`` trains on fewer patients: every K-th training patient of each pathology group (in name
+order) is left out, through the variant's own datalist. It measures what more patients are worth.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
+from acdc_wsss.utils import read_json, write_json
 
 
 def _value(text: str) -> Any:
@@ -53,6 +58,25 @@ def link_into(folder: Path, paths: Iterable[Path]) -> None:
             os.symlink(path.resolve(), link)
 
 
+def fewer_patients(run: Path, folder: Path, every: int) -> int:
+    """Write ``folder``'s own datalist: the run's, without every ``every``-th training patient of each
+    pathology group (name order). Returns the training patients kept."""
+    datalist = read_json(RunLayout(run).datalist)
+    groups: dict[str, list[str]] = {}
+    for item in datalist["training"]:
+        names = groups.setdefault(item.get("group", ""), [])
+        if item["patient"] not in names:
+            names.append(item["patient"])
+    dropped = {p for names in groups.values() for p in sorted(names)[every - 1 :: every]}
+    datalist["training"] = [it for it in datalist["training"] if it["patient"] not in dropped]
+    target = folder / "datalist.json"
+    if target.is_symlink():
+        raise SystemExit(f"error: {folder} already trains on the run's own datalist; pick another --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(datalist, target)
+    return len({it["patient"] for it in datalist["training"]})
+
+
 def brief(ev: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's means and per-phase mean Dice, rounded for the JSON line."""
     return {
@@ -71,16 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anatomy", nargs="+", default=["none", "0.5", "0.6", "0.7", "0.8"])
     parser.add_argument("--split", default="validation", help="split scored (validation)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--drop_every", type=int, default=None, help="leave out every K-th training patient")
     args = parser.parse_args(argv)
     run = Path(args.run)
     overrides = dict(kv.split("=", 1) for kv in args.set)
+    settings = {"train_on_validation": False, **{k: _value(v) for k, v in overrides.items()}}
+    if settings["train_on_validation"] and args.split == "validation":
+        parser.error("a network trained on the validation patients cannot be scored on them")
+    kept = None
+    if args.drop_every is not None:
+        if args.drop_every < 2:
+            parser.error("--drop_every must be at least 2")
+        kept = fewer_patients(run, run.parent / f"{run.name}-stage3" / args.name, args.drop_every)
     folder = variant_folder(run, args.name)
-    cfg = SegConfig(
-        output_dir=str(folder),
-        progress=False,
-        device=args.device,
-        **{k: _value(v) for k, v in overrides.items()},
-    )
+    cfg = SegConfig(output_dir=str(folder), progress=False, device=args.device, **settings)
     start = time.perf_counter()
     layout = RunLayout(folder)
     if not layout.seg.complete:
@@ -104,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "name": args.name,
-                "settings": overrides,
+                "settings": settings,
                 "split": args.split,
+                "training_patients": kept or len({it["patient"] for it in layout.split("training")}),
                 "train_minutes": minutes,
                 "results": results,
                 "best_anatomy": best,

@@ -4,13 +4,17 @@ and the stage-3 anatomy weight has its sweep in bench/ (on the validation patien
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, evaluate_pseudo
 from acdc_wsss.pseudo.rows import ROWS
+from acdc_wsss.seg import SegConfig, run_seg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +48,15 @@ def _refuses_testing(script: str, run: Path) -> bool:
     return refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
 
 
-def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple[Path, dict]) -> None:
-    run, _ = chain_run
+def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(
+    chain_run: tuple[Path, dict], run_copy: Path, tiny: dict
+) -> None:
+    command = [sys.executable, str(ROOT / "bench" / "anatomy.py"), "--run", str(chain_run[0])]
+    refused = subprocess.run(command, capture_output=True, text=True)  # its network trained on validation
+    assert refused.returncode == 1 and "trained on the validation patients" in refused.stderr
+    run = run_copy
+    shutil.rmtree(run / "seg")
+    run_seg(SegConfig(output_dir=str(run), train_on_validation=False, progress=False, **tiny["seg"]))
     before = _digest(run)
     result = _bench("anatomy.py", "--run", str(run), "--values", "None,0.7", "--temporal", "None,0.4")
     assert result["selected_on"] == "validation" and result["volumes"] > 0
@@ -61,6 +72,44 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(chain_run: tuple
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
     assert _refuses_testing("anatomy.py", run)
     assert _digest(run) == before
+
+
+def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
+    chain_run: tuple[Path, dict], tiny: dict
+) -> None:
+    run, _ = chain_run
+    before = _digest(run)
+    sets = [f"--set={k}={v}" for k, v in tiny["seg"].items()]
+    result = _bench("stage3.py", "--run", str(run), "--name", "plain", "--anatomy", "none", *sets)
+    datalist = json.loads((run / "datalist.json").read_text())
+    assert result["training_patients"] == len({it["patient"] for it in datalist["training"]})
+    assert result["settings"]["train_on_validation"] is False and result["split"] == "validation"
+    assert 0 <= result["results"]["none"]["mean"]["dice_mean"] <= 1
+    variant = run.parent / f"{run.name}-stage3" / "plain"
+    trained = json.loads((variant / "seg" / "manifest.json").read_text())
+    manifest2 = json.loads((run / "cam" / "manifest.json").read_text())
+    slices = len(RunLayout(run).slices(manifest2, "training"))
+    assert trained["config"]["train_on_validation"] is False and trained["training_slices"] == slices
+    command = [sys.executable, str(ROOT / "bench" / "stage3.py"), "--run", str(run), "--name", "x"]
+    refused = subprocess.run([*command, "--set", "train_on_validation=true"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "cannot be scored on them" in refused.stderr
+    assert not (run.parent / f"{run.name}-stage3" / "x").exists()  # refused before any work
+    assert _digest(run) == before
+
+
+def test_fewer_patients_leaves_out_every_kth_of_each_group(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_stage3", ROOT / "bench" / "stage3.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    names = {"DCM": ["p05", "p01", "p03"], "NOR": ["p02", "p04"]}
+    training = [{"patient": p, "group": g, "frame": f} for g, ps in names.items() for p in ps for f in (1, 9)]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "datalist.json").write_text(json.dumps({"training": training, "validation": [{"patient": "v"}]}))
+    assert bench.fewer_patients(run, tmp_path / "variant", 2) == 3
+    written = json.loads((tmp_path / "variant" / "datalist.json").read_text())
+    assert sorted({it["patient"] for it in written["training"]}) == ["p01", "p02", "p05"]  # p03, p04 out
+    assert len(written["training"]) == 6 and written["validation"] == [{"patient": "v"}]
 
 
 def test_split_labels_are_made_beside_the_run_and_compared_with_the_network(

@@ -125,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "output_dir": args.output_dir,
                     "network": "deeplab",  # the paper's network on photos
+                    "train_on_validation": False,  # val is the reported split on photos
                     "image_size": args.image_size,
                     "epochs": args.seg_epochs,
                     "backbone": args.seg_backbone,

@@ -229,6 +229,11 @@ def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
         raise ValueError(
             "Stage 3 config: context_slices and rounds apply to volumes (ACDC); a photo data set takes 0."
         )
+    if cfg.train_on_validation:
+        raise ValueError(
+            "Stage 3 config: train_on_validation must be False on photos: their validation images are the"
+            " split the results are reported on (pass --train_on_validation False)."
+        )
     run = RunLayout(out)
     datalist = json.loads(run.datalist.read_text(encoding="utf-8"))
     items = []

@@ -33,8 +33,11 @@ class SegConfig:
     ``pseudo_dir``: where the training targets are read (None:
     stage 2's ``cam/pseudo``; a self-training round's folder). ``rounds``: self-training rounds (each
     trained network relabels the training patients, fused with the stage-2 labels, for a fresh network;
-    0: one network on the stage-2 labels). ``context_slices``: neighbouring slices on each side given to the
-    network as extra input channels (2.5D; 0: plain 2D). Engine: as stage 1.
+    0: one network on the stage-2 labels). ``train_on_validation``: the validation patients' pseudo labels
+    (never their masks) join the training set, once every setting has been chosen on them (the default:
+    more patients, better on unseen ones; then the validation Dice is no longer held out, so every
+    benchmark that chooses a setting trains with False). ``context_slices``: neighbouring slices on each
+    side given to the network as extra input channels (2.5D; 0: plain 2D). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -60,6 +63,7 @@ class SegConfig:
     confidence_weight: bool = False
     pseudo_dir: str | None = None
     rounds: int = 0
+    train_on_validation: bool = True
     context_slices: int = 0
     val_interval: int = 1
     resume: bool = False

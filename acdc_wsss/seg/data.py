@@ -35,7 +35,14 @@ from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.model import SegNet, predict_slices, slice_input, volume_slices
 
-__all__ = ["PseudoLabelSlices", "StageData", "acdc_seg_data", "augmentation", "read_targets"]
+__all__ = [
+    "PseudoLabelSlices",
+    "StageData",
+    "acdc_seg_data",
+    "augmentation",
+    "read_targets",
+    "training_items",
+]
 
 
 @dataclass
@@ -165,12 +172,25 @@ def _validation(
     return result
 
 
+def training_items(
+    run: RunLayout, manifest2: dict[str, Any], train_on_validation: bool
+) -> list[dict[str, Any]]:
+    """The volumes stage 3 trains on: the training split's, and with ``train_on_validation`` the validation
+    split's too (their pseudo labels, which stage 2 made from their tags; never their masks)."""
+    items = run.split("training")
+    if train_on_validation and "validation" in manifest2["splits"]:
+        items += run.split("validation")
+    return items
+
+
 @register_seg_data("acdc")
 def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> StageData:
-    """Stage 3 on ACDC: the training patients' slices with their targets, validated on the validation
-    patients' pseudo labels; refuses missing pseudo labels before any work."""
+    """Stage 3 on ACDC: the training patients' slices with their targets (and the validation patients' with
+    ``train_on_validation``), validated on the validation patients' pseudo labels; refuses missing pseudo
+    labels before any work."""
     run = RunLayout(out)
-    train_ds = run.slices(manifest2, "training", progress=cfg.progress)
+    items = training_items(run, manifest2, cfg.train_on_validation)
+    train_ds = run.slices(manifest2, items, progress=cfg.progress)
     # before any work: refuse missing pseudo labels now
     train_targets = read_targets(out, train_ds, pseudo_dir=cfg.pseudo_dir)
     has_val = "validation" in manifest2["splits"]

@@ -1,4 +1,4 @@
-"""Self-training: a trained stage-3 network relabels the training patients for the next network.
+"""Self-training: a trained stage-3 network relabels the patients it trained on for the next network.
 
 :func:`relabel` writes, for every training volume, the network's flip-averaged probabilities fused with the
 stage-2 pseudo labels (a product of experts: the stage-2 label gets probability ``fuse``), classes absent
@@ -9,7 +9,7 @@ the next network reads them as it reads stage 2's (``SegConfig.pseudo_dir``).
 
 :func:`self_train` runs the rounds (``SegConfig.rounds``) and writes the round table ``seg/rounds.json``:
 per round, its labels' Dice on the training patients (their masks read for this report only) and its
-network's Dice on the validation patients.
+network's Dice on the validation patients (not held out when it trained on them: ``validation_held_out``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from acdc_wsss.layout import MANIFEST, RunLayout, StageLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rules import missing_tagged, uncertain_to_ignore
 from acdc_wsss.seg.config import SegConfig
-from acdc_wsss.seg.data import read_targets
+from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
 from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, volume_slices
 from acdc_wsss.utils import atomic_write, progress_bar, read_json, write_json
@@ -70,8 +70,10 @@ def relabel(
     ignore_band: int = 1,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    train_on_validation: bool = False,
 ) -> Path:
-    """Relabel the training patients of the run ``output_dir`` with ``model`` into ``pseudo_dir``.
+    """Relabel the training patients of the run ``output_dir`` (and its validation patients with
+    ``train_on_validation``, as :func:`acdc_wsss.seg.data.training_items`) with ``model`` into ``pseudo_dir``.
 
     Args:
         output_dir: the run folder (its stage-2 pseudo labels and preprocessed volumes).
@@ -82,16 +84,17 @@ def relabel(
         ignore_band: pixels each side of a class boundary ignored in ``target``.
         device: torch device.
         progress: progress bar on a terminal.
+        train_on_validation: relabel the validation patients too (the next network trains on them).
     """
     run = RunLayout(output_dir)
     manifest2 = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
-    ds = run.slices(manifest2, "training")
+    ds = run.slices(manifest2, training_items(run, manifest2, train_on_validation))
     source = read_targets(Path(output_dir), ds, "labels", source_dir)
     dest = Path(pseudo_dir)
     dest.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     model.eval()
-    for v in progress_bar(range(len(ds.volumes)), "relabelling training patients", progress):
+    for v in progress_bar(range(len(ds.volumes)), "relabelling the training volumes", progress):
         vol = ds.volumes[v]
         probs = predict_slices(
             model, volume_slices(vol["image"].as_tensor(), model.context), dev, True
@@ -128,12 +131,18 @@ def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | N
 
 
 def _network_row(stage: StageLayout) -> dict[str, Any]:
-    """The validation Dice (masks) of a round's network at its best epoch (chosen on pseudo labels)."""
+    """The validation Dice (masks) of a round's network at its best epoch (chosen on pseudo labels), and
+    whether those patients were held out (not when the network trained on their pseudo labels)."""
     scored = [e for e in read_json(stage.metrics).get("epochs", []) if "val" in e]
     if not scored or "dice_mean" not in scored[0]["val"]:
         return {}
     best = max(scored, key=lambda e: e["val"]["pseudo_dice"])
-    return {"validation_dice": round(best["val"]["dice_mean"], 4), "best_epoch": best["epoch"]}
+    trained_on = read_json(stage.manifest).get("config", {}).get("train_on_validation", False)
+    return {
+        "validation_dice": round(best["val"]["dice_mean"], 4),
+        "best_epoch": best["epoch"],
+        "validation_held_out": not trained_on,
+    }
 
 
 def self_train(
@@ -158,6 +167,7 @@ def self_train(
                         RELABEL_FUSE,
                         device=cfg.device,
                         progress=cfg.progress,
+                        train_on_validation=cfg.train_on_validation,
                     )
                 if dist.is_initialized():
                     dist.barrier()

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
+from acdc_wsss.seg.data import training_items
 from acdc_wsss.seg.model import slice_input, volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel_volume
 from acdc_wsss.seg.train import SegLoss
@@ -94,8 +96,10 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     assert first.best.is_file() and not run.seg_round(1).best.is_file()  # the last round trains in seg/
     assert json.loads(run.seg.manifest.read_text())["config"]["pseudo_dir"] == str(labels)
     stage2 = RunLayout(run_copy).cam.pseudo
+    trained = {f"{volume_key(it)}.npz" for it in run.split("training") + run.split("validation")}
+    assert {p.name for p in labels.glob("*.npz")} == trained  # the volumes the next network trains on
     for path in sorted(stage2.glob("*.npz")):
-        if not (labels / path.name).is_file():  # only training volumes are relabelled
+        if not (labels / path.name).is_file():
             continue
         with np.load(path) as a, np.load(labels / path.name) as b:
             assert b["labels"].shape == a["labels"].shape and b["confidence"].dtype == np.float16
@@ -104,11 +108,28 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     assert [row["round"] for row in table] == [0, 1] and table[0]["labels"] == "stage 2"
     assert table[0]["training_labels"] == labels_dice(run_copy)  # round 0 learns from stage 2's labels
     assert all(0 <= row["training_labels"]["mean"] <= 1 and "validation_dice" in row for row in table)
+    assert not any(row["validation_held_out"] for row in table)  # they trained on the validation patients
     report = write_report(run_copy).read_text()
     assert "## Stage-3 rounds" in report and "| 1 | network of round 0 | " in report
+    assert "(trained on their pseudo labels)" in report
     stamp = first.best.stat().st_mtime_ns
     run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
     assert first.best.stat().st_mtime_ns == stamp
+
+
+def test_validation_patients_join_training_only_by_default(run_copy: Path, tiny: dict) -> None:
+    run = RunLayout(run_copy)
+    manifest2 = json.loads(run.cam.manifest.read_text())
+    slices = {split: len(run.slices(manifest2, split)) for split in ("training", "validation")}
+    assert slices["validation"] > 0
+    assert json.loads(run.seg.manifest.read_text())["training_slices"] == sum(slices.values())
+    shutil.rmtree(run.seg.path)
+    run_seg(SegConfig(output_dir=str(run_copy), train_on_validation=False, progress=False, **tiny["seg"]))
+    manifest = json.loads(run.seg.manifest.read_text())
+    assert manifest["training_slices"] == slices["training"]
+    (row,) = json.loads(run.rounds.read_text())["rounds"]
+    assert row["validation_held_out"] and 0 <= row["validation_dice"] <= 1
+    assert training_items(run, {"splits": ["training"]}, True) == run.split("training")  # none to add
 
 
 def test_volume_slices_stack_neighbours_as_channels() -> None:

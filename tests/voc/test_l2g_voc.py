@@ -122,3 +122,24 @@ def test_miou_by_hand(tmp_path: Path) -> None:
     assert result["iou"]["person"] == pytest.approx(0.5)
     assert result["iou"]["background"] == pytest.approx(11 / 13)
     assert result["miou"] == pytest.approx((0.5 + 11 / 13) / 2)
+
+
+def test_photos_never_train_on_their_reported_split(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    from acdc_wsss.seg import SegConfig
+    from voc_adapter.dataset import voc_seg_data
+
+    with pytest.raises(ValueError, match="train_on_validation must be False on photos"):
+        voc_seg_data(tmp_path, {}, SegConfig(network="deeplab"))  # the ACDC default is refused first
+    parser = ConfigParser()
+    parser.read_config(
+        [
+            ROOT / "bundles" / "deeplab_acdc" / "train.json",
+            ROOT / "voc_adapter" / "configs" / "deeplab_train.json",
+        ]
+    )
+    assert parser.get_parsed_content("train_on_validation") is False  # the VOC override turns it off
+    assert ConfigParser.load_config_file(ROOT / "bundles" / "deeplab_acdc" / "train.json")[
+        "train_on_validation"
+    ]
