@@ -76,10 +76,11 @@ def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path 
     """Save the training curves of the run's stages (loss and validation metrics per epoch): stage 1 (with
     the baseline classifier in ``RUN/baseline`` when there is one) and stage 3. None when nothing trained."""
     layout = RunLayout(run)
+    seg = read_json(layout.seg.manifest)
     stages = {
         "stage 1 L2G": read_json(layout.l2g.manifest).get("history", []),
         "stage 1 baseline": read_json(layout.baseline.l2g.manifest).get("history", []),
-        "stage 3 DeepLab": read_json(layout.seg.manifest).get("history", []),
+        "stage 3": seg.get("history", []),
     }
     stages = {k: v for k, v in stages.items() if v}
     if not stages:
@@ -89,8 +90,10 @@ def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path 
     val_keys = {
         "stage 1 L2G": ("cam_dice_mean", "CAM Dice"),
         "stage 1 baseline": ("cam_dice_mean", "CAM Dice"),
-        "stage 3 DeepLab": ("pseudo_dice", "agreement with pseudo labels"),
+        "stage 3": ("pseudo_dice", "agreement with pseudo labels"),
     }
+    # a network trained on the validation patients' pseudo labels is not held out there
+    seen = " (trained on their pseudo labels)" if seg.get("config", {}).get("train_on_validation") else ""
     for name, history in stages.items():
         epochs = [h["epoch"] for h in history]
         loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", label=name)
@@ -98,9 +101,10 @@ def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path 
         values = [h.get("val", {}).get(key) for h in history]
         if any(v is not None for v in values):
             val_ax.plot(epochs, values, marker="o", label=f"{name}: {what}")
-        if name == "stage 3 DeepLab" and any("dice_mean" in h.get("val", {}) for h in history):
+        if name == "stage 3" and any("dice_mean" in h.get("val", {}) for h in history):
             dice = [h.get("val", {}).get("dice_mean") for h in history]
-            val_ax.plot(epochs, dice, marker="s", linestyle="--", label=f"{name}: Dice vs gt (report only)")
+            what = f"Dice vs gt (report only){seen}"
+            val_ax.plot(epochs, dice, marker="s", linestyle="--", label=f"{name}: {what}")
     loss_ax.set(title="training loss", xlabel="epoch", yscale="log")
     val_ax.set(title="validation patients", xlabel="epoch", ylim=(0, 1))
     for ax in (loss_ax, val_ax):
