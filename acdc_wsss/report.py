@@ -143,13 +143,16 @@ def _rounds_table(run: RunLayout) -> list[str]:
 def _figures_and_masks(run: RunLayout) -> list[str]:
     """The figures, the data counts and the masks for 3D Slicer."""
     root = run.root
+    seen = read_json(run.seg.manifest).get("config", {}).get("train_on_validation")
     return [
         "",
         "## What the method does",
         "",
         "Image, baseline CAM, L2G CAM, refined labels, pseudo label (white: ignored in training), the"
         " stage-3 network's own prediction (the masks in `predictions/` add the anatomy fusion) and the"
-        " ground truth, on validation patients:",
+        " ground truth, on validation patients"
+        + (" (stage 3 trained on their pseudo labels too: `train_on_validation`)" if seen else "")
+        + ":",
         "",
         _image(root, run.panels, "panels", "_no panels yet_"),
         "",

@@ -111,7 +111,9 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     assert not any(row["validation_held_out"] for row in table)  # they trained on the validation patients
     report = write_report(run_copy).read_text()
     assert "## Stage-3 rounds" in report and "| 1 | network of round 0 | " in report
-    assert "(trained on their pseudo labels)" in report
+    assert (
+        "(trained on their pseudo labels)" in report and "pseudo labels too: `train_on_validation`" in report
+    )
     stamp = first.best.stat().st_mtime_ns
     run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
     assert first.best.stat().st_mtime_ns == stamp
@@ -129,6 +131,8 @@ def test_validation_patients_join_training_only_by_default(run_copy: Path, tiny:
     assert manifest["training_slices"] == slices["training"]
     (row,) = json.loads(run.rounds.read_text())["rounds"]
     assert row["validation_held_out"] and 0 <= row["validation_dice"] <= 1
+    report = write_report(run_copy).read_text()
+    assert "(trained on their pseudo labels" not in report and "train_on_validation" not in report
     assert training_items(run, {"splits": ["training"]}, True) == run.split("training")  # none to add
 
 
