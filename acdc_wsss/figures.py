@@ -19,7 +19,7 @@ from torch import nn
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.store import load_cams
-from acdc_wsss.seg.model import load_seg, predict_slices
+from acdc_wsss.seg.model import load_seg, predict_slices, recorded_on_validation
 from acdc_wsss.utils import atomic_write, read_json
 
 __all__ = ["figure_panels", "save_preview", "training_curves"]
@@ -93,7 +93,7 @@ def training_curves(run: str | os.PathLike, out_png: str | os.PathLike) -> Path 
         "stage 3": ("pseudo_dice", "agreement with pseudo labels"),
     }
     # a network trained on the validation patients' pseudo labels is not held out there
-    seen = " (trained on their pseudo labels)" if seg.get("config", {}).get("train_on_validation") else ""
+    seen = " (trained on their pseudo labels)" if recorded_on_validation(seg) else ""
     for name, history in stages.items():
         epochs = [h["epoch"] for h in history]
         loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", label=name)

@@ -19,6 +19,7 @@ from acdc_wsss.config import versions
 from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.figures import figure_panels, save_preview, training_curves
 from acdc_wsss.layout import RunLayout
+from acdc_wsss.seg.model import recorded_on_validation
 from acdc_wsss.utils import atomic_write, read_json, write_json
 
 __all__ = ["dataset_summary", "save_preview", "training_curves", "write_report"]
@@ -143,7 +144,7 @@ def _rounds_table(run: RunLayout) -> list[str]:
 def _figures_and_masks(run: RunLayout) -> list[str]:
     """The figures, the data counts and the masks for 3D Slicer."""
     root = run.root
-    seen = read_json(run.seg.manifest).get("config", {}).get("train_on_validation")
+    seen = recorded_on_validation(read_json(run.seg.manifest))
     return [
         "",
         "## What the method does",

@@ -34,7 +34,7 @@ from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume, mix_with_ed
 from acdc_wsss.seg.infer import largest_components
-from acdc_wsss.seg.model import load_seg, recorded_septal
+from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
 
 def _value(text: str) -> float | None:
@@ -57,7 +57,7 @@ def sweep(
     temporals = temporals or [None]
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
-    if manifest["config"].get("train_on_validation") and split == "validation":
+    if recorded_on_validation(manifest) and split == "validation":
         raise SystemExit(
             f"error: the network of {run.root} trained on the validation patients' pseudo labels, so it"
             " cannot choose a setting there; sweep a network trained without them: python bench/stage3.py"

@@ -40,10 +40,15 @@ def _value(text: str) -> Any:
         return text
 
 
+def variant_path(run: Path, name: str, kind: str = "stage3") -> Path:
+    """``<run>-<kind>/<name>``: where a variant of ``run`` lives."""
+    return run.parent / f"{run.name}-{kind}" / name
+
+
 def variant_folder(run: Path, name: str, kind: str = "stage3", stage2: bool = True) -> Path:
-    """``<run>-<kind>/<name>``: links to the run's datalist, cache, stage-1 and (with ``stage2``) stage-2
-    outputs; the run itself is never written."""
-    folder = run.parent / f"{run.name}-{kind}" / name
+    """``<run>-<kind>/<name>`` (:func:`variant_path`): links to the run's datalist (unless the variant has
+    its own), cache, stage-1 and (with ``stage2``) stage-2 outputs; the run itself is never written."""
+    folder = variant_path(run, name, kind)
     src = RunLayout(run)
     link_into(folder, (src.datalist, src.cache, src.l2g.path, *((src.cam.path,) if stage2 else ())))
     return folder
@@ -102,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"train_on_validation": False, **{k: _value(v) for k, v in overrides.items()}}
     if settings["train_on_validation"] and args.split == "validation":
         parser.error("a network trained on the validation patients cannot be scored on them")
-    kept = None
     if args.drop_every is not None:
         if args.drop_every < 2:
             parser.error("--drop_every must be at least 2")
-        kept = fewer_patients(run, run.parent / f"{run.name}-stage3" / args.name, args.drop_every)
+        fewer_patients(run, variant_path(run, args.name), args.drop_every)
     folder = variant_folder(run, args.name)
     cfg = SegConfig(output_dir=str(folder), progress=False, device=args.device, **settings)
     start = time.perf_counter()
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 "name": args.name,
                 "settings": settings,
                 "split": args.split,
-                "training_patients": kept or len({it["patient"] for it in layout.split("training")}),
+                "training_patients": len({it["patient"] for it in layout.split("training")}),
                 "train_minutes": minutes,
                 "results": results,
                 "best_anatomy": best,

@@ -35,8 +35,8 @@ class SegConfig:
     trained network relabels the training patients, fused with the stage-2 labels, for a fresh network;
     0: one network on the stage-2 labels). ``train_on_validation``: the validation patients' pseudo labels
     (never their masks) join the training set, once every setting has been chosen on them (the default:
-    more patients, better on unseen ones; then the validation Dice is no longer held out, so every
-    benchmark that chooses a setting trains with False). ``context_slices``: neighbouring slices on each
+    every labelled patient for the shipped network; then the validation Dice is no longer held out, so
+    every benchmark that chooses a setting trains with False). ``context_slices``: neighbouring slices on each
     side given to the network as extra input channels (2.5D; 0: plain 2D). Engine: as stage 1.
     """
 

@@ -28,6 +28,7 @@ __all__ = [
     "load_seg",
     "network_def",
     "predict_slices",
+    "recorded_on_validation",
     "recorded_septal",
     "seg_manifest",
     "slice_input",
@@ -124,6 +125,13 @@ def recorded_septal(manifest: dict[str, Any]) -> float | None:
     seg manifest under ``pseudo_labels``): the side on which the rules fused at inference seek the RV;
     None where none was recorded."""
     return manifest.get("pseudo_labels", {}).get("septal")
+
+
+def recorded_on_validation(manifest: dict[str, Any]) -> bool:
+    """Whether a stage-3 network trained on the validation patients' pseudo labels too (its manifest's
+    ``train_on_validation``; False for a manifest made before the setting existed): its validation Dice is
+    then not held out, and no setting may be chosen with it there."""
+    return bool(manifest.get("config", {}).get("train_on_validation", False))
 
 
 def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits:

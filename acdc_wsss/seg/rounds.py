@@ -33,7 +33,7 @@ from acdc_wsss.pseudo.rules import missing_tagged, uncertain_to_ignore
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
-from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, volume_slices
+from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, recorded_on_validation, volume_slices
 from acdc_wsss.utils import atomic_write, progress_bar, read_json, write_json
 
 __all__ = ["RELABEL_FUSE", "labels_dice", "relabel", "relabel_volume", "self_train"]
@@ -137,11 +137,10 @@ def _network_row(stage: StageLayout) -> dict[str, Any]:
     if not scored or "dice_mean" not in scored[0]["val"]:
         return {}
     best = max(scored, key=lambda e: e["val"]["pseudo_dice"])
-    trained_on = read_json(stage.manifest).get("config", {}).get("train_on_validation", False)
     return {
         "validation_dice": round(best["val"]["dice_mean"], 4),
         "best_epoch": best["epoch"],
-        "validation_held_out": not trained_on,
+        "validation_held_out": not recorded_on_validation(read_json(stage.manifest)),
     }
 
 
