@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rows import SCAN_STEPS, context_scan_labels
-from acdc_wsss.pseudo.rules import FusionRules, ScanRules, carry_labels, fuse_es_labels
+from acdc_wsss.pseudo.rules import FusionRules, ScanRules, carry_labels, fuse_es_labels, temporal
 from acdc_wsss.pseudo.rules.temporal import register_slice, warp_probabilities
 
 
@@ -63,6 +65,31 @@ def test_registration_fields_are_kept_and_reused() -> None:
     assert shifted.shape == (2, 96, 96) and shifted.dtype == np.float32
     with pytest.raises(ValueError, match=r"labels \(96, 96, 2\), source image \(96, 96, 1\)"):
         carry_labels(ed_lab, ed_img[..., :1], es_img)
+
+
+def test_slice_pairs_registered_side_by_side_give_the_fields_of_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each slice moved differently; the pairs registered on two threads (one SimpleITK thread each) give
+    bit for bit the fields and labels of one pair at a time with SimpleITK's own threads."""
+    hearts = [_heart(48 + dy, 50 - dx, 14 - dy, 6) for dy, dx in ((0, 0), (2, 1), (4, 3), (1, 4))]
+    ed_img, ed_lab = (np.stack([h[k] for h in hearts[:1] * 4], axis=-1) for k in (0, 1))
+    es_img = np.stack([h[0] for h in hearts], axis=-1)
+    rules = FusionRules(iterations=30, levels=(2, 1))
+    monkeypatch.setattr(temporal, "registration_workers", lambda: 1)
+    alone: dict = {}
+    one = carry_labels(ed_lab, ed_img, es_img, rules, fields=alone)
+    monkeypatch.setattr(temporal, "registration_workers", lambda: 2)
+    side: dict = {}
+    two = carry_labels(ed_lab, ed_img, es_img, rules, fields=side)
+    assert len(alone) == len(side) == 4 and alone.keys() == side.keys()
+    assert all(np.array_equal(alone[k], side[k]) for k in alone) and np.array_equal(one, two)
+    fields = [alone[k] for k in sorted(alone)]
+    assert not np.array_equal(fields[0], fields[2])  # the slices did move differently
+    single = register_slice(es_img[..., 2], ed_img[..., 2], rules, threads=1)
+    assert np.array_equal(single, register_slice(es_img[..., 2], ed_img[..., 2], rules))
+    monkeypatch.undo()
+    assert 1 <= temporal.registration_workers() <= (os.cpu_count() or 1)
 
 
 def test_a_coarse_level_first_carries_a_larger_motion() -> None:
