@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandScaleIntensityd,
@@ -95,7 +96,7 @@ class PseudoLabelSlices(Dataset):
 
 def augmentation(cfg: SegConfig) -> Compose:
     """Training augmentation: scale and small rotation (targets nearest, loss weights bilinear, padding
-    weighted 0), flip, intensity."""
+    weighted 0), flip, intensity scale and shift, gamma (contrast)."""
     keys = ["image", "target", "weight"]
     steps: list[Any] = [
         RandAffined(
@@ -114,6 +115,9 @@ def augmentation(cfg: SegConfig) -> Compose:
             RandScaleIntensityd("image", factors=cfg.aug_intensity, prob=0.5),
             RandShiftIntensityd("image", offsets=cfg.aug_intensity, prob=0.5),
         ]
+    if cfg.aug_gamma > 0:
+        gamma = (1 / (1 + cfg.aug_gamma), 1 + cfg.aug_gamma)
+        steps.append(RandAdjustContrastd("image", prob=0.5, gamma=gamma))
     return Compose(steps)
 
 

@@ -290,3 +290,34 @@ def test_a_batch_of_ignored_pixels_gives_zero_loss_not_nan() -> None:
         loss = SegLoss(dice)({"logits": logits}, torch.full((2, 8, 8), IGNORE, dtype=torch.long))
         loss.backward()
         assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_gamma_augmentation_bends_the_contrast_and_leaves_targets() -> None:
+    from acdc_wsss.seg.data import augmentation
+
+    off = SegConfig(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0)
+    on = SegConfig(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0, aug_gamma=0.5)
+    ramp = torch.linspace(-2.0, 3.0, 64 * 64).reshape(1, 64, 64)
+    target = torch.randint(0, 4, (1, 64, 64))
+    item = {"image": ramp, "target": target, "weight": torch.ones(1, 64, 64)}
+    aug = augmentation(on)
+    aug.set_random_state(seed=3)
+    unit = (ramp - ramp.min()) / (ramp.max() - ramp.min())
+    gammas = []
+    for _ in range(30):
+        out = aug(dict(item))
+        image = torch.as_tensor(out["image"])
+        assert torch.equal(torch.as_tensor(out["target"]), target)
+        # the range is kept; inside it every pixel follows one power curve
+        assert torch.allclose(image.amin(), ramp.min(), atol=1e-4)
+        assert torch.allclose(image.amax(), ramp.max(), atol=1e-4)
+        bent = (image - ramp.min()) / (ramp.max() - ramp.min())
+        gamma = float(torch.log(bent[0, 32, 0]) / torch.log(unit[0, 32, 0]))
+        assert 1 / 1.5 - 1e-3 <= gamma <= 1.5 + 1e-3
+        assert torch.allclose(bent, unit**gamma, atol=1e-3)
+        gammas.append(gamma)
+    assert sum(abs(g - 1) > 0.02 for g in gammas) >= 5 and sum(g == 1 for g in gammas) >= 5
+    plain = augmentation(off)(dict(item))
+    assert torch.equal(torch.as_tensor(plain["image"]), ramp)
+    with pytest.raises(ValueError, match="aug_gamma"):
+        SegConfig(aug_gamma=-0.1)
