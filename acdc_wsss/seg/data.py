@@ -95,8 +95,8 @@ class PseudoLabelSlices(Dataset):
 
 
 def augmentation(cfg: SegConfig) -> Compose:
-    """Training augmentation: scale and small rotation (targets nearest, loss weights bilinear, padding
-    weighted 0), flip, intensity scale and shift, gamma (contrast)."""
+    """Training augmentation: scale and rotation (targets nearest, loss weights bilinear, padding weighted
+    0), flip, intensity scale and shift, gamma (contrast)."""
     keys = ["image", "target", "weight"]
     steps: list[Any] = [
         RandAffined(

@@ -19,6 +19,7 @@ from acdc_wsss.chain import main, run_chain
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
+from acdc_wsss.seg.data import augmentation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,9 +294,7 @@ def test_a_batch_of_ignored_pixels_gives_zero_loss_not_nan() -> None:
 
 
 def test_gamma_augmentation_bends_the_contrast_and_leaves_targets() -> None:
-    from acdc_wsss.seg.data import augmentation
-
-    off = SegConfig(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0)
+    off = SegConfig(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0, aug_gamma=0.0)
     on = SegConfig(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0, aug_gamma=0.5)
     ramp = torch.linspace(-2.0, 3.0, 64 * 64).reshape(1, 64, 64)
     target = torch.randint(0, 4, (1, 64, 64))
