@@ -3,6 +3,7 @@ validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
         [--temporal None] [--split validation] [--side_deg 60]
+    python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
@@ -13,9 +14,11 @@ components are kept and scored as mean 3D Dice over the volumes and the foregrou
 preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
 ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
-``volumes``, ``checkpoint``. ``--side_deg``: the sector around the shared septal direction in which the
-rules fused at inference seek the RV (``RVRules.side_deg``; default: the rules' own), printed as
-``side_deg``.
+``volumes``, ``checkpoint``, ``per_run``. Several ``--run`` folders (the cross-validation folds of
+``bench/stage3.py --fold``, each with its own validation split) are pooled: every value is the mean over all
+their volumes, and ``per_run`` gives each run's own mean. ``--side_deg``: the sector around the shared
+septal direction in which the rules fused at inference seek the RV (``RVRules.side_deg``; default: the
+rules' own), printed as ``side_deg``.
 """
 
 from __future__ import annotations
@@ -45,16 +48,23 @@ def _name(anatomy: float | None, temporal: float | None, temporals: list[float |
     return str(anatomy) if len(temporals) == 1 else f"{anatomy}/{temporal}"
 
 
-def sweep(
+def _mean(scores: list[np.ndarray]) -> float:
+    """Mean Dice of the volumes' per-class scores: each class's mean over the volumes, then their mean."""
+    return float(np.nanmean(np.nanmean(np.stack(scores), axis=0)))
+
+
+def _score_run(
     run_dir: str,
+    split: str,
+    checkpoint: str,
     values: list[float | None],
-    split: str = "validation",
-    checkpoint: str = "last",
-    temporals: list[float | None] | None = None,
-    side_deg: float | None = None,
-) -> dict[str, Any]:
-    """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring)."""
-    temporals = temporals or [None]
+    temporals: list[float | None],
+    scan: ScanRules,
+    dice: dict[str, dict[str, list[np.ndarray]]],
+    ratio: dict[str, list[list[float]]],
+) -> tuple[list[str], int]:
+    """Score ``run_dir``'s network on ``split`` for every pair of settings, appending each volume's Dice and
+    volume ratio to ``dice`` and ``ratio``; returns the classes and the number of volumes scored."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     if recorded_on_validation(manifest) and split == "validation":
@@ -68,12 +78,8 @@ def sweep(
     if not items:
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
-    scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
     fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=recorded_septal(manifest), rules=scan)
     inferer = VolumeSliceInferer(flip=True)
-    names = [_name(a, t, temporals) for a in values for t in temporals]
-    dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
-    ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     ed: dict[str, Any] = {}
     for v in sorted(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
@@ -105,25 +111,53 @@ def sweep(
                 )
         if item["phase"] == "ED":
             ed[item["patient"]] = (image, fused_by)
+    return list(manifest["classes"]), len(items)
+
+
+def sweep(
+    run_dirs: str | list[str],
+    values: list[float | None],
+    split: str = "validation",
+    checkpoint: str = "last",
+    temporals: list[float | None] | None = None,
+    side_deg: float | None = None,
+) -> dict[str, Any]:
+    """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring); with
+    several runs (cross-validation folds), the mean over all their volumes."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, str) else run_dirs
+    temporals = temporals or [None]
+    scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
+    names = [_name(a, t, temporals) for a in values for t in temporals]
+    dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+    ratio: dict[str, list[list[float]]] = {k: [] for k in names}
+    volumes, per_run = 0, {}
+    for run_dir in run_dirs:
+        own: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+        classes, scored = _score_run(run_dir, split, checkpoint, values, temporals, scan, own, ratio)
+        volumes += scored
+        per_run[run_dir] = {k: _mean(d["ED"] + d["ES"]) for k, d in own.items()}
+        for k, d in own.items():
+            for phase, scores in d.items():
+                dice[k][phase] += scores
     per_class = {k: np.nanmean(np.stack(d["ED"] + d["ES"]), axis=0) for k, d in dice.items()}
-    mean = {k: float(np.nanmean(d)) for k, d in per_class.items()}
+    mean = {k: _mean(d["ED"] + d["ES"]) for k, d in dice.items()}
     per_phase = {k: {ph: float(np.nanmean(np.stack(x))) for ph, x in d.items() if x} for k, d in dice.items()}
     return {
         "split": split,
         "selected_on": split,
+        "runs": len(run_dirs),
         "checkpoint": checkpoint,
         "side_deg": scan.rv.side_deg,
-        "volumes": len(items),
+        "volumes": volumes,
         "sweep": mean,
-        "per_class": {
-            k: dict(zip(manifest["classes"], map(float, d), strict=True)) for k, d in per_class.items()
-        },
+        "per_class": {k: dict(zip(classes, map(float, d), strict=True)) for k, d in per_class.items()},
         "per_phase": per_phase,
         "volume_ratio": {  # predicted / true voxels of each class, median over the volumes
-            k: dict(zip(manifest["classes"], np.nanmedian(r, axis=0).round(3).tolist(), strict=True))
+            k: dict(zip(classes, np.nanmedian(r, axis=0).round(3).tolist(), strict=True))
             for k, r in ratio.items()
         },
         "chosen": max(mean, key=lambda k: mean[k]),
+        "per_run": per_run,  # each run's (fold's) own mean Dice
     }
 
 
@@ -131,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", required=True, help="a run folder with stage 3 trained (seg/)")
+    parser.add_argument(
+        "--run", required=True, nargs="+", help="run folder(s) with stage 3 trained (seg/); several: pooled"
+    )
     parser.add_argument("--values", default="None,0.5,0.6,0.7,0.8,0.9", help="anatomy weights to try")
     parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")

@@ -15,6 +15,13 @@ Dice, per class and per phase, and the mean HD95 (mm); ``best_anatomy`` is the b
 
 ``--drop_every K`` trains on fewer patients: every K-th training patient of each pathology group (in name
 order) is left out, through the variant's own datalist. It measures what more patients are worth.
+
+``--fold K`` (with ``--folds N``, default 3) cross-validates over the training patients: fold K of N (every
+N-th training patient of each pathology group in name order, starting at the K-th) becomes the variant's
+validation split, and the other training patients with the run's validation patients are its training
+set, through the variant's own datalist. Folds 1..N and the plain variant (the validation patients
+themselves, fold 0) score every non-test patient once, each with a network that never saw it:
+``bench/anatomy.py --run`` with all N+1 variant folders pools them for a choice on 4x the patients.
 """
 
 from __future__ import annotations
@@ -63,23 +70,46 @@ def link_into(folder: Path, paths: Iterable[Path]) -> None:
             os.symlink(path.resolve(), link)
 
 
-def fewer_patients(run: Path, folder: Path, every: int) -> int:
-    """Write ``folder``'s own datalist: the run's, without every ``every``-th training patient of each
-    pathology group (name order). Returns the training patients kept."""
-    datalist = read_json(RunLayout(run).datalist)
-    groups: dict[str, list[str]] = {}
-    for item in datalist["training"]:
-        names = groups.setdefault(item.get("group", ""), [])
-        if item["patient"] not in names:
-            names.append(item["patient"])
-    dropped = {p for names in groups.values() for p in sorted(names)[every - 1 :: every]}
-    datalist["training"] = [it for it in datalist["training"] if it["patient"] not in dropped]
+def every_kth(items: list[dict[str, Any]], every: int, start: int) -> set[str]:
+    """The patients of ``items`` at ``start``, ``start + every``, ... of each pathology group (name order)."""
+    groups: dict[str, set[str]] = {}
+    for item in items:
+        groups.setdefault(item.get("group", ""), set()).add(item["patient"])
+    return {p for names in groups.values() for p in sorted(names)[start::every]}
+
+
+def _write_datalist(datalist: dict[str, Any], folder: Path) -> int:
+    """Write ``folder``'s own datalist (never over a link to the run's); returns its training patients."""
     target = folder / "datalist.json"
     if target.is_symlink():
         raise SystemExit(f"error: {folder} already trains on the run's own datalist; pick another --name")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(datalist, target)
     return len({it["patient"] for it in datalist["training"]})
+
+
+def fewer_patients(run: Path, folder: Path, every: int) -> int:
+    """Write ``folder``'s own datalist: the run's, without every ``every``-th training patient of each
+    pathology group (name order). Returns the training patients kept."""
+    datalist = read_json(RunLayout(run).datalist)
+    dropped = every_kth(datalist["training"], every, every - 1)
+    datalist["training"] = [it for it in datalist["training"] if it["patient"] not in dropped]
+    return _write_datalist(datalist, folder)
+
+
+def fold_split(run: Path, folder: Path, fold: int, folds: int) -> int:
+    """Write ``folder``'s own datalist for cross-validation fold ``fold`` (1..``folds``): that fold of the
+    training patients (every ``folds``-th of each pathology group, from the ``fold``-th) is the validation
+    split; the other training patients and the run's validation patients train. The testing split is kept.
+    Returns the training patients."""
+    if not 1 <= fold <= folds:
+        raise SystemExit(f"error: --fold must be 1..{folds} (fold 0 is the run's own validation split)")
+    datalist = read_json(RunLayout(run).datalist)
+    held = every_kth(datalist["training"], folds, fold - 1)
+    training = [it for it in datalist["training"] if it["patient"] not in held]
+    validation = [it for it in datalist["training"] if it["patient"] in held]
+    datalist["training"], datalist["validation"] = training + datalist["validation"], validation
+    return _write_datalist(datalist, folder)
 
 
 def brief(ev: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation", help="split scored (validation)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--drop_every", type=int, default=None, help="leave out every K-th training patient")
+    parser.add_argument("--fold", type=int, default=None, help="cross-validation fold K (1..--folds) scored")
+    parser.add_argument("--folds", type=int, default=3, help="folds over the training patients (3)")
     args = parser.parse_args(argv)
     run = Path(args.run)
     overrides = dict(kv.split("=", 1) for kv in args.set)
@@ -111,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.drop_every < 2:
             parser.error("--drop_every must be at least 2")
         fewer_patients(run, variant_path(run, args.name), args.drop_every)
+    if args.fold is not None:
+        if args.drop_every is not None or args.split != "validation":
+            parser.error("--fold scores its own validation split and cannot be combined with --drop_every")
+        fold_split(run, variant_path(run, args.name), args.fold, args.folds)
     folder = variant_folder(run, args.name)
     cfg = SegConfig(output_dir=str(folder), progress=False, device=args.device, **settings)
     start = time.perf_counter()

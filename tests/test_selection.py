@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, evaluate_pseudo
@@ -70,6 +71,12 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(
     assert phases["None/None"]["ES"] != phases["None/0.4"]["ES"]
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
+    pooled = _bench(
+        "anatomy.py", "--run", str(run), str(run), "--values", "None,0.7", "--temporal", "None,0.4"
+    )
+    assert pooled["runs"] == 2 and pooled["volumes"] == 2 * result["volumes"]  # every volume counted twice
+    assert all(abs(pooled["sweep"][k] - v) < 1e-9 for k, v in result["sweep"].items())
+    assert all(abs(pooled["per_run"][str(run)][k] - v) < 1e-9 for k, v in result["sweep"].items())
     assert _refuses_testing("anatomy.py", run)
     assert _digest(run) == before
 
@@ -97,10 +104,16 @@ def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
     assert _digest(run) == before
 
 
-def test_fewer_patients_leaves_out_every_kth_of_each_group(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_stage3", ROOT / "bench" / "stage3.py")
+def _load_bench(script: str) -> ModuleType:
+    """``bench/<script>`` loaded as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", ROOT / "bench" / script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_fewer_patients_leaves_out_every_kth_of_each_group(tmp_path: Path) -> None:
+    bench = _load_bench("stage3.py")
     names = {"DCM": ["p05", "p01", "p03"], "NOR": ["p02", "p04"]}
     training = [{"patient": p, "group": g, "frame": f} for g, ps in names.items() for p in ps for f in (1, 9)]
     run = tmp_path / "run"
@@ -110,6 +123,33 @@ def test_fewer_patients_leaves_out_every_kth_of_each_group(tmp_path: Path) -> No
     written = json.loads((tmp_path / "variant" / "datalist.json").read_text())
     assert sorted({it["patient"] for it in written["training"]}) == ["p01", "p02", "p05"]  # p03, p04 out
     assert len(written["training"]) == 6 and written["validation"] == [{"patient": "v"}]
+
+
+def test_fold_split_holds_out_every_nth_training_patient_of_each_group(tmp_path: Path) -> None:
+    bench = _load_bench("stage3.py")
+    names = {"DCM": ["p05", "p01", "p03", "p07"], "NOR": ["p02", "p04", "p06"]}
+    training = [{"patient": p, "group": g, "frame": f} for g, ps in names.items() for p in ps for f in (1, 9)]
+    run = tmp_path / "run"
+    run.mkdir()
+    test = [{"patient": "t"}]
+    (run / "datalist.json").write_text(
+        json.dumps({"training": training, "validation": [{"patient": "v"}], "testing": test})
+    )
+    held = {}
+    for fold in (1, 2, 3):
+        assert bench.fold_split(run, tmp_path / f"cv{fold}", fold, 3) == {1: 5, 2: 6, 3: 6}[fold]
+        written = json.loads((tmp_path / f"cv{fold}" / "datalist.json").read_text())
+        held[fold] = sorted({it["patient"] for it in written["validation"]})
+        trained = {it["patient"] for it in written["training"]}
+        assert "v" in trained and not trained & set(held[fold]) and written["testing"] == test
+        assert len(written["validation"]) == 2 * len(held[fold])  # both frames of each held-out patient
+    assert held == {1: ["p01", "p02", "p07"], 2: ["p03", "p04"], 3: ["p05", "p06"]}  # name order per group
+    try:
+        bench.fold_split(run, tmp_path / "cv4", 4, 3)
+    except SystemExit as error:
+        assert "--fold must be 1..3" in str(error)
+    else:
+        raise AssertionError("fold 4 of 3 was accepted")
 
 
 def test_split_labels_are_made_beside_the_run_and_compared_with_the_network(

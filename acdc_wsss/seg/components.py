@@ -44,6 +44,12 @@ from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region,
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
+# The inference fusions' defaults, chosen by cross-validation over the 64 non-test patients of the default
+# split (``bench/stage3.py --fold``, pooled by ``bench/anatomy.py``): the rules' weight where a frame has
+# its ED/ES pair, and the ED frame's weight in an ES frame's probabilities.
+DEFAULT_ANATOMY = 0.4
+DEFAULT_TEMPORAL = 0.3
+
 __all__ = [
     "AnatomyFusiond",
     "PredictionRecord",
@@ -247,12 +253,12 @@ class WriteMaskd(MapTransform):
 def inference_postprocessing(
     preprocessing: Compose,
     writer: WriteMaskd,
-    anatomy: float | None = 0.5,
+    anatomy: float | None = DEFAULT_ANATOMY,
     spacing: float = 1.5,
     crf: bool = False,
     largest_component: bool = True,
     num_classes: int = 3,
-    temporal: float | None = 0.4,
+    temporal: float | None = DEFAULT_TEMPORAL,
     septal: float | None = None,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``

@@ -37,6 +37,8 @@ from acdc_wsss.data.preprocess import PreprocessConfig
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg.components import (
+    DEFAULT_ANATOMY,
+    DEFAULT_TEMPORAL,
     PredictionRecord,
     TerminalProgress,
     WriteMaskd,
@@ -151,11 +153,11 @@ def predict(
     flip: bool = True,
     crf: bool = False,
     largest_component: bool = True,
-    anatomy: float | None = 0.5,
+    anatomy: float | None = DEFAULT_ANATOMY,
     device: str = "cpu",
     progress: bool = True,
     nrrd: bool = True,
-    temporal: float | None = 0.4,
+    temporal: float | None = DEFAULT_TEMPORAL,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
