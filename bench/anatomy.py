@@ -35,7 +35,13 @@ from rules import with_setting
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules
-from acdc_wsss.seg.components import AnatomyFusiond, VolumeSliceInferer, fuse_volume, mix_with_ed
+from acdc_wsss.seg.components import (
+    AnatomyFusiond,
+    VolumeSliceInferer,
+    check_anatomy,
+    fuse_volume,
+    mix_with_ed,
+)
 from acdc_wsss.seg.infer import largest_components
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
@@ -74,6 +80,8 @@ def _score_run(
             f" --run {run.root} --name default (trains with train_on_validation=False)."
         )
     n = len(manifest["classes"])
+    for value in values:
+        check_anatomy(value, n + 1)
     items = [it for it in run.split(split) if it.get("label")]
     if not items:
         raise SystemExit(f"error: split {split!r} of {run.datalist} has no volumes with masks to choose on.")

@@ -69,10 +69,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def check_anatomy(confidence: float | None, num_classes: int) -> None:
+    """Refuse a rules' weight at inference outside ``[1/K, 1]`` (``K`` classes with the background)."""
+    k = num_classes
+    if confidence is not None and not 1 / k <= confidence <= 1:
+        raise ValueError(
+            f"the rules' weight at inference (infer_anatomy) must lie in [1/{k}, 1], got {confidence}:"
+            f" below 1/{k} the rules would count against their own label; None gives the network alone"
+        )
+
+
 def fuse_with_rules(probs: np.ndarray, rules: np.ndarray, confidence: float) -> np.ndarray:
     """Product of experts: the network's ``(S, K, H, W)`` probabilities times the rules' ``(S, H, W)``
-    labels read as probabilities (``confidence`` on the rule's label, the rest shared), renormalised."""
+    labels read as probabilities (``confidence`` on the rule's label, the rest shared), renormalised.
+    ``confidence`` lies in ``[1/K, 1]``: at ``1/K`` the rules add nothing, below it they would push the
+    network away from their own label."""
     k = probs.shape[1]
+    check_anatomy(confidence, k)
     rest = (1 - confidence) / (k - 1)
     prior = np.eye(k, dtype=np.float32)[rules].transpose(0, 3, 1, 2) * (confidence - rest) + rest
     fused = probs * prior
@@ -136,7 +149,7 @@ class AnatomyFusiond(MapTransform):
     def __init__(
         self,
         keys: Any = "pred",
-        confidence: float | None = 0.5,
+        confidence: float | None = DEFAULT_ANATOMY,
         spacing: float = 1.5,
         temporal: float | None = None,
         septal: float | None = None,
@@ -264,7 +277,8 @@ def inference_postprocessing(
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional
     CRF, argmax, each class's largest 3D component (26-connected), inverse of ``preprocessing``,
-    ``writer``."""
+    ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any volume."""
+    check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
         steps.append(SliceCRFd("pred"))

@@ -229,6 +229,9 @@ def test_deeplab_metadata_verifies_offline() -> None:
 
 
 def test_fusion_with_the_anatomy_rules_by_hand() -> None:
+    from monai.transforms import Compose
+
+    from acdc_wsss.seg.components import inference_postprocessing
     from acdc_wsss.seg.infer import fuse_with_rules
 
     probs = np.array([0.6, 0.4], np.float32).reshape(1, 2, 1, 1)
@@ -238,6 +241,13 @@ def test_fusion_with_the_anatomy_rules_by_hand() -> None:
     assert (
         fuse_with_rules(sure, np.ones((1, 1, 1), np.int64), 0.7)[0, :, 0, 0].argmax() == 0
     )  # a sure net wins
+    four = np.full((1, 4, 1, 1), 0.25, np.float32)
+    assert fuse_with_rules(four, np.ones((1, 1, 1), np.int64), 0.25)[0, :, 0, 0] == pytest.approx([0.25] * 4)
+    for bad in (0.2, 1.5):  # below 1/K the rules would count against their own label
+        with pytest.raises(ValueError, match=r"must lie in \[1/4, 1\]"):
+            fuse_with_rules(four, np.ones((1, 1, 1), np.int64), bad)
+    with pytest.raises(ValueError, match="infer_anatomy"):  # refused when inference is built, before a volume
+        inference_postprocessing(Compose([]), None, anatomy=0.1)
 
 
 def test_es_frame_mixed_with_its_ed_frame_at_inference() -> None:
