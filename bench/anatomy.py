@@ -66,11 +66,9 @@ def _score_run(
     values: list[float | None],
     temporals: list[float | None],
     scan: ScanRules,
-    dice: dict[str, dict[str, list[np.ndarray]]],
-    ratio: dict[str, list[list[float]]],
-) -> tuple[list[str], int]:
-    """Score ``run_dir``'s network on ``split`` for every pair of settings, appending each volume's Dice and
-    volume ratio to ``dice`` and ``ratio``; returns the classes and the number of volumes scored."""
+) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]]]:
+    """Score ``run_dir``'s network on ``split`` for every pair of settings: the classes, and per pair each
+    volume's Dice (by phase) and volume ratio."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     if recorded_on_validation(manifest) and split == "validation":
@@ -88,6 +86,9 @@ def _score_run(
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
     fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=recorded_septal(manifest), rules=scan)
     inferer = VolumeSliceInferer(flip=True)
+    names = [_name(a, t, temporals) for a in values for t in temporals]
+    dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+    ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     ed: dict[str, Any] = {}
     for v in sorted(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
@@ -119,7 +120,7 @@ def _score_run(
                 )
         if item["phase"] == "ED":
             ed[item["patient"]] = (image, fused_by)
-    return list(manifest["classes"]), len(items)
+    return list(manifest["classes"]), dice, ratio
 
 
 def sweep(
@@ -135,18 +136,16 @@ def sweep(
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else run_dirs
     temporals = temporals or [None]
     scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
-    names = [_name(a, t, temporals) for a in values for t in temporals]
-    dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
-    ratio: dict[str, list[list[float]]] = {k: [] for k in names}
-    volumes, per_run = 0, {}
+    dice: dict[str, dict[str, list[np.ndarray]]] = {}
+    ratio: dict[str, list[list[float]]] = {}
+    per_run = {}
     for run_dir in run_dirs:
-        own: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
-        classes, scored = _score_run(run_dir, split, checkpoint, values, temporals, scan, own, ratio)
-        volumes += scored
+        classes, own, own_ratio = _score_run(run_dir, split, checkpoint, values, temporals, scan)
         per_run[run_dir] = {k: _mean(d["ED"] + d["ES"]) for k, d in own.items()}
         for k, d in own.items():
             for phase, scores in d.items():
-                dice[k][phase] += scores
+                dice.setdefault(k, {}).setdefault(phase, []).extend(scores)
+            ratio.setdefault(k, []).extend(own_ratio[k])
     per_class = {k: np.nanmean(np.stack(d["ED"] + d["ES"]), axis=0) for k, d in dice.items()}
     mean = {k: _mean(d["ED"] + d["ES"]) for k, d in dice.items()}
     per_phase = {k: {ph: float(np.nanmean(np.stack(x))) for ph, x in d.items() if x} for k, d in dice.items()}
@@ -156,7 +155,7 @@ def sweep(
         "runs": len(run_dirs),
         "checkpoint": checkpoint,
         "side_deg": scan.rv.side_deg,
-        "volumes": volumes,
+        "volumes": len(next(iter(ratio.values()))),  # one ratio row per volume scored
         "sweep": mean,
         "per_class": {k: dict(zip(classes, map(float, d), strict=True)) for k, d in per_class.items()},
         "per_phase": per_phase,

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         fewer_patients(run, variant_path(run, args.name), args.drop_every)
     if args.fold is not None:
         if args.drop_every is not None or args.split != "validation":
-            parser.error("--fold scores its own validation split and cannot be combined with --drop_every")
+            parser.error("--fold scores its own validation split: it takes neither --drop_every nor --split")
         fold_split(run, variant_path(run, args.name), args.fold, args.folds)
     folder = variant_folder(run, args.name)
     cfg = SegConfig(output_dir=str(folder), progress=False, device=args.device, **settings)
