@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
@@ -25,6 +27,7 @@ from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS as _EXPORT_ROWS
 from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
+from acdc_wsss.pseudo.rules.temporal import registration_workers
 from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
 
@@ -51,6 +54,67 @@ __getattr__ = moved(
 )
 
 
+class _GroupScores(Dataset):
+    """Item ``i``: every row at every setting scored on the volumes of ``groups[i]`` (one patient, ED before
+    ES, so the ES rules reuse the ED context), as ``({(row, t): (intersections, sizes)}, {(row, t): {volume:
+    Dice}})``, for :func:`_score` to sum. A DataLoader worker (forked where the platform can) scores one
+    group at a time; the labels of ``keep``'s row and setting are written there."""
+
+    def __init__(
+        self,
+        out: Path,
+        ds: Any,
+        rows: Sequence[str],
+        baseline_run: str | os.PathLike | None,
+        keep: KeptLabels | None,
+        groups: list[list[int]],
+    ) -> None:
+        self.out, self.ds, self.rows, self.baseline_run, self.keep = out, ds, rows, baseline_run, keep
+        self.groups = groups
+        self.class_ids = list(range(ds.num_classes + 1))
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> tuple[dict[tuple[str, Any], tuple], dict[tuple[str, Any], dict]]:
+        ds, keep, class_ids = self.ds, self.keep, self.class_ids
+        acc = {(r, t): DiceAccumulator(class_ids) for r in self.rows for t in ROWS[r][2]}
+        per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
+        for v, ctx in volume_contexts(self.out, ds, self.groups[i]):
+            key = volume_key(ds.items[v])
+            base = None
+            if "baseline" in self.rows:
+                base = {**ctx, **load_cams(self.baseline_run, key)}  # type: ignore[arg-type]
+            ref = ds.volumes[v]["label"][0].numpy()
+            void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
+            for (row, t), a in acc.items():
+                made = ROWS[row][1](base if row == "baseline" else ctx, t)
+                if keep is not None and (row, t) == (keep.row, keep.value):
+                    keep.put(key, made)
+                pred = np.where(void, IGNORE, made)
+                a.update(pred, ref)
+                one = DiceAccumulator(class_ids[1:])
+                one.update(pred, ref)
+                per_volume[(row, t)][key] = [round(float(d), 4) for d in one.compute()]
+        return {k: (a.inter, a.total) for k, a in acc.items()}, per_volume
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def patient_groups(items: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Indices of ``items`` in runs of one patient (in order; an item without a patient stands alone)."""
+    groups: list[list[int]] = []
+    for v, item in enumerate(items):
+        patient = item.get("patient")
+        if groups and patient is not None and items[groups[-1][-1]].get("patient") == patient:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups
+
+
 def _score(
     out: Path,
     split: str,
@@ -58,31 +122,31 @@ def _score(
     baseline_run: str | os.PathLike | None,
     progress: bool,
     keep: KeptLabels | None = None,
+    workers: int | None = None,
 ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
-    """Each row at each setting scored on ``split``; the labels of ``keep``'s row and setting are kept."""
+    """Each row at each setting scored on ``split``, one patient per task on ``workers`` processes (None:
+    one per CPU core); the labels of ``keep``'s row and setting are kept. The sums are exact integers, so
+    the result does not depend on the number of workers."""
     ds = split_dataset(out, split, progress)
     if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
     class_ids = list(range(ds.num_classes + 1))
     acc = {(r, t): DiceAccumulator(class_ids) for r in rows for t in ROWS[r][2]}
     per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
-    volumes = progress_bar(range(len(ds.volumes)), f"scoring pseudo labels ({split})", progress)
-    for v, ctx in volume_contexts(out, ds, volumes):
-        key = volume_key(ds.items[v])
-        base = None
-        if "baseline" in rows:
-            base = {**ctx, **load_cams(baseline_run, key)}  # type: ignore[arg-type]
-        ref = ds.volumes[v]["label"][0].numpy()
-        void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
-        for (row, t), a in acc.items():
-            made = ROWS[row][1](base if row == "baseline" else ctx, t)
-            if keep is not None and (row, t) == (keep.row, keep.value):
-                keep.put(key, made)
-            pred = np.where(void, IGNORE, made)
-            a.update(pred, ref)
-            one = DiceAccumulator(class_ids[1:])
-            one.update(pred, ref)
-            per_volume[(row, t)][key] = [round(float(d), 4) for d in one.compute()]
+    groups = patient_groups(ds.items)
+    n = min(registration_workers() if workers is None else workers, len(groups))
+    loader = DataLoader(
+        _GroupScores(out, ds, rows, baseline_run, keep, groups),
+        batch_size=None,
+        num_workers=n if n > 1 else 0,
+        collate_fn=_as_is,
+        generator=torch.Generator(),  # the global random state is left as it was
+    )
+    for sums, scores in progress_bar(loader, f"scoring pseudo labels ({split})", progress, len(groups)):
+        for k, (inter, total) in sums.items():
+            acc[k].inter += inter
+            acc[k].total += total
+            per_volume[k].update(scores[k])
     return acc, per_volume, len(ds.volumes), len(ds)
 
 
@@ -128,6 +192,7 @@ def evaluate_pseudo(
     select_split: str | None = "validation",
     baseline_run: str | os.PathLike | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """Score the stored CAMs of one split as pseudo labels; write ``cam/evaluation_<split>.{json,md}``.
 
@@ -139,6 +204,7 @@ def evaluate_pseudo(
             marked ``selected_on: "fixed default"`` in the JSON and the table (never chosen on ``split``).
         baseline_run: a plain-CAM run (``--l2g False``) with CAMs of the same volumes: adds its row.
         progress: progress bars on a terminal.
+        workers: processes that score patients side by side (None: one per CPU core; 1: this process).
 
     Returns:
         ``{"rows": [{"row", "name", "setting", "dice", "mean_dice", "iou", "miou", "sweep", "per_volume"}],
@@ -160,11 +226,11 @@ def evaluate_pseudo(
     export_row = _EXPORT_ROWS[row_set(manifest)]
     values = ROWS[export_row][2]  # the export row's labels are kept for the export when it has one setting
     keep = KeptLabels(out, export_row, values[0], clear=True) if len(values) == 1 else None
-    acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep)
+    acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep, workers)
     chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
     selected_on = FIXED_DEFAULT
     if select_split and select_split != split and select_split in manifest["splits"]:
-        chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress, keep)
+        chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress, keep, workers)
         selected_on = select_split
     else:
         logger.warning(

@@ -17,7 +17,7 @@ from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.figures import figure_panels
 from acdc_wsss.l2g import run_l2g
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cams, run_cam
-from acdc_wsss.pseudo.evaluate import chosen_setting
+from acdc_wsss.pseudo.evaluate import chosen_setting, patient_groups
 from acdc_wsss.pseudo.rules import labels_constant, labels_learned
 
 
@@ -97,6 +97,17 @@ def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
     assert chosen_setting(stage1, "anatomy_crf") == by["anatomy_crf"]["setting"]
     with pytest.raises(ValueError, match="no split 'testing'"):
         evaluate_pseudo(stage1, "testing", progress=False)
+
+
+def test_patients_scored_side_by_side_give_the_same_tables(stage1: Path) -> None:
+    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
+    alone = evaluate_pseudo(stage1, "training", progress=False, workers=1)
+    table = (stage1 / "cam" / "evaluation_training.md").read_text()
+    shared = evaluate_pseudo(stage1, "training", progress=False, workers=2)
+    assert shared == alone and alone["volumes"] == 6  # 3 patients, ED and ES: 2 tasks on 2 processes
+    assert (stage1 / "cam" / "evaluation_training.md").read_text() == table
+    items = [{"patient": "a"}, {"patient": "a"}, {"patient": "b"}, {}, {}, {"patient": "a"}]
+    assert patient_groups(items) == [[0, 1], [2], [3], [4], [5]]  # runs of one patient, in order
 
 
 def test_missing_stage1_is_refused_with_the_command(tmp_path: Path) -> None:
