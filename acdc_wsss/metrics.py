@@ -139,6 +139,13 @@ class DiceAccumulator:
             self.inter[i] += int((a & b).sum())
             self.total[i] += int(a.sum()) + int(b.sum())
 
+    def merge(self, other: DiceAccumulator) -> None:
+        """Add ``other``'s sums (the same labels), as if its label maps had been added here."""
+        if other.labels != self.labels:
+            raise ValueError(f"cannot merge Dice sums of labels {other.labels} into {self.labels}.")
+        self.inter += other.inter
+        self.total += other.total
+
     def compute(self) -> np.ndarray:
         """Pooled Dice per label (NaN for a label seen in neither)."""
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -34,6 +34,13 @@ def test_pooled_dice_and_iou_hand_computed() -> None:
     # class 1 pooled: I=2, |P|+|R|=5 -> Dice 4/5, IoU 2/3; class 2: I=1, 3 -> Dice 2/3, IoU 1/2
     np.testing.assert_allclose(acc.compute(), [4 / 5, 2 / 3])
     np.testing.assert_allclose(acc.compute_iou(), [2 / 3, 1 / 2])
+    first, second = DiceAccumulator([1, 2]), DiceAccumulator([1, 2])  # the same maps, summed apart
+    first.update(np.array([[1, 1, 0]]), np.array([[1, 0, 0]]))
+    second.update(np.array([[2, 0, 1]]), np.array([[2, 2, 1]]))
+    first.merge(second)
+    np.testing.assert_allclose(first.compute(), [4 / 5, 2 / 3])
+    with pytest.raises(ValueError, match="labels"):
+        first.merge(DiceAccumulator([1]))
 
 
 def test_hd95_against_hand_computed_cases() -> None:

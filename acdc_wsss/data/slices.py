@@ -42,7 +42,7 @@ from acdc_wsss.errors import DatasetError
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.safeload import from_plain, load_pt, to_plain
-from acdc_wsss.utils import atomic_write, progress_bar
+from acdc_wsss.utils import atomic_write, identity, progress_bar
 
 __all__ = ["SliceDataset", "label_round_trip", "read_tag_csv", "volume_key", "write_tag_csv"]
 
@@ -129,10 +129,6 @@ _CACHE_FORMAT = 3
 def _file_stamp(path: str) -> list[Any]:
     st = os.stat(path)
     return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 class _Preprocessed(Dataset):
@@ -246,7 +242,7 @@ class SliceDataset(Dataset):
             # its own generator: a DataLoader draws its workers' seed from the global one otherwise, and
             # the random state a training seeds must not depend on whether the cache was filled
             loader = DataLoader(
-                ds, batch_size=None, num_workers=workers, collate_fn=_identity, generator=torch.Generator()
+                ds, batch_size=None, num_workers=workers, collate_fn=identity, generator=torch.Generator()
             )
             for i, vol in zip(
                 todo, progress_bar(loader, "preprocessing volumes", progress, len(todo)), strict=True

@@ -29,7 +29,7 @@ from acdc_wsss.pseudo.rows import DEFAULT_ROWS as _EXPORT_ROWS
 from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
 from acdc_wsss.pseudo.rules.temporal import registration_workers
 from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
-from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, identity, moved, progress_bar, write_json
 
 __all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table"]
 
@@ -54,10 +54,14 @@ __getattr__ = moved(
 )
 
 
+def _accumulators(rows: Sequence[str], class_ids: list[int]) -> dict[tuple[str, Any], DiceAccumulator]:
+    return {(r, t): DiceAccumulator(class_ids) for r in rows for t in ROWS[r][2]}
+
+
 class _GroupScores(Dataset):
     """Item ``i``: every row at every setting scored on the volumes of ``groups[i]`` (one patient, ED before
-    ES, so the ES rules reuse the ED context), as ``({(row, t): (intersections, sizes)}, {(row, t): {volume:
-    Dice}})``, for :func:`_score` to sum. A DataLoader worker (forked where the platform can) scores one
+    ES, so the ES rules reuse the ED context), as ``({(row, t): DiceAccumulator}, {(row, t): {volume:
+    Dice}})``, for :func:`_score` to merge. A DataLoader worker (forked where the platform can) scores one
     group at a time; the labels of ``keep``'s row and setting are written there."""
 
     def __init__(
@@ -76,9 +80,11 @@ class _GroupScores(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, i: int) -> tuple[dict[tuple[str, Any], tuple], dict[tuple[str, Any], dict]]:
+    def __getitem__(
+        self, i: int
+    ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict]]:
         ds, keep, class_ids = self.ds, self.keep, self.class_ids
-        acc = {(r, t): DiceAccumulator(class_ids) for r in self.rows for t in ROWS[r][2]}
+        acc = _accumulators(self.rows, class_ids)
         per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
         for v, ctx in volume_contexts(self.out, ds, self.groups[i]):
             key = volume_key(ds.items[v])
@@ -96,11 +102,7 @@ class _GroupScores(Dataset):
                 one = DiceAccumulator(class_ids[1:])
                 one.update(pred, ref)
                 per_volume[(row, t)][key] = [round(float(d), 4) for d in one.compute()]
-        return {k: (a.inter, a.total) for k, a in acc.items()}, per_volume
-
-
-def _as_is(item: Any) -> Any:
-    return item
+        return acc, per_volume
 
 
 def patient_groups(items: Sequence[dict[str, Any]]) -> list[list[int]]:
@@ -130,8 +132,7 @@ def _score(
     ds = split_dataset(out, split, progress)
     if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
         raise ValueError(f"split {split!r} has volumes without masks; pseudo labels cannot be scored there.")
-    class_ids = list(range(ds.num_classes + 1))
-    acc = {(r, t): DiceAccumulator(class_ids) for r in rows for t in ROWS[r][2]}
+    acc = _accumulators(rows, list(range(ds.num_classes + 1)))
     per_volume: dict[tuple[str, Any], dict[str, list[float]]] = {k: {} for k in acc}
     groups = patient_groups(ds.items)
     n = min(registration_workers() if workers is None else workers, len(groups))
@@ -139,13 +140,12 @@ def _score(
         _GroupScores(out, ds, rows, baseline_run, keep, groups),
         batch_size=None,
         num_workers=n if n > 1 else 0,
-        collate_fn=_as_is,
+        collate_fn=identity,
         generator=torch.Generator(),  # the global random state is left as it was
     )
     for sums, scores in progress_bar(loader, f"scoring pseudo labels ({split})", progress, len(groups)):
-        for k, (inter, total) in sums.items():
-            acc[k].inter += inter
-            acc[k].total += total
+        for k, a in sums.items():
+            acc[k].merge(a)
             per_volume[k].update(scores[k])
     return acc, per_volume, len(ds.volumes), len(ds)
 
