@@ -62,7 +62,7 @@ class _GroupScores(Dataset):
     """Item ``i``: every row at every setting scored on the volumes of ``groups[i]`` (one patient, ED before
     ES, so the ES rules reuse the ED context), as ``({(row, t): DiceAccumulator}, {(row, t): {volume:
     Dice}})``, for :func:`_score` to merge. A DataLoader worker (forked where the platform can) scores one
-    group at a time; the labels of ``keep``'s row and setting are written there."""
+    group at a time; the labels of each of ``keep``'s rows and settings are written there."""
 
     def __init__(
         self,
@@ -70,10 +70,11 @@ class _GroupScores(Dataset):
         ds: Any,
         rows: Sequence[str],
         baseline_run: str | os.PathLike | None,
-        keep: KeptLabels | None,
+        keep: Sequence[KeptLabels],
         groups: list[list[int]],
     ) -> None:
-        self.out, self.ds, self.rows, self.baseline_run, self.keep = out, ds, rows, baseline_run, keep
+        self.out, self.ds, self.rows, self.baseline_run = out, ds, rows, baseline_run
+        self.keep = {(k.row, k.value): k for k in keep}
         self.groups = groups
         self.class_ids = list(range(ds.num_classes + 1))
 
@@ -95,8 +96,8 @@ class _GroupScores(Dataset):
             void = ref == IGNORE  # void pixels (VOC borders) are scored by nobody
             for (row, t), a in acc.items():
                 made = ROWS[row][1](base if row == "baseline" else ctx, t)
-                if keep is not None and (row, t) == (keep.row, keep.value):
-                    keep.put(key, made)
+                if (row, t) in keep:
+                    keep[(row, t)].put(key, made)
                 pred = np.where(void, IGNORE, made)
                 a.update(pred, ref)
                 one = DiceAccumulator(class_ids[1:])
@@ -123,11 +124,11 @@ def _score(
     rows: Sequence[str],
     baseline_run: str | os.PathLike | None,
     progress: bool,
-    keep: KeptLabels | None = None,
+    keep: Sequence[KeptLabels] = (),
     workers: int | None = None,
 ) -> tuple[dict[tuple[str, Any], DiceAccumulator], dict[tuple[str, Any], dict[str, list[float]]], int, int]:
     """Each row at each setting scored on ``split``, one patient per task on ``workers`` processes (None:
-    one per CPU core); the labels of ``keep``'s row and setting are kept. The sums are exact integers, so
+    one per CPU core); the labels of ``keep``'s rows and settings are kept. The sums are exact integers, so
     the result does not depend on the number of workers."""
     ds = split_dataset(out, split, progress)
     if any(not it.get("label") for it in ds.items):  # from the datalist, no volume loaded
@@ -224,8 +225,8 @@ def evaluate_pseudo(
             )
         rows.insert(0, "baseline")
     export_row = _EXPORT_ROWS[row_set(manifest)]
-    values = ROWS[export_row][2]  # the export row's labels are kept for the export when it has one setting
-    keep = KeptLabels(out, export_row, values[0], clear=True) if len(values) == 1 else None
+    # the export row's labels are kept at every setting for the export; those not chosen are dropped below
+    keep = [KeptLabels(out, export_row, t, clear=True) for t in ROWS[export_row][2]]
     acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep, workers)
     chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
     selected_on = FIXED_DEFAULT
@@ -240,6 +241,10 @@ def evaluate_pseudo(
             split,
         )
     table = _table(rows, acc, chooser, per_volume, classes)
+    chosen = next(r["setting"] for r in table if r["row"] == export_row)
+    for k in keep:
+        if k.value != chosen:
+            k.discard()
     result = {
         "split": split,
         "selected_on": selected_on,

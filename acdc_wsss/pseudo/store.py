@@ -94,7 +94,9 @@ def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
 class KeptLabels:
     """The labels one row made at one setting, per volume, kept in ``cam/kept_labels/`` between the
     pseudo-label evaluation (which makes them for the training and validation patients) and the export
-    (which would make them again: the rules and the ED-ES registrations take minutes).
+    (which would make them again: the rules and the ED-ES registrations, or a photo's dense CRF, take
+    minutes). The evaluation keeps the export row's labels at each of its settings and discards those of the
+    settings it did not choose.
 
     They are filed under a fingerprint of everything else they depend on: the CAM manifest (stage 1's
     fingerprint, the preprocessing, the volumes) and the source of :mod:`acdc_wsss.pseudo`; labels under
@@ -122,6 +124,10 @@ class KeptLabels:
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path(key)) as tmp:
             np.savez_compressed(tmp, labels=np.asarray(labels, np.uint8))
+
+    def discard(self) -> None:
+        """Remove this row's and setting's labels (a setting the evaluation did not choose)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def get(self, key: str) -> np.ndarray | None:
         """One volume's kept labels, or None where there are none."""

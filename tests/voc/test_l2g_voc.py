@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from acdc_wsss.layout import RunLayout
+from acdc_wsss.pseudo.store import KeptLabels
 from tests.conftest import VOC_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +93,14 @@ def test_whole_voc_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     with Image.open(VOC_DIR / "VOC2012" / "JPEGImages" / f"{key}.jpg") as im:
         assert target.shape == (im.size[1], im.size[0])
     assert set(np.unique(target).tolist()) <= set(range(21)) | {255}
+    # the export read the labels the evaluation kept at the chosen CRF setting; the other settings' are gone
+    kept = KeptLabels(out, "pcm_crf", pseudo["value"])
+    assert [p.name for p in kept.folder.parent.iterdir()] == [kept.folder.name]
+    scored = sorted(p.stem for p in kept.folder.glob("*.npz"))
+    assert len(scored) >= 5
+    for name in scored[:3]:
+        with np.load(RunLayout(out).cam.pseudo_labels(name)) as z:
+            assert np.array_equal(z["labels"], kept.get(name))
     table = json.loads((out / "cam" / "evaluation_validation.json").read_text())
     assert (
         table["selected_on"] == "holdout" and table["split"] == "validation"
