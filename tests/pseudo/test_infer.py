@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,12 @@ from scipy import ndimage as ndi
 from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.figures import figure_panels
 from acdc_wsss.l2g import run_l2g
+from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cams, run_cam
-from acdc_wsss.pseudo.evaluate import chosen_setting, patient_groups
+from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, chosen_setting, patient_groups
+from acdc_wsss.pseudo.rows import ROWS
 from acdc_wsss.pseudo.rules import labels_constant, labels_learned
+from acdc_wsss.pseudo.store import KeptLabels
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +68,15 @@ def test_cams_stored_as_float16_per_volume(stage1: Path) -> None:
     assert (stage / "cams" / f"{key}.npz").stat().st_mtime_ns != stamp
 
 
-def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
+def test_pseudo_label_evaluation_tables_and_the_kept_labels(stage1: Path) -> None:
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False, overwrite=True))
+    stale = RunLayout(stage1).cam.kept_labels / "0123456789abcdef" / "scan_es-default"  # another fingerprint
+    stale.mkdir(parents=True)
+    # one patient at a time, asked to choose on the scored split itself: it does not, every row at its default
+    alone = evaluate_pseudo(
+        stage1, "training", select_split="training", baseline_run=stage1, progress=False, workers=1
+    )
+    assert not stale.parent.exists()  # the evaluation removed them
     result = evaluate_pseudo(stage1, "training", baseline_run=stage1, progress=False)  # its own baseline
     rows = [
         "baseline",
@@ -95,15 +106,42 @@ def test_pseudo_label_evaluation_tables(stage1: Path) -> None:
     md = (stage1 / "cam" / "evaluation_training.md").read_text()
     assert "| + dense CRF (full refinement) |" in md and "chosen on validation" in md
     assert chosen_setting(stage1, "anatomy_crf") == by["anatomy_crf"]["setting"]
-    # patients scored side by side (the call above: one process per core) give the same tables as one at a
-    # time: the sums are integers
-    alone = evaluate_pseudo(stage1, "training", baseline_run=stage1, progress=False, workers=1)
-    assert alone == result and result["volumes"] == 6  # 3 patients, ED and ES: 2 tasks on 2 processes
-    assert (stage1 / "cam" / "evaluation_training.md").read_text() == md
+    assert alone["selected_on"] == FIXED_DEFAULT and result["volumes"] == alone["volumes"] == 6
+    for one, both in zip(alone["rows"], result["rows"], strict=True):
+        assert one["setting"] == ROWS[one["row"]][2][0] and one["sweep_selection"] is None
+        # patients scored side by side (one process per core) give the same scores as one at a time, at
+        # every setting: the sums are integers
+        assert one["sweep"] == both["sweep"]
+        assert one["setting"] != both["setting"] or one["per_volume"] == both["per_volume"]
     items = [{"patient": "a"}, {"patient": "a"}, {"patient": "b"}, {}, {}, {"patient": "a"}]
     assert patient_groups(items) == [[0, 1], [2], [3], [4], [5]]  # runs of one patient, in order
     with pytest.raises(ValueError, match="no split 'testing'"):
         evaluate_pseudo(stage1, "testing", progress=False)
+    _the_export_reads_the_kept_labels(stage1)
+
+
+def _the_export_reads_the_kept_labels(stage1: Path) -> None:
+    """The export row's labels the evaluation kept are the ones the export would make, and it reads them
+    under their own fingerprint only."""
+    kept = KeptLabels(stage1, "scan_es", "default")
+    keys = sorted(p.stem for p in kept.folder.glob("*.npz"))
+    assert len(keys) == 10  # training and validation volumes
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    exported = _pseudo(stage1)
+    assert sorted(exported) == keys
+    # the export reads them: a changed one is exported as it is kept
+    labels = kept.get(keys[0])
+    kept.put(keys[0], np.where(labels == 1, 0, labels))
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    with np.load(RunLayout(stage1).cam.pseudo_labels(keys[0])) as z:
+        assert (labels == 1).any() and not (z["labels"] == 1).any()
+    # under another fingerprint (another stage 1, other rules' code) they are not read: the export makes
+    # every volume's labels again, and they equal the kept ones
+    other = kept.folder.parents[1] / "0123456789abcdef"
+    shutil.move(kept.folder.parent, other)
+    export_pseudo(stage1, row="scan_es", value="default", progress=False)
+    assert _pseudo(stage1) == exported
+    shutil.rmtree(other)
 
 
 def test_missing_stage1_is_refused_with_the_command(tmp_path: Path) -> None:
@@ -185,9 +223,6 @@ def _pseudo(run: Path) -> dict[str, dict[str, bytes]]:
 
 def test_pseudo_labels_read_tags_never_mask_pixels(stage1: Path, tmp_path: Path) -> None:
     """Leakage: a training patient's mask pixels changed, its slice tags kept: byte-identical output."""
-    import shutil
-
-    from acdc_wsss.layout import RunLayout
     from acdc_wsss.pseudo.store import read_cam_manifest
 
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
@@ -227,41 +262,7 @@ def _item(run: Path, like: dict) -> dict:
     )
 
 
-def test_the_export_reads_the_labels_the_evaluation_kept(stage1: Path) -> None:
-    import shutil
-
-    from acdc_wsss.layout import RunLayout
-    from acdc_wsss.pseudo.store import KeptLabels
-
-    run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
-    kept_root = RunLayout(stage1).cam.kept_labels
-    shutil.rmtree(kept_root, ignore_errors=True)
-    export_pseudo(stage1, row="scan_es", value="default", progress=False)
-    fresh = _pseudo(stage1)  # made by the export itself
-    stale = kept_root / "0123456789abcdef" / "scan_es-default"  # another fingerprint's labels
-    stale.mkdir(parents=True)
-    evaluate_pseudo(stage1, "training", progress=False)
-    assert not stale.parent.exists()  # the evaluation removed them
-    kept = KeptLabels(stage1, "scan_es", "default")
-    keys = sorted(p.stem for p in kept.folder.glob("*.npz"))
-    assert keys == sorted(fresh) and len(keys) == 10  # training and validation volumes
-    export_pseudo(stage1, row="scan_es", value="default", progress=False)
-    assert _pseudo(stage1) == fresh  # the kept labels are the ones the export would make
-    # the export reads them: a changed one is exported as it is kept
-    labels = kept.get(keys[0])
-    kept.put(keys[0], np.where(labels == 1, 0, labels))
-    export_pseudo(stage1, row="scan_es", value="default", progress=False)
-    with np.load(RunLayout(stage1).cam.pseudo_labels(keys[0])) as z:
-        assert (labels == 1).any() and not (z["labels"] == 1).any()
-    # under another fingerprint (another stage 1, other rules' code) they are not read
-    shutil.move(kept.folder.parent, stale.parent)
-    export_pseudo(stage1, row="scan_es", value="default", progress=False)
-    assert _pseudo(stage1) == fresh
-    shutil.rmtree(stale.parent)
-
-
 def test_the_shared_septal_side_is_stored_once_and_remade_with_stage_1(stage1: Path) -> None:
-    from acdc_wsss.layout import RunLayout
     from acdc_wsss.pseudo.rows import run_septal
     from acdc_wsss.pseudo.rules.rv import septal_prior
     from acdc_wsss.pseudo.rules.scan import scan_septal_direction
@@ -293,7 +294,6 @@ def test_the_shared_septal_side_is_stored_once_and_remade_with_stage_1(stage1: P
 
 
 def test_confidence_is_higher_where_pseudo_labels_are_right(stage1: Path) -> None:
-    from acdc_wsss.layout import RunLayout
     from acdc_wsss.pseudo.store import read_cam_manifest
 
     run_cam(CamConfig(output_dir=str(stage1), scales=[1.0], flip=False, progress=False))
