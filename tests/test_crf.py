@@ -37,3 +37,26 @@ def test_crf_rgb_and_size_check() -> None:
     assert dice_per_class(q.argmax(0).astype(np.uint8), gt, (1,))[0] > 0.9
     with pytest.raises(ValueError, match="differ in size"):
         dense_crf(img[:10], probs, CRF_MRI)
+
+
+def test_rgb_crf_labels_run_over_the_scored_classes_only() -> None:
+    """The photo CRF over the background and the classes with a score (VOC's tags) gives the labels of the
+    CRF over all 21 channels, in each class's own number; a slice without any score stays background."""
+    from acdc_wsss.pseudo.rules import rgb_crf_labels
+
+    yy, xx = np.mgrid[:64, :80]
+    cat, person = np.hypot(yy - 30, xx - 22) < 12, (np.abs(yy - 34) < 16) & (np.abs(xx - 58) < 9)
+    rgb = np.zeros((64, 80, 3, 2), np.uint8)
+    rgb[..., 0] = np.where(cat[..., None], [200, 120, 40], np.where(person[..., None], [40, 90, 210], 90))
+    rgb[..., 0] = np.clip(rgb[..., 0] + np.random.default_rng(0).normal(0, 12, rgb[..., 0].shape), 0, 255)
+    scores = np.zeros((20, 64, 80, 2), np.float32)  # VOC's 20 classes; the photo's tags: cat (8), person (15)
+    scores[7, ..., 0] = np.clip(ndi.gaussian_filter(cat.astype(float), 5) * 1.3, 0, 1)
+    scores[14, ..., 0] = np.clip(ndi.gaussian_filter(person.astype(float), 5) * 1.3, 0, 1)
+    labels = rgb_crf_labels(rgb, scores, 0.3)
+    full = dense_crf(
+        rgb[..., 0], np.concatenate([np.full((1, 64, 80), 0.3, np.float32), scores[..., 0]]), CRF_RGB
+    )
+    assert labels.shape == (64, 80, 2) and labels.dtype == np.uint8
+    assert set(np.unique(labels[..., 0]).tolist()) == {0, 8, 15} and not labels[..., 1].any()
+    assert (labels[..., 0] == full.argmax(0)).mean() > 0.999
+    assert dice_per_class(labels[..., 0], cat * 8 + person * 15, (8, 15)).min() > 0.8
