@@ -27,12 +27,13 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import LrScheduleHandler, StatsHandler
+from monai.transforms import Randomizable
 
 from acdc_wsss.layout import BEST, LAST, StageLayout
 from acdc_wsss.safeload import load_pt
 from acdc_wsss.utils import atomic_write, write_json
 
-__all__ = ["CheckpointHandler", "NonFiniteLossError", "build_trainer", "resume"]
+__all__ = ["CheckpointHandler", "NonFiniteLossError", "build_trainer", "epoch_seeder", "resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,21 @@ def resume(
         checkpoints.restore_best()
     Checkpoint.load_objects(to_load=dict(save_dict), checkpoint={k: ckpt[k] for k in save_dict})
     return {"metrics": ckpt.get("metrics", {}), "epoch": ckpt.get("epoch", 0)}
+
+
+def epoch_seeder(sampler: Any, augmentation: Any, seed: int, rank: int = 0) -> Callable[[Engine], None]:
+    """An ``on_epoch_start`` callable of :func:`build_trainer`: the data order (``sampler.set_epoch``) and
+    the random training transforms (``augmentation``, a MONAI ``Randomizable``; anything else, such as None,
+    is left alone) of each epoch derive from (``seed``, epoch, ``rank``) alone, so two runs with one seed,
+    resumed or not, draw the same batches, crops and flips."""
+
+    def start(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        sampler.set_epoch(epoch)
+        if isinstance(augmentation, Randomizable):
+            augmentation.set_random_state(seed=(seed * 1_000_003 + epoch * 7919 + rank) % 2**32)
+
+    return start
 
 
 def build_trainer(

@@ -39,7 +39,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.engine import build_trainer
+from acdc_wsss.engine import build_trainer, epoch_seeder
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
@@ -219,7 +219,8 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         progress=cfg.progress,
         tensorboard=cfg.tensorboard,
         rank=rank,
-        on_epoch_start=[lambda e: sampler.set_epoch(e.state.epoch)],
+        # a data set's random training transforms (VOC's crops and flips) seeded as the data order
+        on_epoch_start=[epoch_seeder(sampler, getattr(train_ds, "transform", None), cfg.seed, rank)],
     )
     manifest = _manifest(cfg, data_dir, splits, train_ds, in_channels)
     run_recorded(

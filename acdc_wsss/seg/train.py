@@ -36,7 +36,7 @@ from acdc_wsss.config import (
     versions,
 )
 from acdc_wsss.data.registry import get_seg_data
-from acdc_wsss.engine import build_trainer
+from acdc_wsss.engine import build_trainer, epoch_seeder
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
@@ -197,10 +197,6 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
 
-    def epoch_start(engine: Any) -> None:  # data order and augmentation derive from (seed, epoch, rank)
-        sampler.set_epoch(engine.state.epoch)
-        aug.set_random_state(seed=(cfg.seed * 1_000_003 + engine.state.epoch * 7919 + rank) % 2**32)
-
     bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
     criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)
 
@@ -228,7 +224,7 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
         progress=cfg.progress,
         tensorboard=cfg.tensorboard,
         rank=rank,
-        on_epoch_start=[epoch_start],
+        on_epoch_start=[epoch_seeder(sampler, aug, cfg.seed, rank)],
     )
     manifest = _manifest(cfg, run, manifest2, in_channels, len(data))
     run_recorded(trainer, loader, cfg.epochs, manifest, stage_dir, model, rank, world, resuming, handlers)

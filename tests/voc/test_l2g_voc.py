@@ -51,6 +51,30 @@ def test_l2g_bundle_runs_on_voc_with_the_override(tmp_path: Path) -> None:
     assert 0 < val["map"] <= 1 and val["prior_map"] < val["map"]  # better than the constant classifier
 
 
+def test_two_voc_runs_with_one_seed_draw_the_same_crops_and_end_equal(tmp_path: Path) -> None:
+    """VOC's random training crops and flips derive from the run's seed and the epoch, as the data order."""
+    if not (VOC_DIR / "VOC2012" / "JPEGImages").is_dir():
+        pytest.skip(f"real VOC images not found at {VOC_DIR}")
+    import torch
+
+    import voc_adapter  # noqa: F401  (registers the voc data set)
+    from acdc_wsss.l2g import run_l2g
+
+    def run(name: str, seed: int) -> dict[str, torch.Tensor]:
+        cfg = {
+            "dataset": "voc",
+            "dataset_dir": str(VOC_DIR),
+            "output_dir": str(tmp_path / name),
+            "seed": seed,
+        }
+        cfg |= {"image_size": 48, "epochs": 2, "width": 0.125, "num_views": 4, "progress": False}
+        return torch.load(run_l2g(cfg) / "last.pt", weights_only=True)["model"]
+
+    a, b, c = run("a", 3), run("b", 3), run("c", 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed does change the run
+
+
 def test_unknown_dataset_is_refused_with_the_adapter_hint(tmp_path: Path) -> None:
     from acdc_wsss.data.registry import DATASETS, get_dataset
 
