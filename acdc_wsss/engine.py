@@ -33,7 +33,14 @@ from acdc_wsss.layout import BEST, LAST, StageLayout
 from acdc_wsss.safeload import load_pt
 from acdc_wsss.utils import atomic_write, write_json
 
-__all__ = ["CheckpointHandler", "NonFiniteLossError", "build_trainer", "epoch_seeder", "resume"]
+__all__ = [
+    "CheckpointHandler",
+    "NonFiniteLossError",
+    "build_trainer",
+    "epoch_seeder",
+    "resume",
+    "seed_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +136,19 @@ def epoch_seeder(sampler: Any, augmentation: Any, seed: int, rank: int = 0) -> C
             augmentation.set_random_state(seed=(seed * 1_000_003 + epoch * 7919 + rank) % 2**32)
 
     return start
+
+
+def seed_worker(worker_id: int) -> None:
+    """A training DataLoader's ``worker_init_fn``: each worker's copy of its data set's random ``transform``
+    (a MONAI ``Randomizable``, seeded for the epoch by :func:`epoch_seeder` before the workers start) is
+    reseeded from that state and the worker's number. Without it every worker would repeat the first one's
+    crops and flips, batch position by batch position; with it the draws still derive from (seed, epoch,
+    rank, worker) alone."""
+    info = torch.utils.data.get_worker_info()
+    augmentation = getattr(info.dataset, "transform", None) if info is not None else None
+    if isinstance(augmentation, Randomizable):
+        drawn = int(augmentation.R.randint(2**31))
+        augmentation.set_random_state(seed=(drawn + 104_729 * (worker_id + 1)) % 2**32)
 
 
 def build_trainer(

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from ignite.engine import Engine
+from monai.transforms import Compose, Randomizable
 from torch import nn
 
-from acdc_wsss.engine import NonFiniteLossError, build_trainer, resume
+from acdc_wsss.engine import NonFiniteLossError, build_trainer, epoch_seeder, resume, seed_worker
 from acdc_wsss.safeload import UnsafeFileError, from_plain, load_pt, to_plain
 
 
@@ -149,3 +151,48 @@ def _save_plain(obj: Any) -> Any:
     torch.save(to_plain(obj), buf)
     buf.seek(0)
     return buf
+
+
+class _Draw(Randomizable):
+    """A random transform whose output is its draw."""
+
+    def randomize(self, data: Any = None) -> None:
+        self.value = float(self.R.rand())
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize()
+        return {"draw": self.value}
+
+
+class _Draws(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.transform = Compose([_Draw()])
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> float:
+        return self.transform({})["draw"]
+
+
+def _draws(worker_init_fn: Any, seed: int = 0, epoch: int = 1) -> list[list[float]]:
+    """One epoch's batches of draws through 2 DataLoader workers (batch k from worker k % 2)."""
+    ds = _Draws()
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=1, rank=0, shuffle=False)
+    engine = Engine(lambda e, b: None)
+    engine.state.epoch = epoch
+    epoch_seeder(sampler, ds.transform, seed)(engine)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, sampler=sampler, num_workers=2, worker_init_fn=worker_init_fn
+    )
+    return [batch.tolist() for batch in loader]
+
+
+def test_dataloader_workers_draw_their_own_augmentation_from_the_seed_and_epoch() -> None:
+    plain = _draws(None)
+    assert plain[0] == plain[1] and plain[2] == plain[3]  # without it, the second worker repeats the first
+    draws = _draws(seed_worker)
+    flat = [d for batch in draws for d in batch]
+    assert len(set(flat)) == 8  # every sample its own draw
+    assert _draws(seed_worker) == draws  # from (seed, epoch, worker) alone
+    assert _draws(seed_worker, epoch=2) != draws and _draws(seed_worker, seed=1) != draws

@@ -39,7 +39,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.engine import build_trainer, epoch_seeder
+from acdc_wsss.engine import build_trainer, epoch_seeder, seed_worker
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
@@ -197,7 +197,13 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     opt = build_l2g_optimizer(model, cfg)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+    loader = DataLoader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+    )
     val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
     step = make_step(cfg, model, gnet, lnet, opt, device, rank)
 

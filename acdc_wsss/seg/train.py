@@ -36,7 +36,7 @@ from acdc_wsss.config import (
     versions,
 )
 from acdc_wsss.data.registry import get_seg_data
-from acdc_wsss.engine import build_trainer, epoch_seeder
+from acdc_wsss.engine import build_trainer, epoch_seeder, seed_worker
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
@@ -195,7 +195,13 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     aug, data = stage_data.augmentation, stage_data.train
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+    )
 
     bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
     criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)

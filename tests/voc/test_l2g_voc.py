@@ -60,19 +60,17 @@ def test_two_voc_runs_with_one_seed_draw_the_same_crops_and_end_equal(tmp_path: 
     import voc_adapter  # noqa: F401  (registers the voc data set)
     from acdc_wsss.l2g import run_l2g
 
-    def run(name: str, seed: int) -> dict[str, torch.Tensor]:
-        cfg = {
-            "dataset": "voc",
-            "dataset_dir": str(VOC_DIR),
-            "output_dir": str(tmp_path / name),
-            "seed": seed,
-        }
-        cfg |= {"image_size": 48, "epochs": 2, "width": 0.125, "num_views": 4, "progress": False}
+    def run(name: str, seed: int, workers: int = 0) -> dict[str, torch.Tensor]:
+        cfg = {"dataset": "voc", "dataset_dir": str(VOC_DIR), "output_dir": str(tmp_path / name)}
+        cfg |= {"seed": seed, "num_workers": workers, "image_size": 48, "epochs": 2, "width": 0.125}
+        cfg |= {"num_views": 4, "progress": False}
         return torch.load(run_l2g(cfg) / "last.pt", weights_only=True)["model"]
 
     a, b, c = run("a", 3), run("b", 3), run("c", 4)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed does change the run
+    d, e = run("d", 3, workers=2), run("e", 3, workers=2)  # with DataLoader workers too
+    assert all(torch.equal(d[k], e[k]) for k in d)
 
 
 def test_unknown_dataset_is_refused_with_the_adapter_hint(tmp_path: Path) -> None:
