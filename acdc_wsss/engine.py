@@ -28,6 +28,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import LrScheduleHandler, StatsHandler
 from monai.transforms import Randomizable
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from acdc_wsss.layout import BEST, LAST, StageLayout
 from acdc_wsss.safeload import load_pt
@@ -149,6 +150,18 @@ def seed_worker(worker_id: int) -> None:
     if isinstance(augmentation, Randomizable):
         drawn = int(augmentation.R.randint(2**31))
         augmentation.set_random_state(seed=(drawn + 104_729 * (worker_id + 1)) % 2**32)
+
+
+def training_loader(
+    data: Dataset, batch_size: int, num_workers: int, seed: int, world: int = 1, rank: int = 0
+) -> tuple[DistributedSampler, DataLoader]:
+    """A stage's training sampler and loader: this process's share of ``data`` (of ``world``), shuffled from
+    ``seed`` and the epoch (:func:`epoch_seeder`), its workers seeded by :func:`seed_worker`."""
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, worker_init_fn=seed_worker
+    )
+    return sampler, loader
 
 
 def build_trainer(

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from acdc_wsss.config import (
     build_optimizer,
@@ -39,7 +39,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.engine import build_trainer, epoch_seeder, seed_worker
+from acdc_wsss.engine import build_trainer, epoch_seeder, training_loader
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
@@ -196,14 +196,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     gnet, lnet = _distributed(model, device, world)
     opt = build_l2g_optimizer(model, cfg)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(
-        train_ds,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
-    )
+    sampler, loader = training_loader(train_ds, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank)
     val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
     step = make_step(cfg, model, gnet, lnet, opt, device, rank)
 

@@ -23,7 +23,6 @@ from monai.losses import MaskedDiceLoss
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from acdc_wsss.config import (
     build_optimizer,
@@ -36,7 +35,7 @@ from acdc_wsss.config import (
     versions,
 )
 from acdc_wsss.data.registry import get_seg_data
-from acdc_wsss.engine import build_trainer, epoch_seeder, seed_worker
+from acdc_wsss.engine import build_trainer, epoch_seeder, training_loader
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
@@ -194,14 +193,7 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
     )
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     aug, data = stage_data.augmentation, stage_data.train
-    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(
-        data,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
-    )
+    sampler, loader = training_loader(data, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank)
 
     bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
     criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)
