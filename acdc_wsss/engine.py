@@ -14,6 +14,7 @@ views derived from (seed, epoch, iteration), a resumed run ends with the same we
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "epoch_seeder",
     "resume",
     "seed_worker",
+    "training_loader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,29 +141,40 @@ def epoch_seeder(sampler: Any, augmentation: Any, seed: int, rank: int = 0) -> C
     return start
 
 
-def seed_worker(worker_id: int) -> None:
-    """A training DataLoader's ``worker_init_fn``: each worker's copy of its data set's random ``transform``
-    (a MONAI ``Randomizable``, seeded for the epoch by :func:`epoch_seeder` before the workers start) is
-    reseeded from that state and the worker's number. Without it every worker would repeat the first one's
-    crops and flips, batch position by batch position; with it the draws still derive from (seed, epoch,
-    rank, worker) alone."""
-    info = torch.utils.data.get_worker_info()
-    augmentation = getattr(info.dataset, "transform", None) if info is not None else None
+def seed_worker(augmentation: Any, worker_id: int) -> None:
+    """A training DataLoader's ``worker_init_fn`` (bound to the data set's ``augmentation`` by
+    :func:`training_loader`): the worker's copy of the random transforms (a MONAI ``Randomizable``, seeded
+    for the epoch by :func:`epoch_seeder` before the workers start) is reseeded from that state and the
+    worker's number. Without it every worker would repeat the first one's crops and flips, batch position by
+    batch position; with it the draws still derive from (seed, epoch, rank, worker) alone."""
     if isinstance(augmentation, Randomizable):
         drawn = int(augmentation.R.randint(2**31))
         augmentation.set_random_state(seed=(drawn + 104_729 * (worker_id + 1)) % 2**32)
 
 
 def training_loader(
-    data: Dataset, batch_size: int, num_workers: int, seed: int, world: int = 1, rank: int = 0
-) -> tuple[DistributedSampler, DataLoader]:
-    """A stage's training sampler and loader: this process's share of ``data`` (of ``world``), shuffled from
-    ``seed`` and the epoch (:func:`epoch_seeder`), its workers seeded by :func:`seed_worker`."""
+    data: Dataset,
+    augmentation: Any,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    world: int = 1,
+    rank: int = 0,
+) -> tuple[DataLoader, Callable[[Engine], None]]:
+    """A stage's training loader and its ``on_epoch_start`` callable: this process's share of ``data`` (of
+    ``world``), shuffled from ``seed`` and the epoch, and the random transforms ``augmentation`` that
+    ``data`` applies (None: none) seeded for each epoch (:func:`epoch_seeder`) and each worker
+    (:func:`seed_worker`; the worker's copy of ``data`` and of the bound ``augmentation`` are one object,
+    forked or pickled together)."""
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(
-        data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, worker_init_fn=seed_worker
+        data,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        worker_init_fn=functools.partial(seed_worker, augmentation),
     )
-    return sampler, loader
+    return loader, epoch_seeder(sampler, augmentation, seed, rank)
 
 
 def build_trainer(

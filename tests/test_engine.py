@@ -16,7 +16,7 @@ from ignite.engine import Engine
 from monai.transforms import Compose, Randomizable
 from torch import nn
 
-from acdc_wsss.engine import NonFiniteLossError, build_trainer, epoch_seeder, resume, seed_worker
+from acdc_wsss.engine import NonFiniteLossError, build_trainer, resume, training_loader
 from acdc_wsss.safeload import UnsafeFileError, from_plain, load_pt, to_plain
 
 
@@ -165,34 +165,36 @@ class _Draw(Randomizable):
 
 
 class _Draws(torch.utils.data.Dataset):
+    """Its random transforms under a name of its own (as a wrapper's would be): found through the loader."""
+
     def __init__(self) -> None:
-        self.transform = Compose([_Draw()])
+        self.chain = Compose([_Draw()])
 
     def __len__(self) -> int:
         return 8
 
     def __getitem__(self, i: int) -> float:
-        return self.transform({})["draw"]
+        return self.chain({})["draw"]
 
 
-def _draws(worker_init_fn: Any, seed: int = 0, epoch: int = 1) -> list[list[float]]:
-    """One epoch's batches of draws through 2 DataLoader workers (batch k from worker k % 2)."""
+def _draws(seeded: bool = True, seed: int = 0, epoch: int = 1) -> list[list[float]]:
+    """One epoch's batches of draws through 2 DataLoader workers (batch k from worker k % 2); ``seeded``
+    False: the epoch's seeding alone, the workers not reseeded."""
     ds = _Draws()
-    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=1, rank=0, shuffle=False)
+    loader, epoch_start = training_loader(ds, ds.chain, batch_size=2, num_workers=2, seed=seed)
     engine = Engine(lambda e, b: None)
     engine.state.epoch = epoch
-    epoch_seeder(sampler, ds.transform, seed)(engine)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=2, sampler=sampler, num_workers=2, worker_init_fn=worker_init_fn
-    )
+    epoch_start(engine)
+    if not seeded:
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     return [batch.tolist() for batch in loader]
 
 
 def test_dataloader_workers_draw_their_own_augmentation_from_the_seed_and_epoch() -> None:
-    plain = _draws(None)
+    plain = _draws(seeded=False)
     assert plain[0] == plain[1] and plain[2] == plain[3]  # without it, the second worker repeats the first
-    draws = _draws(seed_worker)
+    draws = _draws()
     flat = [d for batch in draws for d in batch]
     assert len(set(flat)) == 8  # every sample its own draw
-    assert _draws(seed_worker) == draws  # from (seed, epoch, worker) alone
-    assert _draws(seed_worker, epoch=2) != draws and _draws(seed_worker, seed=1) != draws
+    assert _draws() == draws  # from (seed, epoch, worker) alone
+    assert _draws(epoch=2) != draws and _draws(seed=1) != draws

@@ -39,7 +39,7 @@ from acdc_wsss.config import (
     setup_distributed,
     versions,
 )
-from acdc_wsss.engine import build_trainer, epoch_seeder, training_loader
+from acdc_wsss.engine import build_trainer, training_loader
 from acdc_wsss.l2g.config import L2GConfig
 from acdc_wsss.l2g.core import (
     attention_loss,
@@ -196,7 +196,11 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     gnet, lnet = _distributed(model, device, world)
     opt = build_l2g_optimizer(model, cfg)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
-    sampler, loader = training_loader(train_ds, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank)
+    # a data set's random training transforms (VOC's crops and flips) are seeded with the data order
+    aug = getattr(train_ds, "transform", None)
+    loader, epoch_start = training_loader(
+        train_ds, aug, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank
+    )
     val_loader = DataLoader(val_ds, batch_size=32) if val_ds is not None else None
     step = make_step(cfg, model, gnet, lnet, opt, device, rank)
 
@@ -218,8 +222,7 @@ def run_l2g(config: L2GConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
         progress=cfg.progress,
         tensorboard=cfg.tensorboard,
         rank=rank,
-        # a data set's random training transforms (VOC's crops and flips) seeded as the data order
-        on_epoch_start=[epoch_seeder(sampler, getattr(train_ds, "transform", None), cfg.seed, rank)],
+        on_epoch_start=[epoch_start],
     )
     manifest = _manifest(cfg, data_dir, splits, train_ds, in_channels)
     run_recorded(

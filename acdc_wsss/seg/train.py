@@ -35,7 +35,7 @@ from acdc_wsss.config import (
     versions,
 )
 from acdc_wsss.data.registry import get_seg_data
-from acdc_wsss.engine import build_trainer, epoch_seeder, training_loader
+from acdc_wsss.engine import build_trainer, training_loader
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import MANIFEST, SEG_STAGE, RunLayout
 from acdc_wsss.seg.config import SegConfig
@@ -193,7 +193,7 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
     )
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs)
     aug, data = stage_data.augmentation, stage_data.train
-    sampler, loader = training_loader(data, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank)
+    loader, epoch_start = training_loader(data, aug, cfg.batch_size, cfg.num_workers, cfg.seed, world, rank)
 
     bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
     criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)
@@ -222,7 +222,7 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
         progress=cfg.progress,
         tensorboard=cfg.tensorboard,
         rank=rank,
-        on_epoch_start=[epoch_seeder(sampler, aug, cfg.seed, rank)],
+        on_epoch_start=[epoch_start],
     )
     manifest = _manifest(cfg, run, manifest2, in_channels, len(data))
     run_recorded(trainer, loader, cfg.epochs, manifest, stage_dir, model, rank, world, resuming, handlers)
