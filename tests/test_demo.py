@@ -4,7 +4,6 @@ preprocessing benchmark."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from acdc_wsss.chain import main as chain_main
 from acdc_wsss.demo import main
+from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,10 +53,8 @@ def test_demo_on_missing_dataset_is_a_short_error(tmp_path: Path, capsys) -> Non
 
 
 def test_preprocess_bench_prints_one_json_line(phantom_dir: Path) -> None:
-    run = subprocess.run(
+    run = run_command(
         [sys.executable, str(ROOT / "bench" / "preprocess.py"), "--data", str(phantom_dir), "--workers", "0"],
-        capture_output=True,
-        text=True,
         check=True,
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from acdc_wsss.data.registry import DATASETS, SEG_DATA, VOLUMES
+from tests.commands import run_command
 
 
 @pytest.mark.parametrize(
@@ -15,9 +15,11 @@ from acdc_wsss.data.registry import DATASETS, SEG_DATA, VOLUMES
     [("acdc_wsss.l2g", "DATASETS"), ("acdc_wsss.pseudo", "VOLUMES"), ("acdc_wsss.seg", "SEG_DATA")],
 )
 def test_importing_a_stage_registers_acdc_for_it(module: str, registry: str) -> None:
-    """In a fresh interpreter, the stage package alone registers the acdc builder of its kind."""
-    code = f"import {module}; from acdc_wsss.data.registry import {registry} as r; print(sorted(r))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    """In a process where no project module is loaded, the stage package alone registers the acdc builder
+    of its kind."""
+    fresh = "import sys; assert not [m for m in sys.modules if m.startswith('acdc_wsss')]"
+    code = f"{fresh}; import {module}; from acdc_wsss.data.registry import {registry} as r; print(sorted(r))"
+    out = run_command([sys.executable, "-c", code], check=True).stdout
     assert "'acdc'" in out
 
 

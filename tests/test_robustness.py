@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from acdc_wsss.chain import main, run_chain
+from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +185,7 @@ def test_full_disk_during_a_write_loses_nothing(
 def _bundle(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return run_command(cmd, env=env)
 
 
 def _bundle_error(run: subprocess.CompletedProcess, *words: str) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +17,7 @@ from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, evaluate_pseudo
 from acdc_wsss.pseudo.rows import ROWS
 from acdc_wsss.seg import SegConfig, run_seg
+from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,22 +39,22 @@ def _digest(folder: Path) -> dict[str, str]:
 def _bench(script: str, *args: str) -> dict:
     """Run ``bench/<script>`` with ``args``; its last printed line, parsed as JSON."""
     command = [sys.executable, str(ROOT / "bench" / script), *args]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = run_command(command, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _refuses_testing(script: str, run: Path) -> bool:
     """Whether ``bench/<script>`` refuses to choose on the testing split (exit 2, with the reason)."""
     command = [sys.executable, str(ROOT / "bench" / script), "--run", str(run), "--split", "testing"]
-    refused = subprocess.run(command, capture_output=True)
-    return refused.returncode == 2 and b"never chosen on the testing split" in refused.stderr
+    refused = run_command(command)
+    return refused.returncode == 2 and "never chosen on the testing split" in refused.stderr
 
 
 def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(
     chain_run: tuple[Path, dict], run_copy: Path, tiny: dict
 ) -> None:
     command = [sys.executable, str(ROOT / "bench" / "anatomy.py"), "--run", str(chain_run[0])]
-    refused = subprocess.run(command, capture_output=True, text=True)  # its network trained on validation
+    refused = run_command(command)  # its network trained on validation
     assert refused.returncode == 1 and "trained on the validation patients" in refused.stderr
     run = run_copy
     shutil.rmtree(run / "seg")
@@ -99,7 +99,7 @@ def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
     slices = len(RunLayout(run).slices(manifest2, "training"))
     assert trained["config"]["train_on_validation"] is False and trained["training_slices"] == slices
     command = [sys.executable, str(ROOT / "bench" / "stage3.py"), "--run", str(run), "--name", "x"]
-    refused = subprocess.run([*command, "--set", "train_on_validation=true"], capture_output=True, text=True)
+    refused = run_command([*command, "--set", "train_on_validation=true"])
     assert refused.returncode == 2 and "cannot be scored on them" in refused.stderr
     assert not (run.parent / f"{run.name}-stage3" / "x").exists()  # refused before any work
     assert _digest(run) == before

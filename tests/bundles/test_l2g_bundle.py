@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.commands import run_command
+
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "l2g_acdc"
 SMALL = [
@@ -24,9 +26,11 @@ SMALL = [
 ]
 
 
-def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, **kw)
+    if args[1:3] == ["-m", "torch.distributed.run"]:  # starts interpreters for its ranks
+        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return run_command(args, env=env)
 
 
 def test_bundle_runs_one_epoch_on_a_tiny_phantom(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from acdc_wsss.nifti import nrrd_affine
 from acdc_wsss.safeload import load_pt
 from acdc_wsss.seg import SegConfig, SegNet, load_seg, predict
 from acdc_wsss.seg.model import volume_slices
+from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG = "bundles/deeplab_acdc"
@@ -33,7 +34,7 @@ RUN = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    out = run_command(args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -98,7 +99,7 @@ def test_evaluate_and_stage1_configs_run_alone(run_copy: Path) -> None:
 def test_a_config_alone_without_its_stage_names_the_command(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [*RUN, f"{SEG}/inference.json", "--output_dir", str(tmp_path / "empty")]
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    out = run_command(args, env=env)
     assert out.returncode != 0
     assert "holds no trained stage 3" in out.stderr and "bundles/deeplab_acdc/train.json" in out.stderr
 

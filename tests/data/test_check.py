@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from acdc_wsss.data.check import DatasetCheckError, check_dataset, main, validated_patients
+from tests.commands import run_command
 
 
 def test_real_acdc_is_clean(acdc_dir: Path) -> None:
@@ -155,11 +155,7 @@ def test_quick_mode_skips_voxels_but_catches_headers(corrupted) -> None:
 
 
 def test_module_command_runs_cleanly(acdc_dir: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "acdc_wsss.data.check", str(acdc_dir), "--quick"],
-        capture_output=True,
-        text=True,
-    )
+    run = run_command([sys.executable, "-m", "acdc_wsss.data.check", str(acdc_dir), "--quick"])
     assert run.returncode == 0, run.stderr
     assert "80 patients (80 training), 160 volumes" in run.stdout
     assert "RuntimeWarning" not in run.stderr and "Traceback" not in run.stderr

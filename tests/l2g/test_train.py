@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ignite.engine import Events
 
 from acdc_wsss.l2g import L2GConfig, evaluate_l2g, load_l2g, run_l2g
 from acdc_wsss.l2g.evaluate import DEFAULT_BG_SCORE, DEFAULT_BG_THRESHOLD
+from tests.commands import run_command
 
 TINY = {
     "phantom_patients": 5,
@@ -189,9 +189,7 @@ def test_evaluate_and_refusals_of_missing_or_foreign_stage1(tmp_path: Path, tiny
 def test_train_bench_prints_both_methods(tiny_phantom: str) -> None:
     root = Path(__file__).resolve().parents[2]
     args = ["--data", tiny_phantom, "--width", "0.125", "--num_views", "4", "--model_batches", "2"]
-    run = subprocess.run(
-        [sys.executable, str(root / "bench" / "train.py"), *args], capture_output=True, text=True, check=True
-    )
+    run = run_command([sys.executable, str(root / "bench" / "train.py"), *args], check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["baseline"]["slices_per_s"] > 0 and result["l2g"]["slices_per_s"] > 0
     assert result["l2g_overhead"] > 0  # the local network and its views cost time

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, chosen_setting, patient_gro
 from acdc_wsss.pseudo.rows import ROWS
 from acdc_wsss.pseudo.rules import labels_constant, labels_learned
 from acdc_wsss.pseudo.store import KeptLabels
+from tests.commands import run_command
 
 
 @pytest.fixture(scope="module")
@@ -195,11 +195,8 @@ def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
 def test_cam_bench_prints_one_json_line(stage1: Path) -> None:
     data = json.loads((stage1 / "l2g" / "manifest.json").read_text())["dataset_dir"]
     bench = Path(__file__).resolve().parents[2] / "bench" / "cam.py"
-    run = subprocess.run(
-        [sys.executable, str(bench), "--data", data, "--run", str(stage1), "--volumes", "2"],
-        capture_output=True,
-        text=True,
-        check=True,
+    run = run_command(
+        [sys.executable, str(bench), "--data", data, "--run", str(stage1), "--volumes", "2"], check=True
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["volumes"] == 2 and result["cam_slices_per_s"] > 0 and result["crf_slices_per_s"] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.store import KeptLabels
+from tests.commands import run_command
 from tests.conftest import VOC_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_l2g_bundle_runs_on_voc_with_the_override(tmp_path: Path) -> None:
     cmd += ["--output_dir", str(tmp_path / "run"), "--image_size", "64", "--epochs", "1", "--width", "0.125"]
     cmd += ["--num_views", "4", "--progress", "False"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    run = run_command(cmd, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("no Sal/ saliency maps") == 1  # said once, and the run goes on
     manifest = json.loads((tmp_path / "run" / "l2g" / "manifest.json").read_text())
