@@ -9,8 +9,8 @@ through ``sys.excepthook`` and its ``atexit`` functions run, and the caller gets
 and stderr as :func:`subprocess.run` gives them. A start-up costs about 0.3 s here against about 8 s for
 a new interpreter on a 2-core CPU, and the suite has about 30 such commands.
 
-Commands that must start interpreters of their own stay on :mod:`subprocess`: ``torch.distributed.run``
-(it spawns its ranks anyway) and a process the test kills with a signal.
+:func:`start_command` starts one without waiting, for a test that kills it. ``torch.distributed.run``
+stays on :mod:`subprocess`: it starts interpreters for its ranks anyway.
 """
 
 from __future__ import annotations
@@ -83,6 +83,25 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) -
         os._exit(code)
 
 
+def start_command(
+    cmd: Sequence[str], *, cwd: str | Path = ROOT, env: Mapping[str, str] | None = None
+) -> multiprocessing.process.BaseProcess:
+    """Start ``cmd`` as :func:`run_command` runs it, without waiting; its output is discarded. Returns the
+    process (``is_alive()``, ``kill()`` sends SIGKILL, ``join()``, ``exitcode``)."""
+    argv = _python_args(cmd)
+    child_env = dict(os.environ if env is None else env)
+    process = _context.Process(target=_child, args=(argv, str(cwd), child_env, os.devnull, os.devnull))
+    process.start()
+    return process
+
+
+def _python_args(cmd: Sequence[str]) -> list[str]:
+    """The arguments after the interpreter in ``cmd``, which must start with this interpreter."""
+    if len(cmd) < 2 or cmd[0] != sys.executable:
+        raise ValueError(f"only this interpreter's command lines run here, not {list(cmd[:2])}")
+    return [str(c) for c in cmd[1:]]
+
+
 def run_command(
     cmd: Sequence[str],
     *,
@@ -95,13 +114,14 @@ def run_command(
     ``capture_output=True, text=True`` returns; ``check`` raises :class:`subprocess.CalledProcessError`
     on a non-zero status, and a command still running after ``timeout`` seconds is killed and raises
     :class:`subprocess.TimeoutExpired`."""
+    argv = _python_args(cmd)
     cmd = [str(c) for c in cmd]
-    if cmd[0] != sys.executable or len(cmd) < 2:
-        raise ValueError(f"run_command runs this interpreter's command lines only, not {cmd[:2]}")
     with tempfile.TemporaryDirectory(prefix="command-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        for path in (out, err):  # there even if the process fails before the command starts
+            Path(path).touch()
         child_env = dict(os.environ if env is None else env)
-        process = _context.Process(target=_child, args=(cmd[1:], str(cwd), child_env, out, err))
+        process = _context.Process(target=_child, args=(argv, str(cwd), child_env, out, err))
         process.start()
         process.join(timeout)
         if process.exitcode is None:

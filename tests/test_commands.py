@@ -5,6 +5,7 @@ environment, uncaught exceptions, ``sys.exit`` messages and ``atexit`` output.""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands import run_command
+from tests.commands import run_command, start_command
 
 SCRIPT = textwrap.dedent(
     """
@@ -50,7 +51,7 @@ def test_a_script_and_a_module_run_as_in_a_new_interpreter(tmp_path: Path, args:
         assert forked.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1]  # the error, or the message
 
 
-def test_code_with_c_and_the_timeout_and_check(tmp_path: Path) -> None:
+def test_code_with_c_the_timeout_check_and_a_killed_start(tmp_path: Path) -> None:
     code = "import sys; print(sys.argv, __name__)"
     fresh, forked = _both([sys.executable, "-c", code, "x"], tmp_path, dict(os.environ))
     assert forked.stdout == fresh.stdout == "['-c', 'x'] __main__\n"
@@ -60,3 +61,8 @@ def test_code_with_c_and_the_timeout_and_check(tmp_path: Path) -> None:
         run_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout=2)
     with pytest.raises(ValueError, match="this interpreter"):
         run_command(["ls"])
+    started = start_command([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert started.is_alive()
+    started.kill()
+    started.join(10)
+    assert started.exitcode == -signal.SIGKILL

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 import torch
 
 from acdc_wsss.chain import main, run_chain
-from tests.commands import run_command
+from tests.commands import run_command, start_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,13 +263,14 @@ def test_killed_training_resumes_to_the_same_weights_and_metrics(
         f"run_chain({str(phantom_dir)!r}, {str(run_copy)!r}, progress=False, baseline=True, "
         f"l2g={settings['l2g']!r}, seg={settings['seg']!r})"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)  # same threads as this process
+    threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the threads of chain_run
+    proc = start_command([sys.executable, "-c", code], env=threads)
     last = run_copy / "seg" / "last.pt"
     deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not last.exists() and proc.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.kill()  # SIGKILL
+    proc.join()
     assert torch.load(last, weights_only=True)["epoch"] == 1  # killed during epoch 2
     assert json.loads((run_copy / "seg" / "manifest.json").read_text())["status"] == "running"
     again = run_chain(str(phantom_dir), str(run_copy), progress=False, baseline=True, **settings)

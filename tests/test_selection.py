@@ -1,5 +1,6 @@
-"""Settings are chosen on validation only: the stage-2 table without a selection split keeps fixed defaults,
-and the stage-3 anatomy weight has its sweep in bench/ (on the validation patients, writing nothing)."""
+"""Settings are chosen on validation only: the stage-2 table chooses on another split of the run or keeps
+its fixed defaults, and the stage-3 anatomy weight has its sweep in bench/ (on the validation patients,
+writing nothing)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ from types import ModuleType
 import pytest
 
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, evaluate_pseudo
-from acdc_wsss.pseudo.rows import ROWS
+from acdc_wsss.pseudo.evaluate import selects
 from acdc_wsss.seg import SegConfig, run_seg
 from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pseudo_table_without_selection_split_uses_fixed_defaults(run_copy: Path) -> None:
-    result = evaluate_pseudo(run_copy, "training", select_split=None, progress=False)
-    assert result["selected_on"] == FIXED_DEFAULT
-    assert all(r["setting"] == ROWS[r["row"]][2][0] and r["sweep_selection"] is None for r in result["rows"])
-    assert f"chosen on {FIXED_DEFAULT}" in (run_copy / "cam" / "evaluation_training.md").read_text()
-    # asked to choose on the scored split itself, it does not either: tests/pseudo/test_infer.py
+def test_settings_are_chosen_on_another_split_of_the_run_only() -> None:
+    splits = {"training": [], "validation": [], "testing": []}
+    assert selects("validation", "training", splits)
+    assert not selects("training", "training", splits)  # never tuned on the scored split itself
+    assert not selects(None, "training", splits) and not selects("", "training", splits)
+    assert not selects("validation", "training", {"training": [], "testing": []})  # the run has none
+    # a whole evaluation without a selection split (every row at its default): tests/pseudo/test_infer.py
 
 
 def _digest(folder: Path) -> dict[str, str]:

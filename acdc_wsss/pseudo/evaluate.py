@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from acdc_wsss.pseudo.rules.temporal import registration_workers
 from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, identity, moved, progress_bar, write_json
 
-__all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table"]
+__all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table", "selects"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,12 @@ def _table(
     return table
 
 
+def selects(select_split: str | None, split: str, splits: Mapping[str, object]) -> bool:
+    """Whether settings are chosen on ``select_split`` when ``split`` is scored: it is given, is another
+    split than the scored one, and the run has it; otherwise every row keeps its default setting."""
+    return bool(select_split) and select_split != split and select_split in splits
+
+
 def evaluate_pseudo(
     output_dir: str | os.PathLike,
     split: str = "training",
@@ -230,7 +236,7 @@ def evaluate_pseudo(
     acc, per_volume, n_volumes, n_slices = _score(out, split, rows, baseline_run, progress, keep, workers)
     chooser: dict[tuple[str, Any], DiceAccumulator] | None = None
     selected_on = FIXED_DEFAULT
-    if select_split and select_split != split and select_split in manifest["splits"]:
+    if selects(select_split, split, manifest["splits"]):
         chooser, _, _, _ = _score(out, select_split, rows, baseline_run, progress, keep, workers)
         selected_on = select_split
     else:
