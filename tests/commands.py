@@ -9,8 +9,8 @@ through ``sys.excepthook`` and its ``atexit`` functions run, and the caller gets
 and stderr as :func:`subprocess.run` gives them. A start-up costs about 0.3 s here against about 8 s for
 a new interpreter on a 2-core CPU, and the suite has about 30 such commands.
 
-:func:`start_command` starts one without waiting, for a test that kills it. ``torch.distributed.run``
-stays on :mod:`subprocess`: it starts interpreters for its ranks anyway.
+:func:`start_command` starts one without waiting, for a test that kills it. ``python -m
+torch.distributed.run`` runs here too; the ranks it starts are new interpreters, as for a user.
 """
 
 from __future__ import annotations
