@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,8 +37,15 @@ def identity(item: T) -> T:
 def progress_bar(
     iterable: Iterable[T], desc: str, enabled: bool = True, total: int | None = None
 ) -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar on stderr; silent when disabled or when stderr is no terminal."""
-    return iter(tqdm(iterable, desc=desc, total=total, disable=None if enabled else True, leave=False))
+    """Wrap ``iterable`` in a tqdm bar on stderr; silent when disabled or when stderr is no terminal.
+
+    ``iterable`` is iterated once: the bar is given the one iterator made here. (Given a DataLoader,
+    ``tqdm.auto``'s bar made an iterator of its own besides the one it read, and the unread one's workers
+    started and computed their first items for nothing, side by side with the read one's.)"""
+    if total is None and isinstance(iterable, Sized):
+        total = len(iterable)
+    bar = tqdm(iter(iterable), desc=desc, total=total, disable=None if enabled else True, leave=False)
+    return iter(bar)
 
 
 def setup_cli_logging(level: int = logging.INFO) -> None:

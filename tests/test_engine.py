@@ -5,6 +5,7 @@ refused before anything in them runs."""
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from acdc_wsss.engine import NonFiniteLossError, build_trainer, resume, training_loader
 from acdc_wsss.safeload import UnsafeFileError, from_plain, load_pt, to_plain
+from acdc_wsss.utils import progress_bar
 
 
 def _linear_run(out: Path, nan_epoch: int | None, epochs: int = 3, progress: bool = False) -> Any:
@@ -61,6 +63,28 @@ def test_no_progress_bar_off_a_terminal(tmp_path: Path, capsys: pytest.CaptureFi
     assert "\r" not in err and "train" not in err  # stderr is no terminal under pytest: no tqdm bar
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert [m.split(":")[0] for m in lines] == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+class _Marks(torch.utils.data.Dataset):
+    """Item ``i`` leaves a file ``<i>-<pid>`` behind, so the items computed in any process can be counted."""
+
+    def __init__(self, folder: Path, n: int) -> None:
+        self.folder, self.n = folder, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        (self.folder / f"{i}-{os.getpid()}").touch()
+        return i
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_progress_bar_over_a_dataloader_computes_each_item_once(tmp_path: Path, enabled: bool) -> None:
+    loader = torch.utils.data.DataLoader(_Marks(tmp_path, 5), batch_size=None, num_workers=2)
+    assert list(progress_bar(loader, "items", enabled)) == [0, 1, 2, 3, 4]
+    computed = sorted(int(p.name.split("-")[0]) for p in tmp_path.iterdir())
+    assert computed == [0, 1, 2, 3, 4]  # a second, unread iterator's workers computed 4 more before
 
 
 class _Payload:
