@@ -43,7 +43,10 @@ def progress_bar(
     ``tqdm.auto``'s bar made an iterator of its own besides the one it read, and the unread one's workers
     started and computed their first items for nothing, side by side with the read one's.)"""
     if total is None and isinstance(iterable, Sized):
-        total = len(iterable)
+        try:
+            total = len(iterable)
+        except TypeError:  # a DataLoader over an iterable-style data set has no length
+            total = None
     bar = tqdm(iter(iterable), desc=desc, total=total, disable=None if enabled else True, leave=False)
     return iter(bar)
 
