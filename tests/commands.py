@@ -88,18 +88,20 @@ def start_command(
 ) -> multiprocessing.process.BaseProcess:
     """Start ``cmd`` as :func:`run_command` runs it, without waiting; its output is discarded. Returns the
     process (``is_alive()``, ``kill()`` sends SIGKILL, ``join()``, ``exitcode``)."""
-    argv = _python_args(cmd)
-    child_env = dict(os.environ if env is None else env)
-    process = _context.Process(target=_child, args=(argv, str(cwd), child_env, os.devnull, os.devnull))
-    process.start()
-    return process
+    return _start(cmd, cwd, env, os.devnull, os.devnull)
 
 
-def _python_args(cmd: Sequence[str]) -> list[str]:
-    """The arguments after the interpreter in ``cmd``, which must start with this interpreter."""
+def _start(
+    cmd: Sequence[str], cwd: str | Path, env: Mapping[str, str] | None, out: str, err: str
+) -> multiprocessing.process.BaseProcess:
+    """Fork the process that runs ``cmd`` (this interpreter's command line), stdout and stderr to files."""
     if len(cmd) < 2 or cmd[0] != sys.executable:
         raise ValueError(f"only this interpreter's command lines run here, not {list(cmd[:2])}")
-    return [str(c) for c in cmd[1:]]
+    argv = [str(c) for c in cmd[1:]]
+    child_env = dict(os.environ if env is None else env)
+    process = _context.Process(target=_child, args=(argv, str(cwd), child_env, out, err))
+    process.start()
+    return process
 
 
 def run_command(
@@ -114,15 +116,12 @@ def run_command(
     ``capture_output=True, text=True`` returns; ``check`` raises :class:`subprocess.CalledProcessError`
     on a non-zero status, and a command still running after ``timeout`` seconds is killed and raises
     :class:`subprocess.TimeoutExpired`."""
-    argv = _python_args(cmd)
     cmd = [str(c) for c in cmd]
     with tempfile.TemporaryDirectory(prefix="command-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         for path in (out, err):  # there even if the process fails before the command starts
             Path(path).touch()
-        child_env = dict(os.environ if env is None else env)
-        process = _context.Process(target=_child, args=(argv, str(cwd), child_env, out, err))
-        process.start()
+        process = _start(cmd, cwd, env, out, err)
         process.join(timeout)
         if process.exitcode is None:
             process.kill()
