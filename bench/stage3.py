@@ -97,19 +97,52 @@ def fewer_patients(run: Path, folder: Path, every: int) -> int:
     return _write_datalist(datalist, folder)
 
 
-def fold_split(run: Path, folder: Path, fold: int, folds: int) -> int:
+def fold_split(run: Path, folder: Path, fold: int, folds: int, with_validation: bool = True) -> int:
     """Write ``folder``'s own datalist for cross-validation fold ``fold`` (1..``folds``): that fold of the
     training patients (every ``folds``-th of each pathology group, from the ``fold``-th) is the validation
-    split; the other training patients and the run's validation patients train. The testing split is kept.
-    Returns the training patients."""
+    split; the other training patients (and, ``with_validation``, the run's validation patients) train. The
+    testing split is kept. Returns the training patients."""
     if not 1 <= fold <= folds:
         raise SystemExit(f"error: --fold must be 1..{folds} (fold 0 is the run's own validation split)")
     datalist = read_json(RunLayout(run).datalist)
     held = every_kth(datalist["training"], folds, fold - 1)
     training = [it for it in datalist["training"] if it["patient"] not in held]
     validation = [it for it in datalist["training"] if it["patient"] in held]
-    datalist["training"], datalist["validation"] = training + datalist["validation"], validation
+    extra = datalist["validation"] if with_validation else []
+    datalist["training"], datalist["validation"] = training + extra, validation
     return _write_datalist(datalist, folder)
+
+
+def train_variant(folder: Path, settings: dict[str, Any], device: str = "cpu") -> float:
+    """Train stage 3 with ``settings`` in the variant ``folder`` (resumed when interrupted, kept when
+    finished); returns the minutes it took."""
+    cfg = SegConfig(output_dir=str(folder), progress=False, device=device, **settings)
+    start = time.perf_counter()
+    layout = RunLayout(folder)
+    if not layout.seg.complete:
+        cfg.resume = layout.seg.last.is_file()
+        run_seg(cfg)
+    return round((time.perf_counter() - start) / 60, 1)
+
+
+def score_variant(folder: Path, anatomy: list[str], split: str, device: str = "cpu") -> dict[str, Any]:
+    """Segment ``split`` with the variant's network once per ``anatomy`` setting and score it in 3D on the
+    original grid: ``results`` per setting, ``best_anatomy``, and ``stage2_labels``: the stage-2 labels of
+    the split scored the same way (None where they were not exported)."""
+    layout = RunLayout(folder)
+    results = {}
+    for a in anatomy:
+        predict(folder, split=split, anatomy=None if a == "none" else float(a), device=device, progress=False)
+        results[a] = brief(evaluate_seg(folder, split, progress=False))
+    best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
+    nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(split)]
+    stage2 = None
+    if nifti and all(p.is_file() for p in nifti):  # the labels it learnt from, scored the same way
+        ev = evaluate_seg(
+            folder, split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
+        )
+        stage2 = brief(ev)
+    return {"results": results, "best_anatomy": best, "stage2_labels": stage2}
 
 
 def brief(ev: dict[str, Any]) -> dict[str, Any]:
@@ -148,26 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--fold scores its own validation split: it takes neither --drop_every nor --split")
         fold_split(run, variant_path(run, args.name), args.fold, args.folds)
     folder = variant_folder(run, args.name)
-    cfg = SegConfig(output_dir=str(folder), progress=False, device=args.device, **settings)
-    start = time.perf_counter()
+    minutes = train_variant(folder, settings, args.device)
     layout = RunLayout(folder)
-    if not layout.seg.complete:
-        cfg.resume = layout.seg.last.is_file()
-        run_seg(cfg)
-    minutes = round((time.perf_counter() - start) / 60, 1)
-    results = {}
-    for a in args.anatomy:
-        anatomy = None if a == "none" else float(a)
-        predict(folder, split=args.split, anatomy=anatomy, device=args.device, progress=False)
-        results[a] = brief(evaluate_seg(folder, args.split, progress=False))
-    best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
-    nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(args.split)]
-    stage2 = None
-    if nifti and all(p.is_file() for p in nifti):  # the labels it learnt from, scored the same way
-        ev = evaluate_seg(
-            folder, args.split, progress=False, masks=lambda it: layout.cam.pseudo_nifti(volume_key(it))
-        )
-        stage2 = brief(ev)
     print(
         json.dumps(
             {
@@ -176,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 "split": args.split,
                 "training_patients": len({it["patient"] for it in layout.split("training")}),
                 "train_minutes": minutes,
-                "results": results,
-                "best_anatomy": best,
-                "stage2_labels": stage2,
+                **score_variant(folder, args.anatomy, args.split, args.device),
             }
         )
     )

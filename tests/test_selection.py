@@ -14,9 +14,11 @@ from types import ModuleType
 
 import pytest
 
+from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import selects
 from acdc_wsss.seg import SegConfig, run_seg
+from acdc_wsss.seg.rounds import labels_dice
 from tests.commands import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +105,53 @@ def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
     refused = run_command([*command, "--set", "train_on_validation=true"])
     assert refused.returncode == 2 and "cannot be scored on them" in refused.stderr
     assert not (run.parent / f"{run.name}-stage3" / "x").exists()  # refused before any work
+    assert _digest(run) == before
+
+
+def test_crossfit_bench_relabels_each_fold_with_a_network_that_never_saw_it(
+    run_copy: Path, tiny: dict
+) -> None:
+    run = run_copy
+    sets = [f"--set={k}={v}" for k, v in tiny["seg"].items()]
+    args = ["--run", str(run), "--name", "xfit", "--folds", "2", "--anatomy", "none", *sets]
+    command = [sys.executable, str(ROOT / "bench" / "crossfit.py"), *args]
+    refused = run_command(command)  # the phantom's 3 training patients are of 3 groups: one fold holds all
+    assert refused.returncode == 1 and "fold 1 of 2 holds 3 of the 3 training patients" in refused.stderr
+    assert not (run.parent / f"{run.name}-stage3").exists()  # refused before any work
+    datalist = json.loads((run / "datalist.json").read_text())
+    for item in datalist["training"]:
+        item["group"] = "DCM"
+    (run / "datalist.json").write_text(json.dumps(datalist))
+    before = _digest(run)
+    result = _bench("crossfit.py", *args)
+    datalist = json.loads((run / "datalist.json").read_text())
+    training = {it["patient"] for it in datalist["training"]}
+    validation = {it["patient"] for it in datalist["validation"]}
+    variants = run.parent / f"{run.name}-stage3"
+    relabelled: set[str] = set()
+    for fold in (1, 2):
+        split = json.loads((variants / f"xfit-fold{fold}" / "datalist.json").read_text())
+        trained = {it["patient"] for it in split["training"]}
+        held = {it["patient"] for it in split["validation"]}
+        assert held and not trained & held and not (trained | held) & validation
+        assert trained | held == training
+        relabelled |= held
+    assert relabelled == training  # every training patient, by the network of the fold that left it out
+    labels = variants / "xfit" / "crossfit"
+    keys = sorted(f"{volume_key(it)}.npz" for it in datalist["training"])
+    assert sorted(p.name for p in labels.glob("*.npz")) == keys
+    record = json.loads((labels / "manifest.json").read_text())
+    assert (record["folds"], record["fuse"], record["temporal"], len(record["volumes"])) == (
+        2,
+        0.4,
+        0.3,
+        len(keys),
+    )
+    config = json.loads((variants / "xfit" / "seg" / "manifest.json").read_text())["config"]
+    assert config["pseudo_dir"] == str(labels) and config["train_on_validation"] is False
+    assert result["training_labels"]["stage2"] == labels_dice(run)
+    assert result["training_labels"]["crossfit"] == labels_dice(run, labels)
+    assert 0 <= result["results"]["none"]["mean"]["dice_mean"] <= 1
     assert _digest(run) == before
 
 

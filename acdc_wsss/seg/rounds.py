@@ -5,7 +5,9 @@ stage-2 pseudo labels (a product of experts: the stage-2 label gets probability 
 from a slice's tags removed (the tags are what weak supervision gives), then each class's largest 3D
 component; the confidence is the fused probability of the chosen label (0 on slices missing a tagged
 class). The files have the layout of stage 2's ``cam/pseudo/`` (``labels``, ``target``, ``confidence``), so
-the next network reads them as it reads stage 2's (``SegConfig.pseudo_dir``).
+the next network reads them as it reads stage 2's (``SegConfig.pseudo_dir``). Given ``items`` (one fold of
+the patients) and ``temporal`` (each ES frame mixed with its ED frame, as the inference does), it relabels a
+fold with a network that never saw it: ``bench/crossfit.py``.
 
 :func:`self_train` runs the rounds (``SegConfig.rounds``) and writes the round table ``seg/rounds.json``:
 per round, its labels' Dice on the training patients (their masks read for this report only) and its
@@ -18,7 +20,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import MANIFEST, RunLayout, StageLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rules import missing_tagged, uncertain_to_ignore
+from acdc_wsss.seg.components import mix_with_ed
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
@@ -71,9 +74,12 @@ def relabel(
     device: str | torch.device = "cpu",
     progress: bool = True,
     train_on_validation: bool = False,
+    items: Sequence[Mapping[str, Any]] | None = None,
+    temporal: float | None = None,
 ) -> Path:
     """Relabel the training patients of the run ``output_dir`` (and its validation patients with
-    ``train_on_validation``, as :func:`acdc_wsss.seg.data.training_items`) with ``model`` into ``pseudo_dir``.
+    ``train_on_validation``, as :func:`acdc_wsss.seg.data.training_items`; or the datalist ``items``) with
+    ``model`` into ``pseudo_dir``.
 
     Args:
         output_dir: the run folder (its stage-2 pseudo labels and preprocessed volumes).
@@ -85,28 +91,67 @@ def relabel(
         device: torch device.
         progress: progress bar on a terminal.
         train_on_validation: relabel the validation patients too (the next network trains on them).
+        items: the datalist items to relabel instead (e.g. one cross-validation fold).
+        temporal: mix each ES frame's fused probabilities with its ED frame's carried onto it by
+            registration, the ED frame's with this weight (:func:`~acdc_wsss.seg.components.mix_with_ed`, as
+            the inference does); None: each frame alone.
     """
     run = RunLayout(output_dir)
     manifest2 = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
-    ds = run.slices(manifest2, training_items(run, manifest2, train_on_validation))
+    chosen = training_items(run, manifest2, train_on_validation) if items is None else list(items)
+    # ED before ES within each patient, so that an ES frame can be mixed with its ED frame
+    ds = run.slices(manifest2, sorted(chosen, key=lambda it: (it["patient"], it.get("phase") != "ED")))
     source = read_targets(Path(output_dir), ds, "labels", source_dir)
     dest = Path(pseudo_dir)
     dest.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     model.eval()
+    ed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for v in progress_bar(range(len(ds.volumes)), "relabelling the training volumes", progress):
-        vol = ds.volumes[v]
+        vol, item = ds.volumes[v], ds.items[v]
         probs = predict_slices(
             model, volume_slices(vol["image"].as_tensor(), model.context), dev, True
         ).numpy()
         tags = vol["tags"].numpy()
-        labels, conf = relabel_volume(probs, source[v], tags, fuse)
+        if temporal is not None:
+            probs = _with_ed(probs, source[v], fuse, vol["image"][0].numpy(), item, ed, temporal)
+            labels, conf = relabel_volume(probs, source[v], tags, 0.0)
+        else:
+            labels, conf = relabel_volume(probs, source[v], tags, fuse)
         target = uncertain_to_ignore(labels, tags, ignore_band)
         with atomic_write(dest / f"{volume_key(ds.items[v])}.npz") as tmp:
             np.savez_compressed(tmp, labels=labels, target=target, confidence=conf.astype(np.float16))
-    record = {"source": str(source_dir or run.cam.pseudo), "fuse": fuse, "ignore_band": ignore_band}
+    record = {
+        "source": str(source_dir or run.cam.pseudo),
+        "fuse": fuse,
+        "temporal": temporal,
+        "ignore_band": ignore_band,
+    }
     write_json({**record, "volumes": [volume_key(it) for it in ds.items]}, dest / MANIFEST)
     return dest
+
+
+def _with_ed(
+    probs: np.ndarray,
+    stage2: np.ndarray,
+    fuse: float,
+    image: np.ndarray,
+    item: Mapping[str, Any],
+    ed: dict[str, tuple[np.ndarray, np.ndarray]],
+    weight: float,
+) -> np.ndarray:
+    """``(S, K, H, W)`` probabilities fused with the stage-2 labels; an ED frame's are kept in ``ed`` (with
+    its image), an ES frame's are mixed with its ED frame's (:func:`mix_with_ed`)."""
+    fused = fuse_with_rules(probs, stage2.transpose(2, 0, 1), fuse) if fuse > 0 else probs
+    volume = np.ascontiguousarray(fused.transpose(1, 2, 3, 0))  # (K, H, W, S)
+    image = np.asarray(image, dtype=np.float32)
+    patient = str(item["patient"])
+    if item.get("phase") == "ED":
+        ed[patient] = (volume, image)
+    elif patient in ed and ed[patient][1].shape == image.shape:
+        ed_volume, ed_image = ed.pop(patient)
+        volume = mix_with_ed(volume, image, ed_volume, ed_image, weight)
+    return np.ascontiguousarray(volume.transpose(3, 0, 1, 2))
 
 
 def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
 from acdc_wsss.seg.data import training_items
 from acdc_wsss.seg.model import slice_input, volume_slices
-from acdc_wsss.seg.rounds import labels_dice, relabel_volume
+from acdc_wsss.seg.rounds import labels_dice, relabel, relabel_volume
 from acdc_wsss.seg.train import SegLoss
 
 
@@ -85,6 +85,31 @@ def test_relabel_fuses_gates_by_tags_and_scores_confidence() -> None:
     probs_none[1] /= probs_none[1].sum(0, keepdims=True)
     _, conf = relabel_volume(probs_none, np.zeros_like(stage2), tags_lv, fuse=0.0)
     assert conf[..., 1].max() == 0
+
+
+def test_relabel_of_chosen_items_mixes_each_es_frame_with_its_ed_frame(
+    chain_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, _ = chain_run
+    layout = RunLayout(run)
+    patient = layout.split("training")[0]["patient"]
+    items = [it for it in layout.split("training") if it["patient"] == patient][::-1]  # ES first: sorted
+    assert sorted(it["phase"] for it in items) == ["ED", "ES"]
+    _, model = load_seg(run, "last")
+
+    def labels(temporal: float | None) -> dict[str, np.ndarray]:
+        dest = relabel(
+            run, model, tmp_path / str(temporal), fuse=0.4, progress=False, items=items, temporal=temporal
+        )
+        assert json.loads((dest / "manifest.json").read_text())["temporal"] == temporal
+        assert sorted(p.name for p in dest.glob("*.npz")) == sorted(f"{volume_key(it)}.npz" for it in items)
+        return {it["phase"]: np.load(dest / f"{volume_key(it)}.npz")["labels"] for it in items}
+
+    alone, unmixed, mixed = labels(None), labels(0.0), labels(0.9)
+    for phase in ("ED", "ES"):  # an ED frame's weight of 0 leaves each frame its own fused labels
+        assert np.array_equal(alone[phase], unmixed[phase])
+    assert np.array_equal(mixed["ED"], alone["ED"])  # the ED frame is never mixed
+    assert (mixed["ES"] != alone["ES"]).any()  # the ES frame takes its ED frame's carried labels
 
 
 def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, tiny: dict) -> None:
