@@ -73,6 +73,10 @@ def crossfit_labels(
     return dest, minutes
 
 
+def _weight(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="variant name (its folders under <run>-stage3/)")
     parser.add_argument("--folds", type=int, default=3, help="folds over the training patients (3)")
     parser.add_argument("--fuse", type=float, default=0.4, help="the stage-2 label's weight (0.4)")
-    parser.add_argument("--temporal", type=_value, default=0.3, help="the ED frame's weight (0.3; None)")
+    parser.add_argument("--temporal", type=_weight, default=0.3, help="the ED frame's weight (0.3; None)")
     parser.add_argument("--set", action="append", default=[], help="SegConfig override key=value (repeat)")
     parser.add_argument("--anatomy", nargs="+", default=["none", "0.4"])
     parser.add_argument("--device", default="cpu")
