@@ -113,13 +113,12 @@ def relabel(
             model, volume_slices(vol["image"].as_tensor(), model.context), dev, True
         ).numpy()
         tags = vol["tags"].numpy()
+        fused = fuse_with_rules(probs, source[v].transpose(2, 0, 1), fuse) if fuse > 0 else probs
         if temporal is not None:
-            probs = _with_ed(probs, source[v], fuse, vol["image"][0].numpy(), item, ed, temporal)
-            labels, conf = relabel_volume(probs, source[v], tags, 0.0)
-        else:
-            labels, conf = relabel_volume(probs, source[v], tags, fuse)
+            fused = _with_ed(fused, vol["image"][0].numpy(), item, ed, temporal)
+        labels, conf = relabel_volume(fused, source[v], tags, 0.0)  # fused above
         target = uncertain_to_ignore(labels, tags, ignore_band)
-        with atomic_write(dest / f"{volume_key(ds.items[v])}.npz") as tmp:
+        with atomic_write(dest / f"{volume_key(item)}.npz") as tmp:
             np.savez_compressed(tmp, labels=labels, target=target, confidence=conf.astype(np.float16))
     record = {
         "source": str(source_dir or run.cam.pseudo),
@@ -133,17 +132,14 @@ def relabel(
 
 def _with_ed(
     probs: np.ndarray,
-    stage2: np.ndarray,
-    fuse: float,
     image: np.ndarray,
     item: Mapping[str, Any],
     ed: dict[str, tuple[np.ndarray, np.ndarray]],
     weight: float,
 ) -> np.ndarray:
-    """``(S, K, H, W)`` probabilities fused with the stage-2 labels; an ED frame's are kept in ``ed`` (with
-    its image), an ES frame's are mixed with its ED frame's (:func:`mix_with_ed`)."""
-    fused = fuse_with_rules(probs, stage2.transpose(2, 0, 1), fuse) if fuse > 0 else probs
-    volume = np.ascontiguousarray(fused.transpose(1, 2, 3, 0))  # (K, H, W, S)
+    """A frame's ``(S, K, H, W)`` probabilities: an ED frame's are kept in ``ed`` (with its image) and
+    returned as they are, an ES frame's are mixed with its ED frame's (:func:`mix_with_ed`)."""
+    volume = np.ascontiguousarray(probs.transpose(1, 2, 3, 0))  # (K, H, W, S)
     image = np.asarray(image, dtype=np.float32)
     patient = str(item["patient"])
     if item.get("phase") == "ED":
