@@ -2,14 +2,15 @@
 network trained on those labels on the validation patients.
 
     python bench/crossfit.py --run runs/acdc --name crossfit [--folds 3] [--fuse 0.4] [--temporal 0.3] \
-        [--set KEY=VALUE] [--anatomy none 0.4]
+        [--set KEY=VALUE] [--fold-set KEY=VALUE] [--anatomy none 0.4]
 
 A self-training round (``--rounds``) relabels the patients with the network that learnt their labels, so
 it keeps much of their errors. Here the training patients are cut into ``--folds`` folds (every N-th of each
 pathology group, as ``bench/stage3.py --fold``), and:
 
 1. for each fold K a network trains on the other training patients alone (``<run>-stage3/<name>-fold<K>``,
-   the variant's own datalist; the validation patients are neither trained on nor relabelled);
+   the variant's own datalist; the validation patients are neither trained on nor relabelled; ``--set``,
+   then ``--fold-set``, override its settings: ``--fold-set epochs=6`` trains the folds for fewer epochs);
 2. it relabels fold K as the inference segments a patient (:func:`acdc_wsss.seg.rounds.relabel`): flip
    TTA, fused with the fold's stage-2 labels (made with its tags; their label gets ``--fuse``), each ES
    frame mixed with its ED frame carried onto it by registration (``--temporal``: the ED frame's weight),
@@ -20,9 +21,9 @@ pathology group, as ``bench/stage3.py --fold``), and:
    ``--anatomy`` setting.
 
 Every step resumes: a finished fold, its labels, or the final network are kept. The run is never written.
-Prints one JSON line: the fold networks' training minutes, ``training_labels`` (the stage-2 and the
-cross-fitted labels' Dice on the training patients, their masks read for this report only: nothing is
-chosen on them), and the final network's ``results`` on the validation patients as ``bench/stage3.py``
+Prints one JSON line: the fold networks' settings and training minutes, ``training_labels`` (the stage-2
+and the cross-fitted labels' Dice on the training patients, their masks read for this report only: nothing
+is chosen on them), and the final network's ``results`` on the validation patients as ``bench/stage3.py``
 prints them (``stage2_labels``: the validation patients' own stage-2 labels).
 """
 
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuse", type=float, default=0.4, help="the stage-2 label's weight (0.4)")
     parser.add_argument("--temporal", type=_weight, default=0.3, help="the ED frame's weight (0.3; None)")
     parser.add_argument("--set", action="append", default=[], help="SegConfig override key=value (repeat)")
+    parser.add_argument(
+        "--fold-set", action="append", default=[], help="override for the fold networks alone (repeat)"
+    )
     parser.add_argument("--anatomy", nargs="+", default=["none", "0.4"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -103,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a network trained on the validation patients cannot be scored on them")
     if "pseudo_dir" in settings:
         parser.error("pseudo_dir is this bench's own: the cross-fitted labels")
+    fold_only = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.fold_set)}
+    if fold_only.keys() & {"pseudo_dir", "train_on_validation"}:
+        parser.error("--fold-set cannot set pseudo_dir or train_on_validation: the folds' are this bench's")
+    fold_settings = {**settings, **fold_only}
     labels, fold_minutes = crossfit_labels(
-        run, args.name, args.folds, args.fuse, args.temporal, settings, args.device
+        run, args.name, args.folds, args.fuse, args.temporal, fold_settings, args.device
     )
     folder = variant_folder(run, args.name)
     minutes = train_variant(folder, {**settings, "pseudo_dir": str(labels)}, args.device)
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "folds": args.folds,
         "fuse": args.fuse,
         "temporal": args.temporal,
+        "fold_settings": fold_settings,
         "fold_minutes": fold_minutes,
         "train_minutes": minutes,
         "training_labels": {"stage2": labels_dice(run), "crossfit": labels_dice(run, labels)},

@@ -17,7 +17,9 @@ import pytest
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.evaluate import selects
+from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, run_seg
+from acdc_wsss.seg.data import training_items
 from acdc_wsss.seg.rounds import labels_dice
 from tests.commands import run_command
 
@@ -53,18 +55,33 @@ def _refuses_testing(script: str, run: Path) -> bool:
     return refused.returncode == 2 and "never chosen on the testing split" in refused.stderr
 
 
-def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(
+def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep_chooses_on_them(
     chain_run: tuple[Path, dict], run_copy: Path, tiny: dict
 ) -> None:
     command = [sys.executable, str(ROOT / "bench" / "anatomy.py"), "--run", str(chain_run[0])]
-    refused = run_command(command)  # its network trained on validation
+    refused = run_command(command)  # its network trained on validation (the default)
     assert refused.returncode == 1 and "trained on the validation patients" in refused.stderr
     run = run_copy
+    layout = RunLayout(run)
+    manifest2 = json.loads(layout.cam.manifest.read_text())
+    slices = {split: len(layout.slices(manifest2, split)) for split in ("training", "validation")}
+    assert slices["validation"] > 0
+    assert json.loads(layout.seg.manifest.read_text())["training_slices"] == sum(slices.values())
     shutil.rmtree(run / "seg")
     run_seg(SegConfig(output_dir=str(run), train_on_validation=False, progress=False, **tiny["seg"]))
+    assert json.loads(layout.seg.manifest.read_text())["training_slices"] == slices["training"]
+    (row,) = json.loads(layout.rounds.read_text())["rounds"]
+    assert row["validation_held_out"] and 0 <= row["validation_dice"] <= 1
+    report = write_report(run).read_text()
+    assert "(trained on their pseudo labels" not in report and "train_on_validation" not in report
+    assert training_items(layout, {"splits": ["training"]}, True) == layout.split("training")  # none to add
     before = _digest(run)
-    result = _bench("anatomy.py", "--run", str(run), "--values", "None,0.7", "--temporal", "None,0.4")
-    assert result["selected_on"] == "validation" and result["volumes"] > 0
+    # the run twice, as two cross-validation folds: every volume counted twice, each run's mean the pooled one
+    result = _bench(
+        "anatomy.py", "--run", str(run), str(run), "--values", "None,0.7", "--temporal", "None,0.4"
+    )
+    volumes = len(json.loads((run / "datalist.json").read_text())["validation"])
+    assert result["selected_on"] == "validation" and result["runs"] == 2 and result["volumes"] == 2 * volumes
     pairs = {"None/None", "None/0.4", "0.7/None", "0.7/0.4"}  # anatomy weight / ED frame's weight
     assert set(result["sweep"]) == pairs and result["chosen"] in result["sweep"]
     ratios = result["volume_ratio"]
@@ -75,12 +92,7 @@ def test_anatomy_sweep_chooses_on_validation_and_writes_nothing(
     assert phases["None/None"]["ES"] != phases["None/0.4"]["ES"]
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
-    pooled = _bench(
-        "anatomy.py", "--run", str(run), str(run), "--values", "None,0.7", "--temporal", "None,0.4"
-    )
-    assert pooled["runs"] == 2 and pooled["volumes"] == 2 * result["volumes"]  # every volume counted twice
-    assert all(abs(pooled["sweep"][k] - v) < 1e-9 for k, v in result["sweep"].items())
-    assert all(abs(pooled["per_run"][str(run)][k] - v) < 1e-9 for k, v in result["sweep"].items())
+    assert all(abs(result["per_run"][str(run)][k] - v) < 1e-9 for k, v in result["sweep"].items())
     assert _refuses_testing("anatomy.py", run)
     assert _digest(run) == before
 
@@ -123,7 +135,7 @@ def test_crossfit_bench_relabels_each_fold_with_a_network_that_never_saw_it(
         item["group"] = "DCM"
     (run / "datalist.json").write_text(json.dumps(datalist))
     before = _digest(run)
-    result = _bench("crossfit.py", *args)
+    result = _bench("crossfit.py", *args, "--fold-set", "epochs=1")  # the folds train 1 epoch, the final 2
     datalist = json.loads((run / "datalist.json").read_text())
     training = {it["patient"] for it in datalist["training"]}
     validation = {it["patient"] for it in datalist["validation"]}
@@ -135,6 +147,9 @@ def test_crossfit_bench_relabels_each_fold_with_a_network_that_never_saw_it(
         held = {it["patient"] for it in split["validation"]}
         assert held and not trained & held and not (trained | held) & validation
         assert trained | held == training
+        fold_manifest = variants / f"xfit-fold{fold}" / "seg" / "manifest.json"
+        fold_config = json.loads(fold_manifest.read_text())["config"]
+        assert fold_config["epochs"] == 1 and fold_config["width"] == tiny["seg"]["width"]
         relabelled |= held
     assert relabelled == training  # every training patient, by the network of the fold that left it out
     labels = variants / "xfit" / "crossfit"
@@ -149,6 +164,7 @@ def test_crossfit_bench_relabels_each_fold_with_a_network_that_never_saw_it(
     )
     config = json.loads((variants / "xfit" / "seg" / "manifest.json").read_text())["config"]
     assert config["pseudo_dir"] == str(labels) and config["train_on_validation"] is False
+    assert config["epochs"] == tiny["seg"]["epochs"] == 2 and result["fold_settings"]["epochs"] == 1
     assert result["training_labels"]["stage2"] == labels_dice(run)
     assert result["training_labels"]["crossfit"] == labels_dice(run, labels)
     assert 0 <= result["results"]["none"]["mean"]["dice_mean"] <= 1

@@ -15,7 +15,6 @@ from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
-from acdc_wsss.seg.data import training_items
 from acdc_wsss.seg.model import slice_input, volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel, relabel_volume
 from acdc_wsss.seg.train import SegLoss
@@ -142,23 +141,6 @@ def test_self_training_round_relabels_trains_again_and_tables(run_copy: Path, ti
     stamp = first.best.stat().st_mtime_ns
     run_seg(SegConfig(output_dir=str(run_copy), rounds=1, progress=False, **tiny["seg"]))  # all done: kept
     assert first.best.stat().st_mtime_ns == stamp
-
-
-def test_validation_patients_join_training_only_by_default(run_copy: Path, tiny: dict) -> None:
-    run = RunLayout(run_copy)
-    manifest2 = json.loads(run.cam.manifest.read_text())
-    slices = {split: len(run.slices(manifest2, split)) for split in ("training", "validation")}
-    assert slices["validation"] > 0
-    assert json.loads(run.seg.manifest.read_text())["training_slices"] == sum(slices.values())
-    shutil.rmtree(run.seg.path)
-    run_seg(SegConfig(output_dir=str(run_copy), train_on_validation=False, progress=False, **tiny["seg"]))
-    manifest = json.loads(run.seg.manifest.read_text())
-    assert manifest["training_slices"] == slices["training"]
-    (row,) = json.loads(run.rounds.read_text())["rounds"]
-    assert row["validation_held_out"] and 0 <= row["validation_dice"] <= 1
-    report = write_report(run_copy).read_text()
-    assert "(trained on their pseudo labels" not in report and "train_on_validation" not in report
-    assert training_items(run, {"splits": ["training"]}, True) == run.split("training")  # none to add
 
 
 def test_volume_slices_stack_neighbours_as_channels() -> None:
