@@ -32,7 +32,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import MANIFEST, RunLayout, StageLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rules import missing_tagged, uncertain_to_ignore
-from acdc_wsss.seg.components import mix_with_ed
+from acdc_wsss.seg.components import AnatomyFusiond
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
@@ -93,8 +93,8 @@ def relabel(
         train_on_validation: relabel the validation patients too (the next network trains on them).
         items: the datalist items to relabel instead (e.g. one cross-validation fold).
         temporal: mix each ES frame's fused probabilities with its ED frame's carried onto it by
-            registration, the ED frame's with this weight (:func:`~acdc_wsss.seg.components.mix_with_ed`, as
-            the inference does); None: each frame alone.
+            registration, the ED frame's with this weight (the inference's own step,
+            :class:`~acdc_wsss.seg.components.AnatomyFusiond` without the rules); None: each frame alone.
     """
     run = RunLayout(output_dir)
     manifest2 = json.loads(run.cam.manifest.read_text(encoding="utf-8"))
@@ -106,7 +106,8 @@ def relabel(
     dest.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     model.eval()
-    ed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # keeps each ED frame's image and probabilities until its ES frame is mixed with them
+    with_ed = AnatomyFusiond(confidence=None, temporal=temporal) if temporal is not None else None
     for v in progress_bar(range(len(ds.volumes)), "relabelling the training volumes", progress):
         vol, item = ds.volumes[v], ds.items[v]
         probs = predict_slices(
@@ -114,8 +115,10 @@ def relabel(
         ).numpy()
         tags = vol["tags"].numpy()
         fused = fuse_with_rules(probs, source[v].transpose(2, 0, 1), fuse) if fuse > 0 else probs
-        if temporal is not None:
-            fused = _with_ed(fused, vol["image"][0].numpy(), item, ed, temporal)
+        if with_ed is not None:
+            frame = {"image": vol["image"], "patient": item["patient"], "phase": item.get("phase")}
+            pred = torch.as_tensor(np.ascontiguousarray(fused.transpose(1, 2, 3, 0)))  # (K, H, W, S)
+            fused = with_ed({**frame, "pred": pred, "has_pair": True})["pred"].numpy().transpose(3, 0, 1, 2)
         labels, conf = relabel_volume(fused, source[v], tags, 0.0)  # fused above
         target = uncertain_to_ignore(labels, tags, ignore_band)
         with atomic_write(dest / f"{volume_key(item)}.npz") as tmp:
@@ -128,26 +131,6 @@ def relabel(
     }
     write_json({**record, "volumes": [volume_key(it) for it in ds.items]}, dest / MANIFEST)
     return dest
-
-
-def _with_ed(
-    probs: np.ndarray,
-    image: np.ndarray,
-    item: Mapping[str, Any],
-    ed: dict[str, tuple[np.ndarray, np.ndarray]],
-    weight: float,
-) -> np.ndarray:
-    """A frame's ``(S, K, H, W)`` probabilities: an ED frame's are kept in ``ed`` (with its image) and
-    returned as they are, an ES frame's are mixed with its ED frame's (:func:`mix_with_ed`)."""
-    volume = np.ascontiguousarray(probs.transpose(1, 2, 3, 0))  # (K, H, W, S)
-    image = np.asarray(image, dtype=np.float32)
-    patient = str(item["patient"])
-    if item.get("phase") == "ED":
-        ed[patient] = (volume, image)
-    elif patient in ed and ed[patient][1].shape == image.shape:
-        ed_volume, ed_image = ed.pop(patient)
-        volume = mix_with_ed(volume, image, ed_volume, ed_image, weight)
-    return np.ascontiguousarray(volume.transpose(3, 0, 1, 2))
 
 
 def labels_dice(output_dir: str | os.PathLike, pseudo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
