@@ -33,7 +33,15 @@ import argparse
 import json
 from pathlib import Path
 
-from stage3 import _value, every_kth, fold_split, score_variant, train_variant, variant_folder, variant_path
+from stage3 import (
+    every_kth,
+    fold_split,
+    overrides,
+    score_variant,
+    train_variant,
+    variant_folder,
+    variant_path,
+)
 
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import MANIFEST, RunLayout
@@ -99,15 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.fuse < 1:
         parser.error("--fuse must be in [0, 1)")
     run = Path(args.run)
-    settings = {
-        "train_on_validation": False,
-        **{k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)},
-    }
+    settings = {"train_on_validation": False, **overrides(args.set)}
     if settings["train_on_validation"]:
         parser.error("a network trained on the validation patients cannot be scored on them")
     if "pseudo_dir" in settings:
         parser.error("pseudo_dir is this bench's own: the cross-fitted labels")
-    fold_only = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.fold_set)}
+    fold_only = overrides(args.fold_set)
     if fold_only.keys() & {"pseudo_dir", "train_on_validation"}:
         parser.error("--fold-set cannot set pseudo_dir or train_on_validation: the folds' are this bench's")
     fold_settings = {**settings, **fold_only}

@@ -47,6 +47,12 @@ def _value(text: str) -> Any:
         return text
 
 
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as SegConfig overrides, each value read as JSON where it parses (``12``,
+    ``true``, ``[16, 32]``), else kept as text."""
+    return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
+
+
 def variant_path(run: Path, name: str, kind: str = "stage3") -> Path:
     """``<run>-<kind>/<name>``: where a variant of ``run`` lives."""
     return run.parent / f"{run.name}-{kind}" / name
@@ -168,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=3, help="folds over the training patients (3)")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    overrides = dict(kv.split("=", 1) for kv in args.set)
-    settings = {"train_on_validation": False, **{k: _value(v) for k, v in overrides.items()}}
+    settings = {"train_on_validation": False, **overrides(args.set)}
     if settings["train_on_validation"] and args.split == "validation":
         parser.error("a network trained on the validation patients cannot be scored on them")
     if args.drop_every is not None:
