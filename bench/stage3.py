@@ -60,10 +60,12 @@ def variant_path(run: Path, name: str, kind: str = "stage3") -> Path:
 
 def variant_folder(run: Path, name: str, kind: str = "stage3", stage2: bool = True) -> Path:
     """``<run>-<kind>/<name>`` (:func:`variant_path`): links to the run's datalist (unless the variant has
-    its own), cache, stage-1 and (with ``stage2``) stage-2 outputs; the run itself is never written."""
+    its own), stage-1 and (with ``stage2``) stage-2 outputs, and a cache folder of its own that links the
+    run's cache files: the run itself is never written, not even by a preprocessing it had not cached."""
     folder = variant_path(run, name, kind)
     src = RunLayout(run)
-    link_into(folder, (src.datalist, src.cache, src.l2g.path, *((src.cam.path,) if stage2 else ())))
+    link_into(folder, (src.datalist, src.l2g.path, *((src.cam.path,) if stage2 else ())))
+    link_into(folder / src.cache.name, sorted(src.cache.glob("*")) if src.cache.is_dir() else ())
     return folder
 
 
