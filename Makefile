@@ -9,6 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= data/phantom
 DEMO_PATIENTS ?= 10
 DATASET_DIR ?=
+TEST_WORKERS ?= 2
 
 .PHONY: venv test lint demo bench clean
 
@@ -26,7 +27,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 demo: venv
 	$(PY) -m acdc_wsss.demo $(if $(DATASET_DIR),--dataset_dir "$(DATASET_DIR)",--phantom_dir "$(DEMO_DIR)" --patients $(DEMO_PATIENTS))

@@ -1,4 +1,9 @@
-"""Shared fixtures: the real data in ../shared/data (CI has it) and a small synthetic phantom."""
+"""Shared fixtures: the real data in ../shared/data (CI has it) and a small synthetic phantom.
+
+``make test`` runs the suite in 2 pytest-xdist workers: each gives torch its share of the CPU cores, and
+the commands it starts inherit that share through ``OMP_NUM_THREADS``. Session fixtures are made once per
+worker (``chain_run`` in both: about 100 s of one core each on a 2-core CPU).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,20 @@ import os
 from pathlib import Path
 
 import pytest
+
+
+def _share_the_cores() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,9 +11,10 @@ config digests (they hash paths) and software versions left out and absolute pat
 Float results may differ between CPU types and library versions, so the fixture records the machine it
 was made on and the test is skipped, with the reason, on another one.
 
-A change that alters outputs on purpose regenerates the fixture in one command::
+A change that alters outputs on purpose regenerates the fixture in one command, in 2 workers as ``make
+test`` runs it (the fingerprint holds torch's threads, each worker's share of the cores)::
 
-    .venv/bin/python -m pytest tests/test_chain_digest.py --update-digest
+    .venv/bin/python -m pytest tests/test_chain_digest.py -n 2 --update-digest
 """
 
 from __future__ import annotations
