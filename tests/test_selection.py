@@ -113,6 +113,9 @@ def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
     manifest2 = json.loads((run / "cam" / "manifest.json").read_text())
     slices = len(RunLayout(run).slices(manifest2, "training"))
     assert trained["config"]["train_on_validation"] is False and trained["training_slices"] == slices
+    cache = variant / "cache"  # its own folder: what the run had not cached is written there, not in the run
+    assert cache.is_dir() and not cache.is_symlink()
+    assert {p.name for p in (run / "cache").iterdir()} <= {p.name for p in cache.iterdir()}
     command = [sys.executable, str(ROOT / "bench" / "stage3.py"), "--run", str(run), "--name", "x"]
     refused = run_command([*command, "--set", "train_on_validation=true"])
     assert refused.returncode == 2 and "cannot be scored on them" in refused.stderr
