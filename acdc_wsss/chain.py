@@ -250,7 +250,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str | None) -
     parser.add_argument("--overwrite", action="store_true", help="redo every step")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--l2g_epochs", type=int, default=None, help="stage-1 epochs (default 8)")
-    parser.add_argument("--seg_epochs", type=int, default=None, help="stage-3 epochs (default 12)")
+    parser.add_argument("--seg_epochs", type=int, default=None, help="stage-3 epochs (default 8)")
     parser.add_argument("--skip_bad", action="store_true", help="leave patients with problems out")
     parser.add_argument("--backbone", default=None, help="stage-1 backbone (resnet18|34|50|101|38)")
     parser.add_argument("--pretrained", default=None, help="local ImageNet weights of the stage-1 backbone")

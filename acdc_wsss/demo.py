@@ -3,8 +3,9 @@
 Every stage on a data set, into ``results/<run>/``: the synthetic phantom by default (made on the spot,
 no download), or a real ACDC folder with ``--dataset_dir``. It checks the data, splits the patients,
 trains the L2G classifier and the plain-CAM baseline (stage 1), makes and scores CAMs and pseudo labels
-(stage 2), trains DeepLab-v2 on them (stage 3), segments and scores the test patients, and writes
-``results/<run>/report.md`` with the tables, figures, training curves and the NIfTI masks for 3D Slicer.
+(stage 2), trains the stage-3 network on them (a U-Net by default), segments and scores the test
+patients, and writes ``results/<run>/report.md`` with the tables, figures, training curves and the NIfTI
+masks for 3D Slicer.
 Run it again and every finished step is kept.
 """
 

@@ -50,7 +50,7 @@ class SegConfig:
     multiscale: bool = False
     pretrained: str | None = None
     input_scale: float = 1.0
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 8
     optimizer: str = "adamw"
     lr: float = 1e-3
