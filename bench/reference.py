@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stage3 import link_into
+from stage3 import link_cache, link_into
 
 from acdc_wsss.l2g import L2GConfig, evaluate_l2g, recorded_l2g_config, run_l2g
 from acdc_wsss.layout import RunLayout
@@ -93,10 +93,10 @@ def measure_row(row: str, data: str, default_run: Path, out: Path) -> dict[str, 
     profile = reference_settings()
     settings = {k: profile[k] for k in ROWS[row]}
     start = time.time()
+    link_cache(default_run, out)
     if row == "cam_inference":
-        link_into(out, (default_run / n for n in ("l2g", "cache", "datalist.json")))
+        link_into(out, (default_run / n for n in ("l2g", "datalist.json")))
     else:
-        link_into(out, (default_run / "cache",))
         layout = RunLayout(out)
         if not (layout.l2g.manifest.is_file() and layout.l2g.complete):
             cfg = L2GConfig(dataset_dir=data, output_dir=str(out), progress=False, **settings)

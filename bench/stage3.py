@@ -65,8 +65,15 @@ def variant_folder(run: Path, name: str, kind: str = "stage3", stage2: bool = Tr
     folder = variant_path(run, name, kind)
     src = RunLayout(run)
     link_into(folder, (src.datalist, src.l2g.path, *((src.cam.path,) if stage2 else ())))
-    link_into(folder / src.cache.name, sorted(src.cache.glob("*")) if src.cache.is_dir() else ())
+    link_cache(run, folder)
     return folder
+
+
+def link_cache(run: Path, folder: Path) -> None:
+    """Give ``folder`` a cache folder of its own holding links to each of ``run``'s cache files: it reads
+    what the run cached, and what it adds stays in ``folder``, never in the run."""
+    cache = RunLayout(run).cache
+    link_into(RunLayout(folder).cache, sorted(cache.glob("*")) if cache.is_dir() else ())
 
 
 def link_into(folder: Path, paths: Iterable[Path]) -> None:
