@@ -23,6 +23,7 @@ __all__ = [
     "progress_bar",
     "read_json",
     "setup_cli_logging",
+    "usable_cores",
     "write_json",
 ]
 
@@ -32,6 +33,14 @@ T = TypeVar("T")
 def identity(item: T) -> T:
     """``item`` unchanged: the ``collate_fn`` of a DataLoader whose workers return finished results."""
     return item
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use (its affinity; all cores where a platform has none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # platforms without CPU affinity
+        return max(1, os.cpu_count() or 1)
 
 
 def progress_bar(

@@ -18,7 +18,6 @@ slice pairs are registered side by side, one SimpleITK thread each on every usab
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+
+from acdc_wsss.utils import usable_cores
 
 __all__ = [
     "FusionRules",
@@ -123,10 +124,7 @@ def register_slice(
 def registration_workers() -> int:
     """How many slice pairs :func:`carry_probabilities` registers at once: the CPU cores this process may
     use (SimpleITK releases Python's lock while it runs, so threads run side by side)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # platforms without CPU affinity
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def warp_probabilities(probs: np.ndarray, displacement: np.ndarray) -> np.ndarray:
