@@ -40,6 +40,23 @@ def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and than.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
 
+#: Settings that change how a step runs, not what it makes: a finished step is kept whatever they are.
+OPERATIONAL = frozenset(
+    {"output_dir", "resume", "overwrite", "progress", "device", "num_workers", "tensorboard", "distributed"}
+)
+
+
+def _trained_with(stage: StageLayout, cfg: Any) -> bool:
+    """Whether ``stage``'s manifest records ``cfg``'s settings, the operational ones aside (a setting the
+    manifest predates counts as its default)."""
+    if not stage.manifest.is_file():
+        return False
+    recorded = read_json(stage.manifest).get("config", {})
+    wanted = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    return all(recorded.get(k, defaults.get(k)) == v for k, v in wanted.items() if k not in OPERATIONAL)
+
+
 def _preflight(dataset_dir: str | None, out: Path, skip_bad: bool, progress: bool) -> None:
     """Refuse, before any work, an output folder inside the dataset or one that cannot be written, and a
     dataset with a problem (every file is read, also when the run's later steps are already done)."""
@@ -94,9 +111,10 @@ def _steps(
         return lambda: CamConfig(output_dir=output_dir, device=device, progress=progress, overwrite=overwrite)
 
     def seg_config() -> SegConfig:
-        fresh = _newer(run.seg.manifest, run.cam.pseudo_manifest)  # trained on the current pseudo labels
-        base = {"output_dir": out, "device": device, "progress": progress, **seg}
-        return SegConfig(**base, overwrite=overwrite or not fresh, resume=resume(run.seg) and fresh)
+        base = SegConfig(output_dir=out, device=device, progress=progress, **seg)
+        # trained on the current pseudo labels, with the settings asked for now (else trained again)
+        fresh = _newer(run.seg.manifest, run.cam.pseudo_manifest) and _trained_with(run.seg, base)
+        return dataclasses.replace(base, overwrite=overwrite or not fresh, resume=resume(run.seg) and fresh)
 
     base = run.baseline
 
@@ -124,7 +142,7 @@ def _steps(
         ),
         Step(
             "stage 3: segmentation network",
-            lambda: run.seg.complete and _newer(run.seg.manifest, run.cam.pseudo_manifest),
+            lambda: run.seg.complete and not seg_config().overwrite,
             run_seg,
             seg_config,
         ),

@@ -15,6 +15,8 @@ Stages hand their work to each other through the run folder (``output_dir``)::
         nifti/                   <key>_pseudo.nii.gz: the pseudo labels on the source grid
       seg/                     stage 3: last.pt, best.pt, metrics.json, manifest.json, rounds.json,
                                  evaluation_<split>.{json,csv,md}
+      seg_members/member<k>/   the other networks of an ensemble (``ensemble`` > 1; ``seg/`` is member 0):
+                                 member k trained as ``seg/`` with seed + k, laid out as ``seg/``
       seg_rounds/round<r>/     self-training round r (``rounds`` > 0): pseudo/ (the labels of round r,
                                  r >= 1) and, for r below the last, the network trained on them
       predictions/             <key>_seg.nii.gz and <key>_seg.seg.nrrd (VOC: <id>.png), acdc_labels.ctbl,
@@ -210,6 +212,17 @@ class RunLayout:
     @property
     def datalist(self) -> Path:
         return self.root / "datalist.json"
+
+    def seg_member(self, k: int) -> StageLayout:
+        """Network ``k`` (1, 2, ...) of a stage-3 ensemble; ``seg/`` holds network 0."""
+        if k < 1:
+            raise ValueError(f"ensemble members beside seg/ are numbered from 1, got {k}.")
+        return StageLayout(self.root / "seg_members" / f"member{k}")
+
+    @property
+    def seg_members(self) -> Path:
+        """The folder of an ensemble's networks beside ``seg/``."""
+        return self.root / "seg_members"
 
     def seg_round(self, r: int) -> RoundLayout:
         """Self-training round ``r``: its network's stage folder, with its labels in ``pseudo/``."""

@@ -140,14 +140,18 @@ def train_variant(folder: Path, settings: dict[str, Any], device: str = "cpu") -
     return round((time.perf_counter() - start) / 60, 1)
 
 
-def score_variant(folder: Path, anatomy: list[str], split: str, device: str = "cpu") -> dict[str, Any]:
-    """Segment ``split`` with the variant's network once per ``anatomy`` setting and score it in 3D on the
-    original grid: ``results`` per setting, ``best_anatomy``, and ``stage2_labels``: the stage-2 labels of
-    the split scored the same way (None where they were not exported)."""
+def score_variant(
+    folder: Path, anatomy: list[str], split: str, device: str = "cpu", flip: bool = True
+) -> dict[str, Any]:
+    """Segment ``split`` with the variant's network once per ``anatomy`` setting (``flip``: with flip TTA)
+    and score it in 3D on the original grid: ``results`` per setting, ``best_anatomy``, and
+    ``stage2_labels``: the stage-2 labels of the split scored the same way (None where they were not
+    exported)."""
     layout = RunLayout(folder)
     results = {}
     for a in anatomy:
-        predict(folder, split=split, anatomy=None if a == "none" else float(a), device=device, progress=False)
+        weight = None if a == "none" else float(a)
+        predict(folder, split=split, anatomy=weight, device=device, flip=flip, progress=False)
         results[a] = brief(evaluate_seg(folder, split, progress=False))
     best = max(results, key=lambda a: results[a]["mean"]["dice_mean"])
     nifti = [layout.cam.pseudo_nifti(volume_key(it)) for it in layout.split(split)]
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anatomy", nargs="+", default=["none", "0.5", "0.6", "0.7", "0.8"])
     parser.add_argument("--split", default="validation", help="split scored (validation)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--flip", type=_value, default=True, help="flip TTA at inference (true: the default, false: none)"
+    )
     parser.add_argument("--drop_every", type=int, default=None, help="leave out every K-th training patient")
     parser.add_argument("--fold", type=int, default=None, help="cross-validation fold K (1..--folds) scored")
     parser.add_argument("--folds", type=int, default=3, help="folds over the training patients (3)")
@@ -205,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 "split": args.split,
                 "training_patients": len({it["patient"] for it in layout.split("training")}),
                 "train_minutes": minutes,
-                **score_variant(folder, args.anatomy, args.split, args.device),
+                "flip": args.flip,
+                **score_variant(folder, args.anatomy, args.split, args.device, bool(args.flip)),
             }
         )
     )

@@ -25,6 +25,7 @@ from acdc_wsss.seg.data import StageData
 from acdc_wsss.seg.evaluate import evaluate_seg
 from acdc_wsss.seg.infer import check_inference_output, inference_items, largest_components, predict
 from acdc_wsss.seg.model import (
+    SegEnsemble,
     SegLogits,
     SegNet,
     checkpoint_file,
@@ -42,6 +43,7 @@ __all__ = [
     "AnatomyFusiond",
     "PredictionRecord",
     "SegConfig",
+    "SegEnsemble",
     "SegLogits",
     "SegNet",
     "SliceCRFd",

@@ -40,7 +40,9 @@ class SegConfig:
     (never their masks) join the training set, once every setting has been chosen on them (the default:
     every labelled patient for the shipped network; then the validation Dice is no longer held out, so
     every benchmark that chooses a setting trains with False). ``context_slices``: neighbouring slices on each
-    side given to the network as extra input channels (2.5D; 0: plain 2D). Engine: as stage 1.
+    side given to the network as extra input channels (2.5D; 0: plain 2D). ``ensemble``: networks trained
+    alike but for their seeds (``seed``, ``seed + 1``, ...), whose softmax probabilities inference
+    averages (1: one network). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -69,6 +71,7 @@ class SegConfig:
     rounds: int = 0
     train_on_validation: bool = True
     context_slices: int = 0
+    ensemble: int = 1
     val_interval: int = 1
     resume: bool = False
     overwrite: bool = False
@@ -88,6 +91,7 @@ class SegConfig:
             (self.network in NETWORKS, f"network must be one of {NETWORKS}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.ensemble >= 1, "ensemble must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.rounds >= 0, "rounds must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),

@@ -2,6 +2,7 @@
 
 :class:`SegNet` (DeepLab-v2 or a MONAI BasicUNet), :class:`SegLogits` (the same network answering a plain
 logits tensor: the bundles' ``network_def``, what TorchScript export and ``verify_net_in_out`` use),
+:class:`SegEnsemble` (networks whose probabilities are averaged: a run trained with ``ensemble`` > 1),
 :func:`load_seg` (a finished stage 3 of a run folder) and :func:`predict_slices` (softmax probabilities of
 batched slices, optionally flip-averaged).
 """
@@ -17,15 +18,18 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from acdc_wsss.config import finished_manifest, load_finished_stage, load_weights, recorded_config
-from acdc_wsss.layout import SEG_STAGE, RunLayout
+from acdc_wsss.layout import SEG_STAGE, RunLayout, StageLayout
 from acdc_wsss.networks import DeepLabV2
 from acdc_wsss.seg.config import SegConfig
 
 __all__ = [
+    "SegEnsemble",
     "SegLogits",
     "SegNet",
     "checkpoint_file",
+    "ensemble_size",
     "load_seg",
+    "member_layouts",
     "network_def",
     "predict_slices",
     "recorded_on_validation",
@@ -108,6 +112,25 @@ class SegLogits(SegNet):
         return super().forward(x)["logits"]
 
 
+class SegEnsemble(nn.Module):
+    """Networks of one architecture answering together: the log of the mean of their softmax
+    probabilities, as logits (a softmax of them gives that mean back). Answers as its members do: a
+    ``{"logits": ...}`` dict (:class:`SegNet`) or the tensor (:class:`SegLogits`)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one network.")
+        self.members = nn.ModuleList(members)
+        self.context = int(getattr(members[0], "context", 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        mean = torch.stack([torch.softmax(_logits(o).float(), dim=1) for o in outs]).mean(0)
+        logits = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
+        return {"logits": logits} if isinstance(outs[0], dict) else logits
+
+
 def _make_command(output_dir: str | Path) -> str:
     bundle = "bundles/deeplab_acdc/train.json"
     return f"python -m monai.bundle run --config_file {bundle} --output_dir {output_dir}"
@@ -134,29 +157,64 @@ def recorded_on_validation(manifest: dict[str, Any]) -> bool:
     return bool(manifest.get("config", {}).get("train_on_validation", False))
 
 
-def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits:
+def ensemble_size(manifest: dict[str, Any]) -> int:
+    """How many networks a stage-3 manifest's run trained (``ensemble``; 1 for a run made before the
+    setting existed)."""
+    return int(manifest.get("config", {}).get("ensemble", 1))
+
+
+def member_layouts(output_dir: str | Path) -> list[StageLayout]:
+    """The stage folders of a run's finished stage-3 networks: ``seg/``, then ``seg_members/member<k>/``
+    of an ensemble; refuses a run without a finished stage 3 (or one missing a member), with the
+    command."""
+    run = RunLayout(output_dir)
+    layouts = [run.seg] + [run.seg_member(k) for k in range(1, ensemble_size(seg_manifest(output_dir)))]
+    for layout in layouts[1:]:
+        seg_manifest(output_dir, layout.path)
+    return layouts
+
+
+def network_def(output_dir: str | Path, stage_dir: str | Path | None = None) -> SegLogits | SegEnsemble:
     """The architecture a run's finished stage 3 recorded (network, widths, input channels, classes), as a
     :class:`SegLogits` with fresh weights: load a checkpoint into it (``CheckpointLoader``,
-    ``ckpt_export --key_in_ckpt model``). Refuses a run without a finished stage 3, with the command."""
+    ``ckpt_export --key_in_ckpt model``); a run's ensemble (``seg/`` of a run trained with ``ensemble``
+    > 1) as a :class:`SegEnsemble` of them (:func:`with_checkpoint` loads each). Refuses a run without a
+    finished stage 3, with the command."""
     manifest = seg_manifest(output_dir, stage_dir)
     cfg = recorded_config(manifest, SegConfig)
-    return SegLogits(len(manifest["classes"]) + 1, manifest["in_channels"], cfg).eval()
+
+    def one() -> SegLogits:
+        return SegLogits(len(manifest["classes"]) + 1, manifest["in_channels"], cfg).eval()
+
+    size = ensemble_size(manifest) if stage_dir is None else 1
+    return one() if size == 1 else SegEnsemble([one() for _ in range(size)]).eval()
 
 
-def checkpoint_file(output_dir: str | Path, checkpoint: str = "last") -> Path:
-    """``seg/<checkpoint>.pt`` of a run with a finished stage 3; refuses a missing one with the command."""
-    seg_manifest(output_dir)
-    path = RunLayout(output_dir).seg.checkpoint(checkpoint)
+def checkpoint_file(output_dir: str | Path, checkpoint: str = "last", member: int = 0) -> Path:
+    """``seg/<checkpoint>.pt`` of a run with a finished stage 3 (``member`` k of an ensemble:
+    ``seg_members/member<k>/<checkpoint>.pt``); refuses a missing one with the command."""
+    layouts = member_layouts(output_dir)
+    if not 0 <= member < len(layouts):
+        raise ValueError(f"{output_dir} trained {len(layouts)} stage-3 network(s), not a member {member}.")
+    path = layouts[member].checkpoint(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {_make_command(output_dir)}")
     return path
 
 
 def with_checkpoint(network: nn.Module, output_dir: str | Path, checkpoint: str = "last") -> nn.Module:
-    """``network`` (:func:`network_def`) with the weights of the run's ``seg/<checkpoint>.pt``, loaded
-    strictly and ``weights_only`` (a file carrying code, or one of another architecture, is refused by
-    name)."""
-    return load_weights(network, checkpoint_file(output_dir, checkpoint), RunLayout(output_dir).seg.manifest)
+    """``network`` (:func:`network_def`) with the weights of the run's ``seg/<checkpoint>.pt`` (each member
+    of a :class:`SegEnsemble` with its own), loaded strictly and ``weights_only`` (a file carrying code,
+    or one of another architecture, is refused by name)."""
+    nets = list(network.members) if isinstance(network, SegEnsemble) else [network]
+    layouts = member_layouts(output_dir)
+    if len(nets) != len(layouts):
+        raise ValueError(
+            f"{output_dir} trained {len(layouts)} stage-3 network(s); the network given has {len(nets)}."
+        )
+    for k, (net, layout) in enumerate(zip(nets, layouts, strict=True)):
+        load_weights(net, checkpoint_file(output_dir, checkpoint, k), layout.manifest)
+    return network
 
 
 def load_seg(
@@ -164,25 +222,27 @@ def load_seg(
     checkpoint: str = "last",
     device: str | torch.device = "cpu",
     stage_dir: str | Path | None = None,
-) -> tuple[dict[str, Any], SegNet]:
+) -> tuple[dict[str, Any], SegNet | SegEnsemble]:
     """Load a finished stage 3: its manifest and network from ``checkpoint``.pt (refusing a missing,
     unfinished or foreign one with the command that makes it); ``stage_dir``: another stage-3 folder of the
-    run than ``seg/`` (a self-training round's)."""
+    run than ``seg/`` (a self-training round's). A run trained with ``ensemble`` > 1 gives, for ``seg/``,
+    a :class:`SegEnsemble` of its networks."""
     make = _make_command(output_dir)
 
     def build(manifest: dict[str, Any], cfg: SegConfig) -> SegNet:
         return SegNet(len(manifest["classes"]) + 1, manifest["in_channels"], cfg)
 
-    return load_finished_stage(  # type: ignore[return-value]
-        Path(stage_dir) if stage_dir is not None else RunLayout(output_dir).seg.path,
-        SEG_STAGE,
-        "stage 3",
-        make,
-        checkpoint,
-        SegConfig,
-        build,
-        device,
-    )
+    def load(where: Path) -> tuple[dict[str, Any], nn.Module]:
+        return load_finished_stage(where, SEG_STAGE, "stage 3", make, checkpoint, SegConfig, build, device)
+
+    if stage_dir is not None:
+        return load(Path(stage_dir))  # type: ignore[return-value]
+    layouts = member_layouts(output_dir)
+    manifest, model = load(layouts[0].path)
+    if len(layouts) == 1:
+        return manifest, model  # type: ignore[return-value]
+    members = [model] + [load(layout.path)[1] for layout in layouts[1:]]
+    return manifest, SegEnsemble(members).to(device).eval()
 
 
 def _logits(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:

@@ -12,12 +12,15 @@ intensity), checkpoints, resume, progress bar, DDP.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from monai.losses import MaskedDiceLoss
 from monai.utils import set_determinism
@@ -163,12 +166,36 @@ def run_seg(config: SegConfig | dict[str, Any], handlers: tuple[Any, ...] = ()) 
     """
     cfg = config if isinstance(config, SegConfig) else SegConfig(**config)
     if cfg.rounds > 0:
-        return self_train(cfg, _train_network, handlers)
+        return self_train(cfg, _train_stage, handlers)
     run = RunLayout(cfg.output_dir)
-    stage_dir = _train_network(cfg, run.seg.path, handlers)
+    stage_dir = _train_stage(cfg, run.seg.path, handlers)
     if read_json(run.seg.manifest)["dataset"] == "acdc":  # the round table: round 0 alone
         write_round_table(run, [round_row(run, 0, cfg.pseudo_dir, run.seg)])
     return stage_dir
+
+
+def _train_stage(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = ()) -> Path:
+    """Train the network of ``stage_dir``. The run's own ``seg/`` with ``cfg.ensemble`` > 1: first the other
+    members, ``seg_members/member<k>/`` with seed ``cfg.seed + k`` (a finished one kept, an interrupted
+    one resumed, unless ``overwrite``), then ``seg/`` itself, so a finished ``seg/`` means a finished
+    ensemble. Self-training rounds before the last train one network each."""
+    run = RunLayout(cfg.output_dir)
+    if cfg.ensemble > 1 and Path(stage_dir) == run.seg.path:
+        rank, _ = setup_distributed(cfg.distributed, "bundles/deeplab_acdc/multi_gpu_train.json")
+        prepare_stage_dir(run.seg.path, cfg, rank)  # refuses a finished seg/ before any member trains
+        if cfg.overwrite and rank == 0 and run.seg_members.exists():
+            shutil.rmtree(run.seg_members)  # no member of an earlier, larger ensemble survives
+        if dist.is_initialized():
+            dist.barrier()
+        for k in range(1, cfg.ensemble):
+            member = run.seg_member(k)
+            if member.complete and not cfg.overwrite:
+                continue
+            resume = member.last.is_file() and not cfg.overwrite
+            logger.info("stage 3: ensemble network %d of %d (seed %d)", k + 1, cfg.ensemble, cfg.seed + k)
+            member_cfg = dataclasses.replace(cfg, seed=cfg.seed + k, resume=resume, overwrite=False)
+            _train_network(member_cfg, member.path, handlers)
+    return _train_network(cfg, stage_dir, handlers)
 
 
 def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = ()) -> Path:

@@ -1,4 +1,4 @@
-"""Stage 3's confidence-weighted loss and the self-training relabel step, by hand."""
+"""Stage 3's confidence-weighted loss, the self-training relabel step and the ensemble, by hand."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.report import write_report
-from acdc_wsss.seg import SegConfig, load_seg, predict, run_seg
+from acdc_wsss.seg import SegConfig, SegEnsemble, load_seg, network_def, predict, run_seg, with_checkpoint
 from acdc_wsss.seg.model import slice_input, volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel, relabel_volume
 from acdc_wsss.seg.train import SegLoss
@@ -166,3 +167,38 @@ def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:
     where = predict(run_copy, split="testing", progress=False)
     masks = sorted(where.glob("*_seg.nii.gz"))
     assert masks and len(masks) == len(run.split("testing"))
+
+
+def test_an_ensemble_trains_each_network_and_answers_their_mean(run_copy: Path, tiny: dict) -> None:
+    run = RunLayout(run_copy)
+    shutil.rmtree(run.seg.path)
+    cfg = SegConfig(output_dir=str(run_copy), ensemble=2, progress=False, **tiny["seg"])
+    assert run_seg(cfg) == run.seg.path
+    member = run.seg_member(1)
+    assert member.complete and run.seg.complete
+    seeds = [json.loads(p.read_text())["seed"] for p in (run.seg.manifest, member.manifest)]
+    assert seeds == [0, 1]  # the second network differs by its seed alone
+    manifest, model = load_seg(run_copy)
+    assert isinstance(model, SegEnsemble) and len(model.members) == 2
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (run.seg.last, member.last))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(3, manifest["in_channels"], 64, 64)
+    with torch.no_grad():
+        each = [torch.softmax(m(x)["logits"], 1) for m in model.members]
+        got = torch.softmax(model(x)["logits"], 1)
+        bundle = with_checkpoint(network_def(run_copy), run_copy)  # the bundle's network: the same mean
+        via_bundle = torch.softmax(bundle(x), 1)
+    assert torch.allclose(got, (each[0] + each[1]) / 2, atol=1e-6)
+    assert isinstance(bundle, SegEnsemble) and torch.allclose(via_bundle, got, atol=1e-6)
+    where = predict(run_copy, split="testing", progress=False)
+    assert len(sorted(where.glob("*_seg.nii.gz"))) == len(run.split("testing"))
+    stamp = member.last.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="holds a run"):  # refused before any network trains again
+        run_seg(cfg)
+    assert member.last.stat().st_mtime_ns == stamp
+    shutil.rmtree(run.seg.path)  # seg/ lost, its member kept: only seg/ trains again
+    run_seg(cfg)
+    assert member.last.stat().st_mtime_ns == stamp and run.seg.complete
+    shutil.rmtree(member.path)  # a member lost: loading names the command that makes it
+    with pytest.raises(FileNotFoundError, match=r"monai\.bundle run"):
+        load_seg(run_copy)

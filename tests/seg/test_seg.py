@@ -51,6 +51,14 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     ran = {k for k, v in again["steps"].items() if v == "ran"}
     assert len(kept) == 7 and ran == {"stage 2: CAMs", "stage 2: baseline CAMs", "report"}  # up-to-date CAMs
     assert again["test"] == pytest.approx(summary["test"], nan_ok=True)
+    # another stage-3 setting is not a valid output: stage 3 trains again with it, and what follows it
+    other = {**tiny, "seg": {**tiny["seg"], "ensemble": 2}}
+    third = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **other)
+    ran = {k for k, v in third["steps"].items() if v == "ran"}
+    assert {"stage 3: segmentation network", "inference: test patients", "evaluation: test patients"} <= ran
+    assert third["steps"]["stage 1: L2G classifiers"] == "kept"
+    assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["ensemble"] == 2
+    assert (out / "seg_members" / "member1" / "last.pt").is_file()
 
 
 def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
