@@ -32,7 +32,9 @@ class SegConfig:
     with the network's own detached prediction, so confident disagreement with a noisy label costs less),
     ``label_smoothing`` (cross-entropy against a target with this mass spread over all classes),
     ``confidence_weight`` (each pixel's cross-entropy weighted by the stage-2 confidence exported beside
-    its pseudo label).
+    its pseudo label). ``ema``: the decay of an exponential moving average of the weights, updated every
+    step, that is validated, checkpointed as ``model`` and used at inference (0: off, the default; it lost
+    on the validation patients).
     ``pseudo_dir``: where the training targets are read (None:
     stage 2's ``cam/pseudo``; a self-training round's folder). ``rounds``: self-training rounds (each
     trained network relabels the training patients, fused with the stage-2 labels, for a fresh network;
@@ -66,6 +68,7 @@ class SegConfig:
     aug_gamma: float = 0.5
     loss: str = "ce"
     label_smoothing: float = 0.0
+    ema: float = 0.0
     confidence_weight: bool = False
     pseudo_dir: str | None = None
     rounds: int = 0
@@ -92,6 +95,7 @@ class SegConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.ensemble >= 1, "ensemble must be >= 1"),
+            (0 <= self.ema < 1, "ema must be in [0, 1)"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.rounds >= 0, "rounds must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),

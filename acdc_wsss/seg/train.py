@@ -26,6 +26,7 @@ from monai.losses import MaskedDiceLoss
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from acdc_wsss.config import (
     build_optimizer,
@@ -224,6 +225,14 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
 
     bootstrap = BOOTSTRAP if cfg.loss == "bootstrap" else None
     criterion = SegLoss(cfg.loss == "dice_ce", cfg.label_smoothing, bootstrap)
+    # with ``ema``, the moving average of the weights is the network: validated, checkpointed as "model"
+    # (what inference loads), the raw weights kept beside it for resuming
+    averaged = None
+    if cfg.ema > 0:
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    weights: dict[str, nn.Module] = {"model": model}
+    if averaged is not None:
+        weights = {"model": averaged.module, "training_model": model, "averaging": averaged}
 
     def step(engine: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         model.train()
@@ -233,15 +242,17 @@ def _train_network(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         return {"loss": loss.item()}
 
     def validate(engine: Any) -> dict[str, float]:
-        return stage_data.validate(model, device)
+        return stage_data.validate(weights["model"], device)
 
     trainer = build_trainer(
         step,
         output_dir=stage_dir,
-        save_dict={"model": model, "optimizer": opt, **({"scheduler": sched} if sched else {})},
+        save_dict={**weights, "optimizer": opt, **({"scheduler": sched} if sched else {})},
         scheduler=sched,
         validate=validate if stage_data.validate is not None else None,
         val_interval=cfg.val_interval,

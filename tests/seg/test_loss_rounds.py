@@ -202,3 +202,19 @@ def test_an_ensemble_trains_each_network_and_answers_their_mean(run_copy: Path, 
     shutil.rmtree(member.path)  # a member lost: loading names the command that makes it
     with pytest.raises(FileNotFoundError, match=r"monai\.bundle run"):
         load_seg(run_copy)
+
+
+def test_a_moving_average_of_the_weights_is_the_network_it_saves(run_copy: Path, tiny: dict) -> None:
+    run = RunLayout(run_copy)
+    shutil.rmtree(run.seg.path)
+    run_seg(SegConfig(output_dir=str(run_copy), ema=0.9, progress=False, **tiny["seg"]))
+    saved = torch.load(run.seg.last, weights_only=True)
+    averaged, raw = saved["model"], saved["training_model"]
+    steps = saved["trainer"]["iteration"]
+    assert int(saved["averaging"]["n_averaged"]) == steps > 1  # updated once per step
+    assert all(torch.equal(averaged[k], saved["averaging"][f"module.{k}"]) for k in averaged)
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw)  # the average lags the raw weights
+    _, model = load_seg(run_copy)  # inference and validation use the average
+    assert all(torch.equal(v, averaged[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="ema must be in"):
+        SegConfig(ema=1.0)
