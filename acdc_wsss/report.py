@@ -19,7 +19,7 @@ from acdc_wsss.config import versions
 from acdc_wsss.data.slices import SliceDataset
 from acdc_wsss.figures import figure_panels, save_preview, training_curves
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.seg.model import recorded_on_validation
+from acdc_wsss.seg.model import ensemble_size, recorded_on_validation
 from acdc_wsss.utils import atomic_write, read_json, write_json
 
 __all__ = ["dataset_summary", "save_preview", "training_curves", "write_report"]
@@ -104,6 +104,12 @@ def _tables(run: RunLayout) -> list[str]:
     ]
     if test:
         lines.append(f"Test patients: {test.get('patients')} ({test.get('volumes')} volumes).")
+    size = ensemble_size(read_json(seg.manifest)) if seg.manifest.is_file() else 1
+    if size > 1:
+        lines.append(
+            f"The network is an ensemble of {size}, trained alike but for their seeds, whose probabilities "
+            f"are averaged: `seg/` and {_link(root, run.seg_members)}."
+        )
     return [
         *lines,
         *_rounds_table(run),

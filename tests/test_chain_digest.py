@@ -39,13 +39,26 @@ VOLATILE = frozenset({"wall_s", "total_wall_s", "epoch_s", "stage1_fingerprint",
 PRESENCE_ONLY = frozenset({"report.md"})
 
 
+def _cpu() -> str:
+    """The CPU's model name and a digest of its feature flags (which kernels the libraries pick depends
+    on them), from ``/proc/cpuinfo``; the platform's processor string elsewhere."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return platform.processor()
+    lines = info.read_text(encoding="utf-8", errors="replace").splitlines()
+    field = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip() for ln in lines if ":" in ln}
+    flags = " ".join(sorted(field.get("flags", "").split()))
+    return f"{field.get('model name', '?')} / flags {hashlib.sha1(flags.encode()).hexdigest()[:12]}"
+
+
 def machine_fingerprint() -> dict[str, Any]:
-    """What float results depend on besides the code: CPU kernels, library versions, threads."""
+    """What float results depend on besides the code: CPU model and kernels, library versions, threads."""
     import monai
     import scipy
 
     return {
         "machine": platform.machine(),
+        "cpu": _cpu(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "numpy": np.__version__,

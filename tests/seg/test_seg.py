@@ -59,6 +59,7 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     assert third["steps"]["stage 1: L2G classifiers"] == "kept"
     assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["ensemble"] == 2
     assert (out / "seg_members" / "member1" / "last.pt").is_file()
+    assert "The network is an ensemble of 2" in (out / "report.md").read_text()
 
 
 def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
