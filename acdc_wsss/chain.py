@@ -46,15 +46,16 @@ OPERATIONAL = frozenset(
 )
 
 
-def _trained_with(stage: StageLayout, cfg: Any) -> bool:
-    """Whether ``stage``'s manifest records ``cfg``'s settings, the operational ones aside (a setting the
-    manifest predates counts as its default)."""
+def _trained_with(stage: StageLayout, cfg: Any, ignore: frozenset[str] = frozenset()) -> bool:
+    """Whether ``stage``'s manifest records ``cfg``'s settings, the operational ones and ``ignore`` aside
+    (a setting the manifest predates counts as its default)."""
     if not stage.manifest.is_file():
         return False
     recorded = read_json(stage.manifest).get("config", {})
     wanted = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    return all(recorded.get(k, defaults.get(k)) == v for k, v in wanted.items() if k not in OPERATIONAL)
+    skip = OPERATIONAL | ignore
+    return all(recorded.get(k, defaults.get(k)) == v for k, v in wanted.items() if k not in skip)
 
 
 def _preflight(dataset_dir: str | None, out: Path, skip_bad: bool, progress: bool) -> None:
@@ -112,8 +113,10 @@ def _steps(
 
     def seg_config() -> SegConfig:
         base = SegConfig(output_dir=out, device=device, progress=progress, **seg)
-        # trained on the current pseudo labels, with the settings asked for now (else trained again)
-        fresh = _newer(run.seg.manifest, run.cam.pseudo_manifest) and _trained_with(run.seg, base)
+        # trained on the current pseudo labels, with the settings asked for now (else trained again); the
+        # last self-training round's network records its round's labels as pseudo_dir
+        rounds = frozenset({"pseudo_dir"}) if base.rounds else frozenset()
+        fresh = _newer(run.seg.manifest, run.cam.pseudo_manifest) and _trained_with(run.seg, base, rounds)
         return dataclasses.replace(base, overwrite=overwrite or not fresh, resume=resume(run.seg) and fresh)
 
     base = run.baseline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acdc_wsss.chain import main, run_chain
+from acdc_wsss.chain import _trained_with, main, run_chain
 from acdc_wsss.data.acdc import read_datalist
+from acdc_wsss.layout import StageLayout
 from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
 from acdc_wsss.seg.data import augmentation
@@ -60,6 +62,27 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["ensemble"] == 2
     assert (out / "seg_members" / "member1" / "last.pt").is_file()
     assert "The network is an ensemble of 2" in (out / "report.md").read_text()
+
+
+def test_a_stage_counts_as_trained_with_the_settings_its_manifest_records(tmp_path: Path) -> None:
+    stage = StageLayout(tmp_path / "seg")
+    assert not _trained_with(stage, SegConfig())  # no manifest: not trained
+    stage.path.mkdir()
+
+    def record(cfg: SegConfig, drop: tuple[str, ...] = ()) -> None:
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
+        stage.manifest.write_text(json.dumps({"config": config}))
+
+    record(SegConfig(output_dir="elsewhere", device="cuda", epochs=3))
+    assert _trained_with(stage, SegConfig(epochs=3, progress=False))  # operational settings aside
+    assert not _trained_with(stage, SegConfig(epochs=4))
+    record(SegConfig(epochs=3), drop=("ensemble",))  # a manifest made before the setting existed
+    assert _trained_with(stage, SegConfig(epochs=3)) and not _trained_with(
+        stage, SegConfig(epochs=3, ensemble=2)
+    )
+    record(SegConfig(rounds=1, pseudo_dir="run/seg_rounds/round1/pseudo"))  # the last round's labels
+    assert not _trained_with(stage, SegConfig(rounds=1))
+    assert _trained_with(stage, SegConfig(rounds=1), frozenset({"pseudo_dir"}))
 
 
 def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
