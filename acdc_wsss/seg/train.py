@@ -190,11 +190,12 @@ def _train_stage(cfg: SegConfig, stage_dir: Path, handlers: tuple[Any, ...] = ()
             dist.barrier()
         for k in range(1, cfg.ensemble):
             member = run.seg_member(k)
-            if member.complete and not cfg.overwrite:
-                continue
             resume = member.last.is_file() and not cfg.overwrite
-            logger.info("stage 3: ensemble network %d of %d (seed %d)", k + 1, cfg.ensemble, cfg.seed + k)
             member_cfg = dataclasses.replace(cfg, seed=cfg.seed + k, resume=resume, overwrite=False)
+            recorded = read_json(member.manifest).get("config_digest") if member.complete else None
+            if resume and recorded == config_digest(member_cfg):
+                continue  # finished with these settings (others are refused when it resumes)
+            logger.info("stage 3: ensemble network %d of %d (seed %d)", k + 1, cfg.ensemble, cfg.seed + k)
             _train_network(member_cfg, member.path, handlers)
     return _train_network(cfg, stage_dir, handlers)
 

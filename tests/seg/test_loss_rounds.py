@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -199,6 +200,11 @@ def test_an_ensemble_trains_each_network_and_answers_their_mean(run_copy: Path, 
     shutil.rmtree(run.seg.path)  # seg/ lost, its member kept: only seg/ trains again
     run_seg(cfg)
     assert member.last.stat().st_mtime_ns == stamp and run.seg.complete
+    shutil.rmtree(run.seg.path)  # a member finished with other settings is refused, not kept
+    with pytest.raises(ValueError, match="trained with other settings"):
+        run_seg(dataclasses.replace(cfg, lr=cfg.lr / 2))
+    assert member.last.stat().st_mtime_ns == stamp
+    run_seg(cfg)
     shutil.rmtree(member.path)  # a member lost: loading names the command that makes it
     with pytest.raises(FileNotFoundError, match=r"monai\.bundle run"):
         load_seg(run_copy)
