@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acdc_wsss.config import VOLATILE
 from acdc_wsss.data.check import validated_patients
 from acdc_wsss.errors import USER_ERRORS, DatasetError, describe
 from acdc_wsss.l2g import L2GConfig, run_l2g
@@ -40,10 +41,9 @@ def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and than.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
 
-#: Settings that change how a step runs, not what it makes: a finished step is kept whatever they are.
-OPERATIONAL = frozenset(
-    {"output_dir", "resume", "overwrite", "progress", "device", "num_workers", "tensorboard", "distributed"}
-)
+#: Settings that change how a step runs, not what it makes: a finished step is kept whatever they are
+#: (those a resumed run may change, but for its length, and where the run lives).
+OPERATIONAL = (VOLATILE - {"epochs"}) | {"output_dir"}
 
 
 def _trained_with(stage: StageLayout, cfg: Any, ignore: frozenset[str] = frozenset()) -> bool:
