@@ -196,7 +196,11 @@ def checkpoint_file(output_dir: str | Path, checkpoint: str = "last", member: in
     layouts = member_layouts(output_dir)
     if not 0 <= member < len(layouts):
         raise ValueError(f"{output_dir} trained {len(layouts)} stage-3 network(s), not a member {member}.")
-    path = layouts[member].checkpoint(checkpoint)
+    return _existing_checkpoint(layouts[member], checkpoint, output_dir)
+
+
+def _existing_checkpoint(layout: StageLayout, checkpoint: str, output_dir: str | Path) -> Path:
+    path = layout.checkpoint(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; make it with: {_make_command(output_dir)}")
     return path
@@ -212,8 +216,8 @@ def with_checkpoint(network: nn.Module, output_dir: str | Path, checkpoint: str 
         raise ValueError(
             f"{output_dir} trained {len(layouts)} stage-3 network(s); the network given has {len(nets)}."
         )
-    for k, (net, layout) in enumerate(zip(nets, layouts, strict=True)):
-        load_weights(net, checkpoint_file(output_dir, checkpoint, k), layout.manifest)
+    for net, layout in zip(nets, layouts, strict=True):
+        load_weights(net, _existing_checkpoint(layout, checkpoint, output_dir), layout.manifest)
     return network
 
 
