@@ -47,6 +47,13 @@ def _value(text: str) -> Any:
         return text
 
 
+def _flag(text: str) -> bool:
+    """``true`` or ``false`` (any case) as a bool; anything else is refused."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def overrides(pairs: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` pairs as SegConfig overrides, each value read as JSON where it parses (``12``,
     ``true``, ``[16, 32]``), else kept as text."""
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation", help="split scored (validation)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--flip", type=_value, default=True, help="flip TTA at inference (true: the default, false: none)"
+        "--flip", type=_flag, default=True, help="flip TTA at inference (true: the default, false: none)"
     )
     parser.add_argument("--drop_every", type=int, default=None, help="leave out every K-th training patient")
     parser.add_argument("--fold", type=int, default=None, help="cross-validation fold K (1..--folds) scored")
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 "training_patients": len({it["patient"] for it in layout.split("training")}),
                 "train_minutes": minutes,
                 "flip": args.flip,
-                **score_variant(folder, args.anatomy, args.split, args.device, bool(args.flip)),
+                **score_variant(folder, args.anatomy, args.split, args.device, args.flip),
             }
         )
     )
