@@ -58,6 +58,21 @@ def _trained_with(stage: StageLayout, cfg: Any, ignore: frozenset[str] = frozens
     return all(recorded.get(k, defaults.get(k)) == v for k, v in wanted.items() if k not in skip)
 
 
+#: Stage-1 settings that say where the data lie, not what the classifiers learn from: a finished stage 1 is
+#: kept when the dataset folder moves (the run's datalist holds the patients), and ``skip_bad`` changes
+#: nothing on a dataset without problems (with one, the check refuses the run without it).
+LOCATION = frozenset({"dataset_dir", "phantom_dir", "skip_bad"})
+
+
+def _classifier_config(stage: StageLayout, cfg: Any, overwrite: bool) -> Any:
+    """``cfg`` (a stage-1 config) to train ``stage``: resumed from its ``last.pt`` when its manifest records
+    the same settings (or none), trained again from scratch when it records others."""
+    same = not stage.manifest.is_file() or _trained_with(stage, cfg, LOCATION)
+    return dataclasses.replace(
+        cfg, overwrite=overwrite or not same, resume=stage.last.exists() and not overwrite and same
+    )
+
+
 def _preflight(dataset_dir: str | None, out: Path, skip_bad: bool, progress: bool) -> None:
     """Refuse, before any work, an output folder inside the dataset or one that cannot be written, and a
     dataset with a problem (every file is read, also when the run's later steps are already done)."""
@@ -122,11 +137,22 @@ def _steps(
     base = run.baseline
 
     def base_config() -> L2GConfig:
-        return dataclasses.replace(l2g_cfg, output_dir=str(base.root), l2g=False, resume=resume(base.l2g))
+        return _classifier_config(
+            base.l2g, dataclasses.replace(l2g_cfg, output_dir=str(base.root), l2g=False), overwrite
+        )
 
-    steps = [Step("stage 1: L2G classifiers", lambda: run.l2g.complete, run_l2g, lambda: l2g_cfg)]
+    def classifiers(stage: StageLayout, cfg: Callable[[], L2GConfig]) -> Callable[[], bool]:
+        # finished, with the settings asked for now (else trained again, and every later step with it)
+        return lambda: stage.complete and _trained_with(stage, cfg(), LOCATION)
+
+    def l2g_config() -> L2GConfig:
+        return _classifier_config(run.l2g, l2g_cfg, overwrite)
+
+    steps = [Step("stage 1: L2G classifiers", classifiers(run.l2g, l2g_config), run_l2g, l2g_config)]
     if train_baseline:
-        steps.append(Step("stage 1: baseline classifier", lambda: base.l2g.complete, run_l2g, base_config))
+        steps.append(
+            Step("stage 1: baseline classifier", classifiers(base.l2g, base_config), run_l2g, base_config)
+        )
     steps.append(Step("stage 2: CAMs", lambda: False, run_cam, cams(out)))  # run_cam keeps up-to-date CAMs
     if baseline_run is not None and baseline:
         steps.append(Step("stage 2: baseline CAMs", lambda: False, run_cam, cams(baseline_run)))
@@ -215,8 +241,6 @@ def run_chain(
             "progress": progress,
             **({"splits": splits} if splits else {}),
             **(l2g or {}),
-            "overwrite": overwrite,
-            "resume": run.l2g.last.exists() and not overwrite,
         }
     )
     train_baseline = baseline and baseline_run is None

@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acdc_wsss.chain import _trained_with, main, run_chain
+from acdc_wsss.chain import _steps, _trained_with, main, run_chain
 from acdc_wsss.data.acdc import read_datalist
-from acdc_wsss.layout import StageLayout
+from acdc_wsss.l2g import L2GConfig
+from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
 from acdc_wsss.seg.data import augmentation
@@ -83,6 +84,31 @@ def test_a_stage_counts_as_trained_with_the_settings_its_manifest_records(tmp_pa
     record(SegConfig(rounds=1, pseudo_dir="run/seg_rounds/round1/pseudo"))  # the last round's labels
     assert not _trained_with(stage, SegConfig(rounds=1))
     assert _trained_with(stage, SegConfig(rounds=1), frozenset({"pseudo_dir"}))
+
+
+def test_a_finished_stage_1_is_kept_only_with_the_settings_asked_for(
+    chain_run: tuple[Path, dict], phantom_dir: Path, tiny: dict, tmp_path: Path
+) -> None:
+    out, _ = chain_run
+    run = RunLayout(out)
+    recorded = json.loads(run.l2g.manifest.read_text())["config"]
+
+    def stage1(**changes: object) -> list:
+        cfg = L2GConfig(**{**recorded, "progress": False, **changes})
+        steps = _steps(run, cfg, tiny["seg"], False, str(run.baseline.root), True, True)
+        return [s for s in steps if s.name.startswith("stage 1")]
+
+    # the same settings, the dataset folder moved and the operational ones changed: both kept, resumable
+    for step in stage1(dataset_dir=str(tmp_path / "moved"), device="meta", num_workers=2):
+        assert step.done(), step.name
+        assert not step.settings().overwrite and step.settings().resume
+    # another learning setting: neither classifier counts as done; each trains again from scratch
+    for step in stage1(num_views=3):
+        cfg = step.settings()
+        assert not step.done() and cfg.overwrite and not cfg.resume and cfg.num_views == 3, step.name
+    assert stage1(num_views=3)[1].settings().l2g is False  # the baseline stays the plain-CAM classifier
+    # nothing was written by asking
+    assert json.loads(run.l2g.manifest.read_text())["config"] == recorded
 
 
 def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
