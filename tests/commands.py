@@ -83,6 +83,33 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) -
         os._exit(code)
 
 
+def torchrun(nproc: int, log_dir: Path) -> list[str]:
+    """The start of a ``python -m torch.distributed.run`` command line: ``nproc`` ranks on this machine,
+    on a free port (``--standalone``, so two such commands never meet on a fixed one), each rank's stdout
+    and stderr also written under ``log_dir`` (:func:`rank_logs` reads them when the command fails)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "--log-dir",
+        str(log_dir),
+        "--redirects",
+        "3",
+        "--tee",
+        "3",
+    ]
+
+
+def rank_logs(log_dir: Path, tail: int = 4000) -> str:
+    """The end of every rank's output written by a :func:`torchrun` command, each under its file's name: what
+    a failed multi-process test shows, since a rank's own error may lie far from the launcher's last lines."""
+    files = sorted(p for p in Path(log_dir).rglob("*") if p.is_file())
+    parts = [f"--- {p.relative_to(log_dir)} ---\n{p.read_text(errors='replace')[-tail:]}" for p in files]
+    return "\n".join(parts)
+
+
 def start_command(
     cmd: Sequence[str], *, cwd: str | Path = ROOT, env: Mapping[str, str] | None = None
 ) -> multiprocessing.process.BaseProcess:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.commands import run_command
+from tests.commands import rank_logs, run_command, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "l2g_acdc"
@@ -48,10 +48,9 @@ def test_bundle_runs_one_epoch_on_a_tiny_phantom(tmp_path: Path) -> None:
 def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path: Path) -> None:
     out, phantom = tmp_path / "run", tmp_path / "phantom"
     configs = "['bundles/l2g_acdc/train.json','bundles/l2g_acdc/multi_gpu_train.json']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", configs]
+    cmd = [*torchrun(2, tmp_path / "ranks"), "-m", "monai.bundle", "run", "--config_file", configs]
     run = _run([*cmd, "--output_dir", str(out), "--phantom_dir", str(phantom), *SMALL, "--batch_size", "4"])
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-3000:] + "\n" + rank_logs(tmp_path / "ranks")
     manifest = json.loads((out / "l2g" / "manifest.json").read_text())
     assert manifest["ddp"] == {"world_size": 2, "ranks_identical": True}
     assert manifest["config"]["distributed"] is True

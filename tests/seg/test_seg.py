@@ -23,7 +23,7 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
 from acdc_wsss.seg.data import augmentation
-from tests.commands import run_command
+from tests.commands import rank_logs, run_command, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,11 +252,11 @@ def test_deeplab_bundles_through_monai_cli(run_copy: Path) -> None:
     assert bad.returncode != 0 and "lr must be float" in bad.stderr
 
 
-def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(run_copy: Path) -> None:
+def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(run_copy: Path, tmp_path: Path) -> None:
     out = run_copy
     configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/multi_gpu_train.json']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519"]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(out)]
+    cmd = [*torchrun(2, tmp_path / "ranks"), "-m", "monai.bundle", "run", "--config_file", configs]
+    cmd += ["--output_dir", str(out)]
     run = _bundle([*cmd, "--epochs", "1", "--width", "0.125", "--batch_size", "4", "--progress", "False"])
     assert "holds a run" in run.stderr  # an existing seg/ is refused on every rank, before any work
     run = _bundle(
@@ -274,7 +274,7 @@ def test_deeplab_ddp_two_cpu_processes_keep_identical_weights(run_copy: Path) ->
             "True",
         ]
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-3000:] + "\n" + rank_logs(tmp_path / "ranks")
     manifest = json.loads((out / "seg" / "manifest.json").read_text())
     assert manifest["ddp"] == {"world_size": 2, "ranks_identical": True}
 
