@@ -25,6 +25,7 @@ import torch
 
 from acdc_wsss.chain import main, run_chain
 from tests.commands import run_command, start_command
+from tests.conftest import TINY_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +175,7 @@ def test_full_disk_during_a_write_loses_nothing(
 
     monkeypatch.setattr(np, "savez_compressed", full_disk)
     argv = ["run", "--dataset_dir", str(phantom_dir), "--output_dir", str(run_copy), "--no-progress"]
+    argv += TINY_ARGS  # the run's own settings, so its finished stages are kept
     rc, err = run_cli(argv, capsys)
     monkeypatch.setattr(np, "savez_compressed", real)
     assert rc == 2
