@@ -16,8 +16,9 @@ the RV grown out, then how wide the side is where RV seeds are sought around the
 training patients share, 180 degrees being anywhere, then the LV-RV swap check on that side: 0 degrees
 being off, and how much rounder the chain on the anti-septal side must be), on the validation split only,
 and names the best values: how the defaults were chosen. ``--groups es_fusion`` (or ``boundaries``,
-``side``, ``swap``, ``registration``: the ED-ES registration's box margin and its coarse-to-fine levels)
-sweeps that group alone (the others at their defaults).
+``side``, ``swap``, ``registration``: the ED-ES registration's box margin and its coarse-to-fine levels;
+``threshold``: the blood-pool threshold, two-class Otsu, three-class upper cut, or per volume the one whose
+LV chain scores best) sweeps that group alone (the others at their defaults).
 Both print one JSON line.
 """
 
@@ -65,6 +66,7 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
         "fusion.margin_px": (16, 32, 48),
         "fusion.levels": ((1,), (2, 1)),
     },
+    "threshold": {"es_step": ("fused",), "thresholds": (("otsu",), ("upper",), ("otsu", "upper"))},
 }
 #: The rules the sweep starts from: each frame's own rules; the last group switches the ES fusion on.
 SWEEP_START = ScanRules(es_step="scan")

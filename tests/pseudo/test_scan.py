@@ -10,6 +10,7 @@ from scipy import ndimage as ndi
 
 from acdc_wsss.metrics import dice_per_class
 from acdc_wsss.pseudo.rules import ScanRules, label_confidence, priors_labels, scan_labels
+from acdc_wsss.pseudo.rules.common import pool_threshold
 from acdc_wsss.pseudo.rules.lv import ChainRules
 from acdc_wsss.pseudo.rules.polar import closed_path, polar_sample, polar_to_mask, ray_extent, window_mean
 from acdc_wsss.pseudo.rules.rv import RVRules, seed_side, septal_prior
@@ -204,3 +205,42 @@ def test_septal_prior_is_the_circular_mean_of_directions_that_agree() -> None:
     # the seeds are sought again around the shared direction, else the volume's own; 180 degrees: anywhere
     assert seed_side(0.3, 2.0, RVRules()) == 2.0 and seed_side(0.3, None, RVRules()) == 0.3
     assert seed_side(None, None, RVRules()) is None and seed_side(0.3, 2.0, RVRules(side_deg=180.0)) is None
+
+
+def test_pool_thresholds_by_hand() -> None:
+    # lung (-3) half the disc, wall (0) and blood (1.5) a quarter each: the two-class cut falls between lung
+    # and wall (between-class variance 0.5 * 0.5 * (0.75 + 3)^2 = 3.52 against 0.75 * 0.25 * (1.5 + 2)^2 =
+    # 2.30 for wall and lung against blood), so the wall counts as blood; the three-class upper cut does not
+    values = np.repeat([-3.0, 0.0, 1.5], [200, 100, 100])
+    assert -3.0 < pool_threshold(values, "otsu") < 0.0
+    assert 0.0 < pool_threshold(values, "upper") < 1.5
+    assert pool_threshold(np.repeat([0.0, 1.0], 50), "upper") == pool_threshold(np.repeat([0.0, 1.0], 50))
+    with pytest.raises(ValueError, match="must be one of"):
+        pool_threshold(values, "mean")
+    with pytest.raises(ValueError, match="thresholds"):
+        ScanRules(thresholds=("otsu", "median"))
+
+
+def test_a_wall_as_bright_as_the_two_class_cut_takes_the_volume_to_the_upper_cut() -> None:
+    """Dark lung fills most of the search disc, so the two-class cut lets the wall in and RV, wall and LV
+    become one blob: the LV chain found at the three-class upper cut scores higher, and every rule then reads
+    those pools."""
+    yy, xx = np.mgrid[:128, :128]
+    r_lv = np.hypot(yy - 64, xx - 72)
+    gt = np.zeros((128, 128), np.uint8)
+    gt[r_lv < 20] = 2
+    gt[r_lv < 12] = 3
+    gt[(np.hypot(yy - 64, xx - 58) < 30) & (r_lv >= 20) & (xx < 72)] = 1  # the RV touches the wall
+    img = np.full((128, 128), -3.0)
+    img[gt == 2] = 0.0
+    img[(gt == 1) | (gt == 3)] = 1.5
+    rng = np.random.default_rng(1)
+    image = np.stack([img + rng.normal(0, 0.1, img.shape) for _ in range(5)], axis=-1)
+    motion = np.zeros_like(image)
+    motion[50:78, 58:86] = 1.0
+    truth = np.stack([gt] * 5, axis=-1)
+    otsu = scan_labels(image, motion, spacing=1.5, rules=ScanRules(thresholds=("otsu",)))
+    merged = dice_per_class(otsu, truth, (1, 2, 3))
+    chosen = dice_per_class(scan_labels(image, motion, spacing=1.5), truth, (1, 2, 3))
+    assert merged[2] < 0.5 and merged[0] < 0.5, merged  # one blob: the LV swallows wall and RV
+    assert chosen.min() > 0.9, chosen

@@ -7,12 +7,14 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import threshold_multiotsu
 
 from acdc_wsss.data.transforms import HeartCentre
 
 __all__ = [
     "LV",
     "MYO",
+    "POOL_THRESHOLDS",
     "RV",
     "BloodPools",
     "SliceGrid",
@@ -20,6 +22,7 @@ __all__ = [
     "heart_centre",
     "heart_region",
     "otsu_threshold",
+    "pool_threshold",
     "weighted_median",
 ]
 
@@ -43,6 +46,24 @@ def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
     between = (w0 * w1 * (mu0 - mu1) ** 2)[:-1]
     best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # a plateau over an empty gap: its middle
     return float(edges[1:][best[len(best) // 2]])
+
+
+#: How a slice's blood-pool threshold is set (:func:`pool_threshold`).
+POOL_THRESHOLDS = ("otsu", "upper")
+
+
+def pool_threshold(values: np.ndarray, kind: str = "otsu") -> float:
+    """The cut above which a pixel of ``values`` (the search disc) is blood: ``otsu``, the two-class Otsu
+    threshold; ``upper``, the upper cut of a three-class Otsu (dark lung and air / myocardium and other
+    tissue / blood), for a slice where the two-class cut falls below the myocardium's brightness and the
+    pools and the wall between them become one blob (the two-class cut where three classes cannot be
+    told apart)."""
+    if kind not in POOL_THRESHOLDS:
+        raise ValueError(f"blood-pool threshold must be one of {POOL_THRESHOLDS}, not {kind!r}.")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if kind == "upper" and np.unique(v).size >= 3:
+        return float(threshold_multiotsu(v, classes=3, nbins=128)[1])
+    return otsu_threshold(v)
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -80,17 +101,20 @@ class BloodPools(NamedTuple):
     """The bright blobs of one slice inside the search disc, and the LV candidates among them."""
 
     image: np.ndarray  #: (H, W) standardised intensities
-    threshold: float  #: Otsu threshold of the disc: brighter is blood
+    threshold: float  #: the disc's blood threshold (:func:`pool_threshold`): brighter is blood
     blobs: np.ndarray  #: (H, W) int labels of the bright blobs (0 elsewhere)
     sizes: np.ndarray  #: pixels per blob label
     candidates: np.ndarray  #: (H, W) int labels of the LV candidates: the blobs, or their part in a region
     candidate_sizes: np.ndarray  #: pixels per candidate label
 
 
-def blood_pools(image: np.ndarray, disc: np.ndarray, lv_within: np.ndarray | None = None) -> BloodPools:
-    """The blood pools of an ``(H, W)`` slice inside ``disc``; with ``lv_within`` (``(H, W)`` bool), the
-    LV candidates are the bright pixels inside it instead of the whole blobs."""
-    thr = otsu_threshold(image[disc])
+def blood_pools(
+    image: np.ndarray, disc: np.ndarray, lv_within: np.ndarray | None = None, threshold: str = "otsu"
+) -> BloodPools:
+    """The blood pools of an ``(H, W)`` slice inside ``disc``, above its :func:`pool_threshold` of kind
+    ``threshold``; with ``lv_within`` (``(H, W)`` bool), the LV candidates are the bright pixels inside it
+    instead of the whole blobs."""
+    thr = pool_threshold(image[disc], threshold)
     blobs, k = ndi.label(disc & (image > thr))
     sizes = np.bincount(blobs.ravel(), minlength=k + 1)
     if lv_within is None:

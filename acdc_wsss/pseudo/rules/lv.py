@@ -24,6 +24,7 @@ from acdc_wsss.pseudo.rules.common import LV, BloodPools, SliceGrid, weighted_me
 __all__ = [
     "Blob",
     "ChainRules",
+    "best_chain_score",
     "blob_chains",
     "choose_lv_blobs",
     "lv_axis",
@@ -200,6 +201,12 @@ def _chain_score(chain: list[tuple[int, int]], blobs: list[list[Blob]], rules: C
         - rules.w_distance * float(np.mean([b.distance_mm for b in members]))
         + rules.w_cam * float(np.mean([b.lv_score for b in members]))
     )
+
+
+def best_chain_score(blobs: list[list[Blob]], rules: ChainRules) -> float:
+    """The score of the best LV chain :func:`lv_chain` would start from (``-inf`` without any blob): how
+    much the best chain of these blobs looks like an LV, to compare two ways of finding the blobs."""
+    return max((_chain_score(c, blobs, rules) for c in blob_chains(blobs, rules.min_iou)), default=-np.inf)
 
 
 class _Shape(NamedTuple):

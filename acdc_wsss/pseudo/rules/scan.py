@@ -33,8 +33,23 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from acdc_wsss.pseudo.rules.anatomy import slice_labels
-from acdc_wsss.pseudo.rules.common import LV, BloodPools, SliceGrid, blood_pools, heart_centre
-from acdc_wsss.pseudo.rules.lv import ChainRules, choose_lv_blobs, lv_cavity, lv_chain, slice_blobs
+from acdc_wsss.pseudo.rules.common import (
+    LV,
+    POOL_THRESHOLDS,
+    BloodPools,
+    SliceGrid,
+    blood_pools,
+    heart_centre,
+)
+from acdc_wsss.pseudo.rules.lv import (
+    Blob,
+    ChainRules,
+    best_chain_score,
+    choose_lv_blobs,
+    lv_cavity,
+    lv_chain,
+    slice_blobs,
+)
 from acdc_wsss.pseudo.rules.myo import EpicardiumRules, epicardium, myocardial_ring
 from acdc_wsss.pseudo.rules.rv import (
     RVRules,
@@ -63,6 +78,12 @@ class ScanRules:
         es_step: ``fused`` (an ES frame's labels fused with its ED frame's, carried by registration) or
             ``scan`` (the ES frame's own rules only).
         smooth_sigma: in-plane Gaussian smoothing (pixels) before any rule.
+        thresholds: the blood-pool thresholds tried on each volume
+            (:func:`~acdc_wsss.pseudo.rules.common.pool_threshold`): every rule of the volume reads the pools
+            of the one whose best LV chain scores highest
+            (:func:`~acdc_wsss.pseudo.rules.lv.best_chain_score`; the first on a tie). Where the two-class
+            cut lets the myocardium in, RV, wall and LV merge into one blob, a poor LV chain, and the
+            three-class ``upper`` cut wins (``("otsu",)``: one threshold).
         disc_mm: radius of the search disc around the motion centre.
         min_blob_mm2: smallest blood pool considered.
         es_margin_px: how far the ES cavity may reach outside the ED cavity.
@@ -75,6 +96,7 @@ class ScanRules:
     rv_step: str = "blood"
     es_step: str = "fused"
     smooth_sigma: float = 0.0
+    thresholds: tuple[str, ...] = ("otsu", "upper")
     disc_mm: float = 60.0
     min_blob_mm2: float = 40.0
     es_margin_px: int = 3
@@ -96,6 +118,11 @@ class ScanRules:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ScanRules.{name} must be one of {allowed}, not {getattr(self, name)!r}.")
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
+        if not self.thresholds or not set(self.thresholds) <= set(POOL_THRESHOLDS):
+            raise ValueError(
+                f"ScanRules.thresholds must be some of {POOL_THRESHOLDS}, not {self.thresholds!r}."
+            )
 
 
 def _cavities(
@@ -108,16 +135,56 @@ def _cavities(
     septal: float | None = None,
 ) -> list[np.ndarray | None]:
     min_px = rules.min_blob_mm2 / spacing**2
-    use_cam = scores is not None and rules.chain.w_cam > 0
     if rules.lv_step == "template":
+        use_cam = scores is not None and rules.chain.w_cam > 0
         grid = SliceGrid(*pools[0].image.shape)
         choice = choose_lv_blobs(pools, grid, centre, min_px, scores, 15.0 / spacing if use_cam else 0.0)
         return [lv_cavity(p, c) if c else None for p, c in zip(pools, choice, strict=True)]
-    blobs = [
+    blobs = _blobs(pools, centre, spacing, scores, rules)
+    return lv_chain(blobs, rules.chain, spacing, None if tags is None else tags[:, LV - 1] > 0, septal)
+
+
+def _blobs(
+    pools: list[BloodPools],
+    centre: tuple[float, float],
+    spacing: float,
+    scores: np.ndarray | None,
+    rules: ScanRules,
+) -> list[list[Blob]]:
+    """Every slice's LV candidates as the chain rule reads them."""
+    min_px = rules.min_blob_mm2 / spacing**2
+    use_cam = scores is not None and rules.chain.w_cam > 0
+    return [
         slice_blobs(p, min_px, centre, spacing, scores[LV - 1, ..., z] if use_cam else None)
         for z, p in enumerate(pools)
     ]
-    return lv_chain(blobs, rules.chain, spacing, None if tags is None else tags[:, LV - 1] > 0, septal)
+
+
+def _pools(
+    smooth: np.ndarray,
+    disc: np.ndarray,
+    lv_within: np.ndarray | None,
+    centre: tuple[float, float],
+    spacing: float,
+    scores: np.ndarray | None,
+    rules: ScanRules,
+) -> list[BloodPools]:
+    """Every slice's blood pools, at the threshold of ``rules.thresholds`` whose best LV chain scores
+    highest (the first where the LV is not found by its chain, or on a tie)."""
+
+    def at(kind: str) -> list[BloodPools]:
+        within = [None if lv_within is None else lv_within[..., z] for z in range(smooth.shape[-1])]
+        return [blood_pools(smooth[..., z], disc, w, kind) for z, w in enumerate(within)]
+
+    kinds = rules.thresholds if rules.lv_step == "chain" else rules.thresholds[:1]
+    options = [at(kind) for kind in kinds]
+    if len(options) == 1:
+        return options[0]
+
+    def score(pools: list[BloodPools]) -> float:
+        return best_chain_score(_blobs(pools, centre, spacing, scores, rules), rules.chain)
+
+    return max(options, key=score)
 
 
 def _myocardium(
@@ -231,15 +298,13 @@ def _heart(
     lv_within: np.ndarray | None,
     septal: float | None = None,
 ) -> _Heart:
-    h, w, n = image.shape
+    h, w = image.shape[:2]
     smooth = ndi.gaussian_filter(np.asarray(image, np.float64), (rules.smooth_sigma, rules.smooth_sigma, 0))
     centre = heart_centre(motion)
     dist = SliceGrid(h, w).distance(*centre)
     disc = dist <= rules.disc_mm / spacing
     reach = dist <= (rules.disc_mm + rules.rv_reach_mm) / spacing
-    pools = [
-        blood_pools(smooth[..., z], disc, None if lv_within is None else lv_within[..., z]) for z in range(n)
-    ]
+    pools = _pools(smooth, disc, lv_within, centre, spacing, scores, rules)
     cavities = _cavities(pools, centre, spacing, tags, scores, rules, septal)
     return _Heart(pools, cavities, _myocardium(smooth, pools, cavities, spacing, rules), reach)
 
