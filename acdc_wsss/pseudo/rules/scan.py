@@ -134,8 +134,8 @@ def _cavities(
     rules: ScanRules,
     septal: float | None = None,
 ) -> list[np.ndarray | None]:
-    min_px = rules.min_blob_mm2 / spacing**2
     if rules.lv_step == "template":
+        min_px = rules.min_blob_mm2 / spacing**2
         use_cam = scores is not None and rules.chain.w_cam > 0
         grid = SliceGrid(*pools[0].image.shape)
         choice = choose_lv_blobs(pools, grid, centre, min_px, scores, 15.0 / spacing if use_cam else 0.0)
