@@ -30,6 +30,7 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
+from acdc_wsss.seg.components import DEFAULT_ANATOMY, DEFAULT_RV_DESCENT, DEFAULT_TEMPORAL
 from acdc_wsss.utils import ensure_writable, read_json, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
@@ -177,7 +178,7 @@ def _steps(
         ),
         Step(
             "inference: test patients",
-            lambda: _newer(masks, run.seg.last) and read_json(masks).get("source") == "split testing",
+            lambda: _newer(masks, run.seg.last) and _predicted_as_the_chain_does(masks),
             lambda _: predict(out, "testing", device=device, progress=progress),
         ),
         Step(
@@ -186,6 +187,26 @@ def _steps(
             lambda _: evaluate_seg(out, "testing", progress=progress),
         ),
     ]
+
+
+#: What the chain's inference records (``predictions/manifest.json``) when it runs with today's defaults.
+CHAIN_INFERENCE = {
+    "source": "split testing",
+    "checkpoint": "last",
+    "flip": True,
+    "crf": False,
+    "largest_component": True,
+    "anatomy": DEFAULT_ANATOMY,
+    "temporal": DEFAULT_TEMPORAL,
+    "rv_descent": DEFAULT_RV_DESCENT,
+}
+
+
+def _predicted_as_the_chain_does(masks: Path) -> bool:
+    """The masks were made from the test patients with the settings the chain's inference uses now (masks
+    made by another command, or before a default changed, are made again)."""
+    record = read_json(masks)
+    return all(record.get(k) == v for k, v in CHAIN_INFERENCE.items())
 
 
 def _take(step: Step, overwrite: bool, times: dict[str, float], done: dict[str, str]) -> None:

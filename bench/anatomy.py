@@ -1,8 +1,8 @@
-"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) on a finished run's
-validation patients.
+"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) and the ES frame's RV
+cut (``--infer_rv_descent``) on a finished run's validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
-        [--temporal None] [--split validation] [--side_deg 60]
+        [--temporal None] [--rv_descent None] [--split validation] [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
@@ -10,9 +10,11 @@ stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``-
 probabilities with the stage-2 anatomy rules (``None``: the network alone), and each value of ``--temporal``
 mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed; the
 key of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest
-components are kept and scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
-preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
-``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
+components are kept; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices
+basal to that distance below its ED frame's basal RV slice (``None``: kept; with more than one value,
+``"/<mm>"`` ends the key); the result is scored as mean 3D Dice over the volumes and the foreground
+classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep``
+(value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
 ``volumes``, ``checkpoint``, ``per_run``. Several ``--run`` folders (the cross-validation folds of
 ``bench/stage3.py --fold``, each with its own validation split) are pooled: every value is the mean over all
@@ -41,6 +43,7 @@ from acdc_wsss.seg.components import (
     check_anatomy,
     fuse_volume,
     mix_with_ed,
+    rv_after_descent,
 )
 from acdc_wsss.seg.infer import largest_components
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
@@ -50,8 +53,15 @@ def _value(text: str) -> float | None:
     return None if text.strip() in ("None", "none", "") else float(text)
 
 
-def _name(anatomy: float | None, temporal: float | None, temporals: list[float | None]) -> str:
-    return str(anatomy) if len(temporals) == 1 else f"{anatomy}/{temporal}"
+def _name(
+    anatomy: float | None,
+    temporal: float | None,
+    temporals: list[float | None],
+    descent: float | None = None,
+    descents: tuple[float | None, ...] = (None,),
+) -> str:
+    name = str(anatomy) if len(temporals) == 1 else f"{anatomy}/{temporal}"
+    return name if len(descents) == 1 else f"{name}/{descent}"
 
 
 def _mean(scores: list[np.ndarray]) -> float:
@@ -66,8 +76,9 @@ def _score_run(
     values: list[float | None],
     temporals: list[float | None],
     scan: ScanRules,
+    descents: tuple[float | None, ...] = (None,),
 ) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]]]:
-    """Score ``run_dir``'s network on ``split`` for every pair of settings: the classes, and per pair each
+    """Score ``run_dir``'s network on ``split`` for every set of settings: the classes, and per set each
     volume's Dice (by phase) and volume ratio."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
@@ -86,7 +97,7 @@ def _score_run(
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
     fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=recorded_septal(manifest), rules=scan)
     inferer = VolumeSliceInferer(flip=True)
-    names = [_name(a, t, temporals) for a in values for t in temporals]
+    names = [_name(a, t, temporals, d, descents) for a in values for t in temporals for d in descents]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
     ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     ed: dict[str, Any] = {}
@@ -99,9 +110,10 @@ def _score_run(
         frame = {"image": vol["image"], "motion": vol["motion"], "patient": item["patient"]}
         rules = fusion.rules({**frame, "phase": item["phase"]}) if item.get("pair") else None
         ref = vol["label"][0].numpy()
-        partner = ed.pop(item["patient"], None) if item["phase"] == "ES" else None
+        phase = "ED" if item["phase"] == "ED" else "ES"
+        partner = ed.pop(item["patient"], None) if phase == "ES" else None
         fields: dict = {}
-        fused_by = {}
+        fused_by, labels_by = {}, {}
         for value in values:
             fused = probs if value is None or rules is None else fuse_volume(probs, rules, value)
             fused_by[value] = fused
@@ -109,18 +121,22 @@ def _score_run(
                 mixed = fused
                 if t is not None and partner is not None and partner[0].shape == image.shape:
                     mixed = mix_with_ed(fused, image, partner[1][value], partner[0], t, fields)
-                pred = largest_components(mixed.argmax(0).astype(np.uint8), n)
-                phase = "ED" if item["phase"] == "ED" else "ES"
-                dice[_name(value, t, temporals)][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
-                ratio[_name(value, t, temporals)].append(
-                    [
-                        (pred == c).sum() / (ref == c).sum() if (ref == c).any() else np.nan
-                        for c in range(1, n + 1)
-                    ]
-                )
-        if item["phase"] == "ED":
-            ed[item["patient"]] = (image, fused_by)
+                labels_by[value, t] = largest_components(mixed.argmax(0).astype(np.uint8), n)
+                for d in descents:
+                    pred = labels_by[value, t]
+                    if d is not None and partner is not None:
+                        pred = rv_after_descent(pred, partner[2][value, t], float(vol["image"].pixdim[-1]), d)
+                    name = _name(value, t, temporals, d, descents)
+                    dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
+                    ratio[name].append(_ratio(pred, ref, n))
+        if phase == "ED":
+            ed[item["patient"]] = (image, fused_by, labels_by)
     return list(manifest["classes"]), dice, ratio
+
+
+def _ratio(pred: np.ndarray, ref: np.ndarray, n: int) -> list[float]:
+    """Each class's predicted over true voxels (nan where the class is absent from ``ref``)."""
+    return [(pred == c).sum() / (ref == c).sum() if (ref == c).any() else np.nan for c in range(1, n + 1)]
 
 
 def sweep(
@@ -130,6 +146,7 @@ def sweep(
     checkpoint: str = "last",
     temporals: list[float | None] | None = None,
     side_deg: float | None = None,
+    descents: list[float | None] | None = None,
 ) -> dict[str, Any]:
     """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring); with
     several runs (cross-validation folds), the mean over all their volumes."""
@@ -140,7 +157,9 @@ def sweep(
     ratio: dict[str, list[list[float]]] = {}
     per_run = {}
     for run_dir in run_dirs:
-        classes, own, own_ratio = _score_run(run_dir, split, checkpoint, values, temporals, scan)
+        classes, own, own_ratio = _score_run(
+            run_dir, split, checkpoint, values, temporals, scan, tuple(descents or [None])
+        )
         per_run[run_dir] = {k: _mean(d["ED"] + d["ES"]) for k, d in own.items()}
         for k, d in own.items():
             for phase, scores in d.items():
@@ -177,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--values", default="None,0.5,0.6,0.7,0.8,0.9", help="anatomy weights to try")
     parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
+    parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
     parser.add_argument("--side_deg", type=float, default=None, help="the rules' RV side (default: theirs)")
@@ -184,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    values, temporals = ([_value(v) for v in text.split(",")] for text in (args.values, args.temporal))
-    result = sweep(args.run, values, args.split, args.checkpoint, temporals, args.side_deg)
+    values, temporals, descents = (
+        [_value(v) for v in text.split(",")] for text in (args.values, args.temporal, args.rv_descent)
+    )
+    result = sweep(args.run, values, args.split, args.checkpoint, temporals, args.side_deg, descents)
     print(json.dumps(result))
     return 0
 

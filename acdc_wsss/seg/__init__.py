@@ -12,6 +12,7 @@ from acdc_wsss.nifti import write_colour_table
 from acdc_wsss.seg.components import (
     AnatomyFusiond,
     PredictionRecord,
+    RVDescentd,
     SliceCRFd,
     TerminalProgress,
     VolumeSliceInferer,
@@ -42,6 +43,7 @@ from acdc_wsss.seg.train import run_seg
 __all__ = [
     "AnatomyFusiond",
     "PredictionRecord",
+    "RVDescentd",
     "SegConfig",
     "SegEnsemble",
     "SegLogits",

@@ -49,10 +49,15 @@ from acdc_wsss.utils import write_json
 # its ED/ES pair, and the ED frame's weight in an ES frame's probabilities.
 DEFAULT_ANATOMY = 0.4
 DEFAULT_TEMPORAL = 0.3
+#: How far (mm) below its ED frame's most basal RV slice an ES frame's RV may begin: at systole the
+#: tricuspid annulus moves towards the apex, so the ES frame's basal slices show the right atrium, not the
+#: RV. Chosen on the validation patients (``bench/anatomy.py --rv_descent``).
+DEFAULT_RV_DESCENT = 10.0
 
 __all__ = [
     "AnatomyFusiond",
     "PredictionRecord",
+    "RVDescentd",
     "SliceCRFd",
     "TerminalProgress",
     "VolumeSliceInferer",
@@ -64,6 +69,7 @@ __all__ = [
     "inference_preprocessing",
     "mask_name",
     "mix_with_ed",
+    "rv_after_descent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -223,6 +229,74 @@ def mix_with_ed(
     return ((1.0 - weight) * es_probs + weight * carried).astype(np.float32)
 
 
+def base_first(labels: np.ndarray) -> bool:
+    """Whether slice 0 of ``(H, W, S)`` labels lies at the heart's base: the heart's cross-section, largest
+    at the base and tapering to the apex, has its area-weighted mean slice on the base's side of the middle
+    of the slices it covers (ties, and an empty volume: base first, as the ACDC stacks are ordered)."""
+    area = (labels > 0).sum(axis=(0, 1)).astype(float)
+    covered = np.flatnonzero(area)
+    if covered.size == 0:
+        return True
+    mean = (area * np.arange(area.size)).sum() / area.sum()
+    return bool(mean <= (covered[0] + covered[-1]) / 2)
+
+
+def rv_after_descent(
+    es_labels: np.ndarray, ed_labels: np.ndarray, slice_mm: float, descent_mm: float, rv: int = 1
+) -> np.ndarray:
+    """An ES frame's ``(H, W, S)`` labels with the RV turned to background on every slice basal to
+    ``descent_mm`` below the ED frame's most basal RV slice (``round(descent_mm / slice_mm)`` slices from it,
+    it included). The base's side is read from the ED labels (:func:`base_first`). Unchanged when the ED
+    labels hold no RV, their shape differs, or the descent rounds to no slice."""
+    n = round(descent_mm / slice_mm) if slice_mm > 0 else 0
+    rv_slices = np.flatnonzero((ed_labels == rv).any(axis=(0, 1)))
+    if n <= 0 or rv_slices.size == 0 or ed_labels.shape != es_labels.shape:
+        return es_labels
+    out = np.array(es_labels, copy=True)
+    if base_first(ed_labels):
+        above = out[..., : rv_slices[0] + n]
+    else:
+        above = out[..., max(rv_slices[-1] - n + 1, 0) :]
+    above[above == rv] = 0
+    return out
+
+
+class RVDescentd(MapTransform):
+    """On discrete labels ``pred`` ``(1, H, W, S)``: where a patient has both frames, keep the ED frame's
+    labels and remove from its ES frame the RV on the slices basal to ``descent_mm`` below the ED frame's
+    basal RV slice (:func:`rv_after_descent`; the slice spacing is read from ``image``'s ``pixdim``). ED
+    frames must come first, as for :class:`AnatomyFusiond`. ``descent_mm`` None: unchanged."""
+
+    def __init__(self, keys: Any = "pred", descent_mm: float | None = DEFAULT_RV_DESCENT) -> None:
+        super().__init__(keys)
+        if descent_mm is not None and descent_mm < 0:
+            raise ValueError(
+                f"the RV's descent at inference (infer_rv_descent) must be >= 0 mm, got {descent_mm}"
+            )
+        self.descent_mm = descent_mm
+        self._ed: dict[str, np.ndarray] = {}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.descent_mm is None or not bool(d.get("has_pair")):
+            return d
+        patient, phase = str(d["patient"]), str(d["phase"])
+        for key in self.key_iterator(d):
+            labels = d[key][0].detach().cpu().numpy()
+            if phase == "ED":
+                self._ed[patient] = labels
+                continue
+            ed = self._ed.pop(patient, None)
+            if ed is None:
+                continue
+            slice_mm = float(d["image"].pixdim[-1])
+            kept = rv_after_descent(labels, ed, slice_mm, self.descent_mm)
+            out = d[key].clone()
+            out[0] = torch.as_tensor(kept, dtype=out.dtype)
+            d[key] = out
+        return d
+
+
 class SliceCRFd(MapTransform):
     """Dense CRF (grayscale MRI kernels) on each slice's probabilities ``(K, H, W, S)`` of ``key``, with
     the preprocessed ``image`` as the guide; the CRF's marginals replace the probabilities."""
@@ -273,10 +347,12 @@ def inference_postprocessing(
     num_classes: int = 3,
     temporal: float | None = DEFAULT_TEMPORAL,
     septal: float | None = None,
+    rv_descent: float | None = DEFAULT_RV_DESCENT,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional
-    CRF, argmax, each class's largest 3D component (26-connected), inverse of ``preprocessing``,
+    CRF, argmax, each class's largest 3D component (26-connected), the ES frame's RV cut at its ED frame's
+    base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse of ``preprocessing``,
     ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
@@ -286,6 +362,7 @@ def inference_postprocessing(
     if largest_component:
         labels = list(range(1, num_classes + 1))
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
+    steps.append(RVDescentd("pred", rv_descent))
     steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
     return Compose(steps)
 

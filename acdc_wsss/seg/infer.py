@@ -38,6 +38,7 @@ from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
+    DEFAULT_RV_DESCENT,
     DEFAULT_TEMPORAL,
     PredictionRecord,
     TerminalProgress,
@@ -158,6 +159,7 @@ def predict(
     progress: bool = True,
     nrrd: bool = True,
     temporal: float | None = DEFAULT_TEMPORAL,
+    rv_descent: float | None = DEFAULT_RV_DESCENT,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -180,6 +182,10 @@ def predict(
         temporal: where a patient has both frames, the weight of the ED frame's probabilities, carried onto
             the ES frame by registration, in the ES frame's (:func:`~acdc_wsss.seg.components.mix_with_ed`);
             None: each frame alone. Chosen on the validation patients (``bench/anatomy.py``).
+        rv_descent: where a patient has both frames, the ES frame's RV is removed from the slices basal to
+            this many mm below the ED frame's most basal RV slice (the tricuspid annulus moves towards the
+            apex at systole; :class:`~acdc_wsss.seg.components.RVDescentd`); None: kept. Chosen on the
+            validation patients (``bench/anatomy.py --rv_descent``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -198,7 +204,16 @@ def predict(
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
         post = inference_postprocessing(
-            chain, writer, anatomy, cfg.spacing, crf, largest_component, len(classes), temporal, septal
+            chain,
+            writer,
+            anatomy,
+            cfg.spacing,
+            crf,
+            largest_component,
+            len(classes),
+            temporal,
+            septal,
+            rv_descent,
         )
         inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
@@ -208,6 +223,7 @@ def predict(
         "largest_component": largest_component,
         "anatomy": anatomy,
         "temporal": temporal,
+        "rv_descent": rv_descent,
     }
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
     return PredictionRecord(writer, record).write()

@@ -54,6 +54,15 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     ran = {k for k, v in again["steps"].items() if v == "ran"}
     assert len(kept) == 7 and ran == {"stage 2: CAMs", "stage 2: baseline CAMs", "report"}  # up-to-date CAMs
     assert again["test"] == pytest.approx(summary["test"], nan_ok=True)
+    # masks made before an inference default came (no RV descent recorded) are made again, the network kept
+    masks = out / "predictions" / "manifest.json"
+    record = json.loads(masks.read_text())
+    assert record["rv_descent"] == 10.0 and record["anatomy"] == 0.4
+    masks.write_text(json.dumps({k: v for k, v in record.items() if k != "rv_descent"}))
+    fourth = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **tiny)
+    assert fourth["steps"]["inference: test patients"] == "ran"
+    assert fourth["steps"]["stage 3: segmentation network"] == "kept"
+    assert json.loads(masks.read_text())["rv_descent"] == 10.0
     # another stage-3 setting is not a valid output: stage 3 trains again with it, and what follows it
     other = {**tiny, "seg": {**tiny["seg"], "ensemble": 2}}
     third = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **other)
@@ -381,3 +390,70 @@ def test_gamma_augmentation_bends_the_contrast_and_leaves_targets() -> None:
     assert torch.equal(torch.as_tensor(plain["image"]), ramp)
     with pytest.raises(ValueError, match="aug_gamma"):
         SegConfig(aug_gamma=-0.1)
+
+
+def _stack(rv_slices: range, n: int = 6) -> np.ndarray:
+    """``(8, 8, n)`` labels: a heart whose cross-section shrinks from slice 0 (base) to the apex, the RV
+    (1) on ``rv_slices`` beside the LV (3)."""
+    labels = np.zeros((8, 8, n), np.uint8)
+    for z in range(n):
+        labels[: 8 - z, 4:, z] = 3
+    for z in rv_slices:
+        labels[:2, :2, z] = 1
+    return labels
+
+
+def test_the_es_rv_is_cut_where_the_tricuspid_annulus_has_descended() -> None:
+    """``rv_after_descent``: the ED RV begins on slice 1; with 10-mm slices a 10-mm descent removes the
+    ES RV from slices 0 and 1 (everything basal to one slice below slice 1, it included), with 5-mm slices
+    from slices 0-2; a descent that rounds to no slice, or an ED frame without RV, changes nothing; an
+    apex-first stack (the same volume reversed) is cut at its other end."""
+    from acdc_wsss.seg.components import base_first, rv_after_descent
+
+    ed, es = _stack(range(1, 5)), _stack(range(0, 5))
+    rv_kept = lambda labels: [z for z in range(labels.shape[-1]) if (labels[..., z] == 1).any()]  # noqa: E731
+    assert base_first(ed) and not base_first(ed[..., ::-1])
+    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0)) == [2, 3, 4]
+    assert rv_kept(rv_after_descent(es, ed, 5.0, 10.0)) == [3, 4]
+    cut = rv_after_descent(es, ed, 10.0, 10.0)
+    assert (cut[..., :2] == 0).sum() == (es[..., :2] == 0).sum() + 8  # the RV's 2 x 4 pixels: background
+    assert np.array_equal(cut[..., 2:], es[..., 2:]) and (cut == 3).sum() == (es == 3).sum()
+    assert np.array_equal(rv_after_descent(es, ed, 10.0, 4.0), es)  # 0.4 slices: none
+    assert np.array_equal(rv_after_descent(es, _stack(range(0)), 10.0, 10.0), es)
+    flipped = rv_after_descent(es[..., ::-1], ed[..., ::-1], 10.0, 10.0)
+    assert rv_kept(flipped) == [1, 2, 3]  # slices 4, 3, 2 of the reversed stack hold the base's 0, 1, 2
+
+
+def test_rv_descent_at_inference_reads_the_ed_frame_and_the_slice_spacing() -> None:
+    """``RVDescentd``: an ED frame passes unchanged and is kept; its ES frame's RV is cut by the ED frame's
+    basal RV slice and the image's slice spacing (``pixdim``); a frame without its pair, or None, is left
+    alone; a negative descent is refused when inference is built."""
+    from monai.data import MetaTensor
+    from monai.transforms import Compose
+
+    from acdc_wsss.seg.components import RVDescentd, inference_postprocessing
+
+    ed, es = _stack(range(1, 5)), _stack(range(0, 5))
+
+    def item(labels: np.ndarray, phase: str, pair: bool = True, slice_mm: float = 10.0) -> dict:
+        affine = np.diag([1.5, 1.5, slice_mm, 1.0])
+        return {
+            "image": MetaTensor(torch.zeros((1, *labels.shape)), affine=torch.as_tensor(affine)),
+            "pred": MetaTensor(torch.as_tensor(labels[None]), affine=torch.as_tensor(affine)),
+            "patient": "patient001",
+            "phase": phase,
+            "has_pair": pair,
+        }
+
+    cut = RVDescentd("pred", 10.0)
+    assert np.array_equal(cut(item(ed, "ED"))["pred"][0].numpy(), ed)
+    out = cut(item(es, "ES", slice_mm=5.0))["pred"]
+    rv = (out[0].numpy() == 1).any(axis=(0, 1))
+    assert rv.tolist() == [False, False, False, True, True, False] and isinstance(out, MetaTensor)
+    assert cut._ed == {}  # dropped once its ES frame used it
+    assert np.array_equal(cut(item(es, "ES"))["pred"][0].numpy(), es)  # no ED frame kept
+    assert np.array_equal(RVDescentd("pred", None)(item(es, "ES"))["pred"][0].numpy(), es)
+    cut(item(ed, "ED", pair=False))
+    assert cut._ed == {}
+    with pytest.raises(ValueError, match="infer_rv_descent"):
+        inference_postprocessing(Compose([]), None, rv_descent=-1.0)
