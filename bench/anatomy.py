@@ -8,13 +8,13 @@ cut (``--infer_rv_descent``) on a finished run's validation patients.
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
 probabilities with the stage-2 anatomy rules (``None``: the network alone), and each value of ``--temporal``
-mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed; the
-key of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest
-components are kept; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices
-basal to that distance below its ED frame's basal RV slice (``None``: kept; with more than one value,
-``"/<mm>"`` ends the key); the result is scored as mean 3D Dice over the volumes and the foreground
-classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep``
-(value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
+mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed; the key
+of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest components
+are kept; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that
+distance below its ED frame's basal RV slice (``None``: kept; with more than one value, ``"/<mm>"`` ends the
+key); the result is scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
+preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
+``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
 ``volumes``, ``checkpoint``, ``per_run``. Several ``--run`` folders (the cross-validation folds of
 ``bench/stage3.py --fold``, each with its own validation split) are pooled: every value is the mean over all
