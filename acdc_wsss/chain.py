@@ -30,7 +30,13 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
-from acdc_wsss.seg.components import DEFAULT_ANATOMY, DEFAULT_RV_DESCENT, DEFAULT_TEMPORAL
+from acdc_wsss.seg.components import (
+    DEFAULT_ANATOMY,
+    DEFAULT_EPI_PX,
+    DEFAULT_LV_HULL,
+    DEFAULT_RV_DESCENT,
+    DEFAULT_TEMPORAL,
+)
 from acdc_wsss.utils import ensure_writable, read_json, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
@@ -199,6 +205,8 @@ CHAIN_INFERENCE = {
     "anatomy": DEFAULT_ANATOMY,
     "temporal": DEFAULT_TEMPORAL,
     "rv_descent": DEFAULT_RV_DESCENT,
+    "lv_hull": DEFAULT_LV_HULL,
+    "epi_px": DEFAULT_EPI_PX,
 }
 
 

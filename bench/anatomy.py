@@ -1,18 +1,23 @@
-"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) and the ES frame's RV
-cut (``--infer_rv_descent``) on a finished run's validation patients.
+"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) and the rules on the
+predicted masks (``--infer_lv_hull``, ``--infer_epi_px``, ``--infer_rv_descent``) on a finished run's
+validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
-        [--temporal None] [--rv_descent None] [--split validation] [--side_deg 60]
+        [--temporal None] [--lv_hull false] [--epi_px 0] [--rv_descent None] [--split validation] \
+        [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
 probabilities with the stage-2 anatomy rules (``None``: the network alone), and each value of ``--temporal``
-mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed; the key
-of a pair is ``"<anatomy>/<temporal>"`` when more than one temporal value is given); the largest components
-are kept; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that
-distance below its ED frame's basal RV slice (``None``: kept; with more than one value, ``"/<mm>"`` ends the
-key); the result is scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
+mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed); each
+value of
+``--lv_hull`` (``true``: each slice's LV made convex over the myocardium) and of ``--epi_px`` (the
+epicardium pulled in by that many pixels) then acts on the labels' largest components; each
+value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that distance below
+its ED frame's basal RV slice (``None``: kept; with more than one value, the keys go on
+``"<anatomy>/<temporal>/<lv_hull>/<epi_px>/<rv_descent>"``, an axis written only where more than one value
+is swept); the result is scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
 preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
 ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -43,9 +49,9 @@ from acdc_wsss.seg.components import (
     check_anatomy,
     fuse_volume,
     mix_with_ed,
-    rv_after_descent,
 )
 from acdc_wsss.seg.infer import largest_components
+from acdc_wsss.seg.masks import convex_lv, rv_after_descent, thin_epicardium
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
 
@@ -53,15 +59,23 @@ def _value(text: str) -> float | None:
     return None if text.strip() in ("None", "none", "") else float(text)
 
 
-def _name(
-    anatomy: float | None,
-    temporal: float | None,
-    temporals: list[float | None],
-    descent: float | None = None,
-    descents: tuple[float | None, ...] = (None,),
-) -> str:
-    name = str(anatomy) if len(temporals) == 1 else f"{anatomy}/{temporal}"
-    return name if len(descents) == 1 else f"{name}/{descent}"
+#: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the LV made
+#: convex, the epicardium's pull (pixels), the ES RV's descent (mm).
+AXES = ("anatomy", "temporal", "lv_hull", "epi_px", "rv_descent")
+PARSE = {
+    "anatomy": _value,
+    "temporal": _value,
+    "lv_hull": lambda t: t.strip().lower() in ("true", "1", "yes"),
+    "epi_px": lambda t: int(t),
+    "rv_descent": _value,
+}
+
+
+def _name(setting: tuple, grid: dict[str, list]) -> str:
+    """A setting's key: the rules' weight, then each other axis's value where more than one is swept,
+    joined by ``/`` (``"0.4"``, ``"0.4/0.3"``, ``"0.4/0.3/10.0"``, ...)."""
+    rest = zip(AXES[1:], setting[1:], strict=True)
+    return "/".join([str(setting[0])] + [str(v) for axis, v in rest if len(grid[axis]) > 1])
 
 
 def _mean(scores: list[np.ndarray]) -> float:
@@ -70,16 +84,10 @@ def _mean(scores: list[np.ndarray]) -> float:
 
 
 def _score_run(
-    run_dir: str,
-    split: str,
-    checkpoint: str,
-    values: list[float | None],
-    temporals: list[float | None],
-    scan: ScanRules,
-    descents: tuple[float | None, ...] = (None,),
+    run_dir: str, split: str, checkpoint: str, grid: dict[str, list], scan: ScanRules
 ) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]]]:
-    """Score ``run_dir``'s network on ``split`` for every set of settings: the classes, and per set each
-    volume's Dice (by phase) and volume ratio."""
+    """Score ``run_dir``'s network on ``split`` for every setting of ``grid`` (one list of values per axis of
+    :data:`AXES`): the classes, and per setting each volume's Dice (by phase) and volume ratio."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     if recorded_on_validation(manifest) and split == "validation":
@@ -89,7 +97,7 @@ def _score_run(
             f" --run {run.root} --name default (trains with train_on_validation=False)."
         )
     n = len(manifest["classes"])
-    for value in values:
+    for value in grid["anatomy"]:
         check_anatomy(value, n + 1)
     items = [it for it in run.split(split) if it.get("label")]
     if not items:
@@ -97,7 +105,7 @@ def _score_run(
     ds = run.slices(manifest, items, num_workers=0, require_tags=False)
     fusion = AnatomyFusiond("pred", None, ds.config.spacing, septal=recorded_septal(manifest), rules=scan)
     inferer = VolumeSliceInferer(flip=True)
-    names = [_name(a, t, temporals, d, descents) for a in values for t in temporals for d in descents]
+    names = [_name(setting, grid) for setting in product(*(grid[axis] for axis in AXES))]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
     ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     ed: dict[str, Any] = {}
@@ -114,21 +122,25 @@ def _score_run(
         partner = ed.pop(item["patient"], None) if phase == "ES" else None
         fields: dict = {}
         fused_by, labels_by = {}, {}
-        for value in values:
+        for value in grid["anatomy"]:
             fused = probs if value is None or rules is None else fuse_volume(probs, rules, value)
             fused_by[value] = fused
-            for t in temporals:
+            for t in grid["temporal"]:
                 mixed = fused
                 if t is not None and partner is not None and partner[0].shape == image.shape:
                     mixed = mix_with_ed(fused, image, partner[1][value], partner[0], t, fields)
-                labels_by[value, t] = largest_components(mixed.argmax(0).astype(np.uint8), n)
-                for d in descents:
-                    pred = labels_by[value, t]
-                    if d is not None and partner is not None:
-                        pred = rv_after_descent(pred, partner[2][value, t], float(vol["image"].pixdim[-1]), d)
-                    name = _name(value, t, temporals, d, descents)
-                    dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
-                    ratio[name].append(_ratio(pred, ref, n))
+                largest = largest_components(mixed.argmax(0).astype(np.uint8), n)
+                for hull, epi in product(grid["lv_hull"], grid["epi_px"]):
+                    labels = thin_epicardium(convex_lv(largest) if hull else largest, epi)
+                    labels_by[value, t, hull, epi] = labels
+                    for d in grid["rv_descent"]:
+                        pred = labels
+                        if d is not None and partner is not None:
+                            ed_labels = partner[2][value, t, hull, epi]
+                            pred = rv_after_descent(labels, ed_labels, float(vol["image"].pixdim[-1]), d)
+                        name = _name((value, t, hull, epi, d), grid)
+                        dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
+                        ratio[name].append(_ratio(pred, ref, n))
         if phase == "ED":
             ed[item["patient"]] = (image, fused_by, labels_by)
     return list(manifest["classes"]), dice, ratio
@@ -141,25 +153,23 @@ def _ratio(pred: np.ndarray, ref: np.ndarray, n: int) -> list[float]:
 
 def sweep(
     run_dirs: str | list[str],
-    values: list[float | None],
+    grid: dict[str, list],
     split: str = "validation",
     checkpoint: str = "last",
-    temporals: list[float | None] | None = None,
     side_deg: float | None = None,
-    descents: list[float | None] | None = None,
 ) -> dict[str, Any]:
-    """Mean 3D Dice of each anatomy weight (and ED-ES mixing weight) on ``split`` (module docstring); with
-    several runs (cross-validation folds), the mean over all their volumes."""
+    """Mean 3D Dice of every setting of ``grid`` (values per axis of :data:`AXES`; an axis left out: off)
+    on ``split`` (module docstring); with several runs (cross-validation folds), the mean over all their
+    volumes."""
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else run_dirs
-    temporals = temporals or [None]
+    off = {"anatomy": [None], "temporal": [None], "lv_hull": [False], "epi_px": [0], "rv_descent": [None]}
+    grid = {**off, **grid}
     scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
     dice: dict[str, dict[str, list[np.ndarray]]] = {}
     ratio: dict[str, list[list[float]]] = {}
     per_run = {}
     for run_dir in run_dirs:
-        classes, own, own_ratio = _score_run(
-            run_dir, split, checkpoint, values, temporals, scan, tuple(descents or [None])
-        )
+        classes, own, own_ratio = _score_run(run_dir, split, checkpoint, grid, scan)
         per_run[run_dir] = {k: _mean(d["ED"] + d["ES"]) for k, d in own.items()}
         for k, d in own.items():
             for phase, scores in d.items():
@@ -196,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--values", default="None,0.5,0.6,0.7,0.8,0.9", help="anatomy weights to try")
     parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
+    parser.add_argument("--lv_hull", default="false", help="the LV made convex or not: false,true")
+    parser.add_argument("--epi_px", default="0", help="the epicardium's pulls to try (pixels)")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
@@ -204,10 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    values, temporals, descents = (
-        [_value(v) for v in text.split(",")] for text in (args.values, args.temporal, args.rv_descent)
-    )
-    result = sweep(args.run, values, args.split, args.checkpoint, temporals, args.side_deg, descents)
+    given = (args.values, args.temporal, args.lv_hull, args.epi_px, args.rv_descent)
+    texts = dict(zip(AXES, given, strict=True))
+    grid = {axis: [PARSE[axis](v) for v in text.split(",")] for axis, text in texts.items()}
+    result = sweep(args.run, grid, args.split, args.checkpoint, args.side_deg)
     print(json.dumps(result))
     return 0
 

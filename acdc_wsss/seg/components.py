@@ -41,6 +41,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
 from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
+from acdc_wsss.seg.masks import convex_lv, rv_after_descent, thin_epicardium
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -53,6 +54,11 @@ DEFAULT_TEMPORAL = 0.3
 #: tricuspid annulus moves towards the apex, so the ES frame's basal slices show the right atrium, not the
 #: RV. Chosen on the validation patients (``bench/anatomy.py --rv_descent``).
 DEFAULT_RV_DESCENT = 10.0
+#: The predicted LV made convex over the myocardium, and the epicardium pulled in by this many pixels of the
+#: chain's grid: the network draws the wall too thick on both sides (chosen on the validation patients,
+#: ``bench/anatomy.py --lv_hull --epi_px``).
+DEFAULT_LV_HULL = True
+DEFAULT_EPI_PX = 1
 
 __all__ = [
     "AnatomyFusiond",
@@ -61,6 +67,7 @@ __all__ = [
     "SliceCRFd",
     "TerminalProgress",
     "VolumeSliceInferer",
+    "WallRulesd",
     "WriteMaskd",
     "fuse_volume",
     "fuse_with_rules",
@@ -69,7 +76,6 @@ __all__ = [
     "inference_preprocessing",
     "mask_name",
     "mix_with_ed",
-    "rv_after_descent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,38 +235,6 @@ def mix_with_ed(
     return ((1.0 - weight) * es_probs + weight * carried).astype(np.float32)
 
 
-def base_first(labels: np.ndarray) -> bool:
-    """Whether slice 0 of ``(H, W, S)`` labels lies at the heart's base: the heart's cross-section, largest
-    at the base and tapering to the apex, has its area-weighted mean slice on the base's side of the middle
-    of the slices it covers (ties, and an empty volume: base first, as the ACDC stacks are ordered)."""
-    area = (labels > 0).sum(axis=(0, 1)).astype(float)
-    covered = np.flatnonzero(area)
-    if covered.size == 0:
-        return True
-    mean = (area * np.arange(area.size)).sum() / area.sum()
-    return bool(mean <= (covered[0] + covered[-1]) / 2)
-
-
-def rv_after_descent(
-    es_labels: np.ndarray, ed_labels: np.ndarray, slice_mm: float, descent_mm: float, rv: int = 1
-) -> np.ndarray:
-    """An ES frame's ``(H, W, S)`` labels with the RV turned to background on every slice basal to
-    ``descent_mm`` below the ED frame's most basal RV slice (``round(descent_mm / slice_mm)`` slices from it,
-    it included). The base's side is read from the ED labels (:func:`base_first`). Unchanged when the ED
-    labels hold no RV, their shape differs, or the descent rounds to no slice."""
-    n = round(descent_mm / slice_mm) if slice_mm > 0 else 0
-    rv_slices = np.flatnonzero((ed_labels == rv).any(axis=(0, 1)))
-    if n <= 0 or rv_slices.size == 0 or ed_labels.shape != es_labels.shape:
-        return es_labels
-    out = np.array(es_labels, copy=True)
-    if base_first(ed_labels):
-        above = out[..., : rv_slices[0] + n]
-    else:
-        above = out[..., max(rv_slices[-1] - n + 1, 0) :]
-    above[above == rv] = 0
-    return out
-
-
 class RVDescentd(MapTransform):
     """On discrete labels ``pred`` ``(1, H, W, S)``: where a patient has both frames, keep the ED frame's
     labels and remove from its ES frame the RV on the slices basal to ``descent_mm`` below the ED frame's
@@ -293,6 +267,36 @@ class RVDescentd(MapTransform):
             kept = rv_after_descent(labels, ed, slice_mm, self.descent_mm)
             out = d[key].clone()
             out[0] = torch.as_tensor(kept, dtype=out.dtype)
+            d[key] = out
+        return d
+
+
+class WallRulesd(MapTransform):
+    """On discrete labels ``pred`` ``(1, H, W, S)``, slice by slice: the LV made convex over the myocardium
+    (:func:`~acdc_wsss.seg.masks.convex_lv`; the masks draw the endocardium round the papillary muscles
+    and trabeculae) when ``lv_hull``, then the epicardium pulled in by ``epi_px`` pixels
+    (:func:`~acdc_wsss.seg.masks.thin_epicardium`; 0: kept)."""
+
+    def __init__(
+        self, keys: Any = "pred", lv_hull: bool = DEFAULT_LV_HULL, epi_px: int = DEFAULT_EPI_PX
+    ) -> None:
+        super().__init__(keys)
+        if epi_px < 0:
+            raise ValueError(
+                f"the epicardium's pull at inference (infer_epi_px) must be >= 0 pixels, got {epi_px}"
+            )
+        self.lv_hull, self.epi_px = bool(lv_hull), int(epi_px)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.lv_hull and not self.epi_px:
+            return d
+        for key in self.key_iterator(d):
+            labels = d[key][0].detach().cpu().numpy()
+            labels = convex_lv(labels) if self.lv_hull else labels
+            labels = thin_epicardium(labels, self.epi_px)
+            out = d[key].clone()
+            out[0] = torch.as_tensor(labels, dtype=out.dtype)
             d[key] = out
         return d
 
@@ -348,11 +352,14 @@ def inference_postprocessing(
     temporal: float | None = DEFAULT_TEMPORAL,
     septal: float | None = None,
     rv_descent: float | None = DEFAULT_RV_DESCENT,
+    lv_hull: bool = DEFAULT_LV_HULL,
+    epi_px: int = DEFAULT_EPI_PX,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional
-    CRF, argmax, each class's largest 3D component (26-connected), the ES frame's RV cut at its ED frame's
-    base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse of ``preprocessing``,
+    CRF, argmax, each class's largest 3D component (26-connected), the wall's rules (``lv_hull``,
+    ``epi_px``: :class:`WallRulesd`), the ES frame's RV cut at its ED frame's base moved by ``rv_descent``
+    mm (:class:`RVDescentd`), inverse of ``preprocessing``,
     ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
@@ -362,6 +369,7 @@ def inference_postprocessing(
     if largest_component:
         labels = list(range(1, num_classes + 1))
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
+    steps.append(WallRulesd("pred", lv_hull, epi_px))
     steps.append(RVDescentd("pred", rv_descent))
     steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
     return Compose(steps)

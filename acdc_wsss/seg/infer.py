@@ -38,6 +38,8 @@ from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
+    DEFAULT_EPI_PX,
+    DEFAULT_LV_HULL,
     DEFAULT_RV_DESCENT,
     DEFAULT_TEMPORAL,
     PredictionRecord,
@@ -160,6 +162,8 @@ def predict(
     nrrd: bool = True,
     temporal: float | None = DEFAULT_TEMPORAL,
     rv_descent: float | None = DEFAULT_RV_DESCENT,
+    lv_hull: bool = DEFAULT_LV_HULL,
+    epi_px: int = DEFAULT_EPI_PX,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -186,6 +190,10 @@ def predict(
             this many mm below the ED frame's most basal RV slice (the tricuspid annulus moves towards the
             apex at systole; :class:`~acdc_wsss.seg.components.RVDescentd`); None: kept. Chosen on the
             validation patients (``bench/anatomy.py --rv_descent``).
+        lv_hull: make each slice's LV convex over the myocardium (the masks' endocardium runs round the
+            papillary muscles; :class:`~acdc_wsss.seg.components.WallRulesd`).
+        epi_px: pull the epicardium in by this many pixels of the chain's grid (0: kept). Both chosen on the
+            validation patients (``bench/anatomy.py --lv_hull --epi_px``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -214,6 +222,8 @@ def predict(
             temporal,
             septal,
             rv_descent,
+            lv_hull,
+            epi_px,
         )
         inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
@@ -224,6 +234,8 @@ def predict(
         "anatomy": anatomy,
         "temporal": temporal,
         "rv_descent": rv_descent,
+        "lv_hull": lv_hull,
+        "epi_px": epi_px,
     }
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
     return PredictionRecord(writer, record).write()

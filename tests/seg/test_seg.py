@@ -408,7 +408,7 @@ def test_the_es_rv_is_cut_where_the_tricuspid_annulus_has_descended() -> None:
     ES RV from slices 0 and 1 (everything basal to one slice below slice 1, it included), with 5-mm slices
     from slices 0-2; a descent that rounds to no slice, or an ED frame without RV, changes nothing; an
     apex-first stack (the same volume reversed) is cut at its other end."""
-    from acdc_wsss.seg.components import base_first, rv_after_descent
+    from acdc_wsss.seg.masks import base_first, rv_after_descent
 
     ed, es = _stack(range(1, 5)), _stack(range(0, 5))
     rv_kept = lambda labels: [z for z in range(labels.shape[-1]) if (labels[..., z] == 1).any()]  # noqa: E731
@@ -457,3 +457,38 @@ def test_rv_descent_at_inference_reads_the_ed_frame_and_the_slice_spacing() -> N
     assert cut._ed == {}
     with pytest.raises(ValueError, match="infer_rv_descent"):
         inference_postprocessing(Compose([]), None, rv_descent=-1.0)
+
+
+def test_wall_rules_fill_the_lv_round_its_papillary_muscles_and_pull_the_epicardium_in() -> None:
+    """``convex_lv``: myocardium inside the LV's convex hull (a papillary muscle notch) becomes LV, the rest
+    of the ring stays; ``thin_epicardium``: each pixel step takes the ring's outer layer next to the
+    background, never the side against the RV; ``WallRulesd`` does both on ``(1, H, W, S)`` labels and
+    refuses a negative pull."""
+    from monai.transforms import Compose
+
+    from acdc_wsss.seg.components import WallRulesd, inference_postprocessing
+    from acdc_wsss.seg.masks import convex_lv, thin_epicardium
+
+    yy, xx = np.mgrid[:32, :32]
+    r = np.hypot(yy - 16, xx - 16)
+    labels = np.zeros((32, 32, 1), np.uint8)
+    labels[r < 10, 0] = 2  # the ring's outer radius 10
+    labels[r < 6, 0] = 3  # the cavity's radius 6
+    labels[11:14, 15:17, 0] = 2  # a papillary muscle: 3 x 2 pixels of wall reaching into the cavity
+    labels[14:19, 4:7, 0] = 1  # the RV against the ring's left side
+    hull = convex_lv(labels)
+    assert (hull == 3).sum() == (labels == 3).sum() + 6 and (hull[11:14, 15:17, 0] == 3).all()
+    assert np.array_equal(hull[r >= 6], labels[r >= 6])  # the ring itself stays
+    thin = thin_epicardium(labels, 1)
+    ring, taken = labels[..., 0] == 2, (labels[..., 0] == 2) & (thin[..., 0] == 0)
+    outer = ring & (r >= 9)  # roughly the ring's outer layer
+    assert taken.sum() > 0.8 * outer.sum() and not (taken & (r < 8)).any()
+    assert (thin[14:19, 7, 0] == labels[14:19, 7, 0]).all()  # the wall against the RV stays
+    assert (thin_epicardium(labels, 2) == 2).sum() < (thin == 2).sum() < (labels == 2).sum()
+    assert np.array_equal(thin_epicardium(labels, 0), labels)
+    pred = torch.as_tensor(labels[None].astype(np.float32))
+    out = WallRulesd("pred", lv_hull=True, epi_px=1)({"pred": pred})["pred"][0].numpy()
+    assert np.array_equal(out, thin_epicardium(convex_lv(labels), 1))
+    assert np.array_equal(WallRulesd("pred", False, 0)({"pred": pred})["pred"][0].numpy(), labels)
+    with pytest.raises(ValueError, match="infer_epi_px"):
+        inference_postprocessing(Compose([]), None, epi_px=-1)
