@@ -186,14 +186,11 @@ def predict(
         temporal: where a patient has both frames, the weight of the ED frame's probabilities, carried onto
             the ES frame by registration, in the ES frame's (:func:`~acdc_wsss.seg.components.mix_with_ed`);
             None: each frame alone. Chosen on the validation patients (``bench/anatomy.py``).
-        rv_descent: where a patient has both frames, the ES frame's RV is removed from the slices basal to
-            this many mm below the ED frame's most basal RV slice (the tricuspid annulus moves towards the
-            apex at systole; :class:`~acdc_wsss.seg.components.RVDescentd`); None: kept. Chosen on the
-            validation patients (``bench/anatomy.py --rv_descent``).
-        lv_hull: make each slice's LV convex over the myocardium (the masks' endocardium runs round the
-            papillary muscles; :class:`~acdc_wsss.seg.components.WallRulesd`).
-        epi_px: pull the epicardium in by this many pixels of the chain's grid (0: kept). Both chosen on the
-            validation patients (``bench/anatomy.py --lv_hull --epi_px``).
+        rv_descent: the ES frame's RV removed from the slices basal to this many mm below its ED frame's
+            first RV slice (:class:`~acdc_wsss.seg.components.RVDescentd`); None: kept.
+        lv_hull, epi_px: each slice's LV made convex over the myocardium, the epicardium pulled in by
+            ``epi_px`` pixels (:class:`~acdc_wsss.seg.components.WallRulesd`). These three were chosen on
+            the validation patients (``bench/anatomy.py``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -208,25 +205,6 @@ def predict(
     )
     writer = WriteMaskd(run.predictions.path, classes, nrrd=nrrd)
     bar = TerminalProgress(enabled=progress)
-    septal = recorded_septal(manifest)
-    for group, cfg in groups:
-        chain = inference_preprocessing(cfg, len(classes))
-        post = inference_postprocessing(
-            chain,
-            writer,
-            anatomy,
-            cfg.spacing,
-            crf,
-            largest_component,
-            len(classes),
-            temporal,
-            septal,
-            rv_descent,
-            lv_hull,
-            epi_px,
-        )
-        inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
-    source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
     settings = {
         "flip": flip,
         "crf": crf,
@@ -237,5 +215,12 @@ def predict(
         "lv_hull": lv_hull,
         "epi_px": epi_px,
     }
+    after = {k: v for k, v in settings.items() if k != "flip"}  # what inference_postprocessing takes
+    for group, cfg in groups:
+        chain = inference_preprocessing(cfg, len(classes))
+        grid = {"spacing": cfg.spacing, "num_classes": len(classes), "septal": recorded_septal(manifest)}
+        post = inference_postprocessing(chain, writer, **grid, **after)
+        inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
+    source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
     return PredictionRecord(writer, record).write()
