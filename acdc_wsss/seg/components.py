@@ -47,16 +47,18 @@ from acdc_wsss.utils import write_json
 
 # The inference fusions' defaults, chosen by cross-validation over the 64 non-test patients of the default
 # split (``bench/stage3.py --fold``, pooled by ``bench/anatomy.py``): the rules' weight where a frame has
-# its ED/ES pair, and the ED frame's weight in an ES frame's probabilities.
+# its ED/ES pair, and the ED frame's weight in an ES frame's probabilities (0.3 before the rules on the
+# predicted masks below; 0.4 with them).
 DEFAULT_ANATOMY = 0.4
-DEFAULT_TEMPORAL = 0.3
+DEFAULT_TEMPORAL = 0.4
 #: How far (mm) below its ED frame's most basal RV slice an ES frame's RV may begin: at systole the
 #: tricuspid annulus moves towards the apex, so the ES frame's basal slices show the right atrium, not the
-#: RV. Chosen on the validation patients (``bench/anatomy.py --rv_descent``).
+#: RV. Chosen on the validation patients (``bench/anatomy.py --rv_descent``), cross-validated with the two
+#: below.
 DEFAULT_RV_DESCENT = 10.0
 #: The predicted LV made convex over the myocardium, and the epicardium pulled in by this many pixels of the
-#: chain's grid: the network draws the wall too thick on both sides (chosen on the validation patients,
-#: ``bench/anatomy.py --lv_hull --epi_px``).
+#: chain's grid: the network draws the wall too thick on both sides (chosen on the validation patients and
+#: cross-validated, ``bench/anatomy.py --lv_hull --epi_px``).
 DEFAULT_LV_HULL = True
 DEFAULT_EPI_PX = 1
 
