@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import logging
 import sys
@@ -30,13 +31,6 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
-from acdc_wsss.seg.components import (
-    DEFAULT_ANATOMY,
-    DEFAULT_EPI_PX,
-    DEFAULT_LV_HULL,
-    DEFAULT_RV_DESCENT,
-    DEFAULT_TEMPORAL,
-)
 from acdc_wsss.utils import ensure_writable, read_json, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
@@ -195,18 +189,14 @@ def _steps(
     ]
 
 
-#: What the chain's inference records (``predictions/manifest.json``) when it runs with today's defaults.
+#: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to
+#: :func:`~acdc_wsss.seg.predict`'s defaults, read from its signature so that they never drift apart.
+_RECORDED = (
+    "checkpoint", "flip", "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px"
+)  # fmt: skip
 CHAIN_INFERENCE = {
     "source": "split testing",
-    "checkpoint": "last",
-    "flip": True,
-    "crf": False,
-    "largest_component": True,
-    "anatomy": DEFAULT_ANATOMY,
-    "temporal": DEFAULT_TEMPORAL,
-    "rv_descent": DEFAULT_RV_DESCENT,
-    "lv_hull": DEFAULT_LV_HULL,
-    "epi_px": DEFAULT_EPI_PX,
+    **{k: inspect.signature(predict).parameters[k].default for k in _RECORDED},
 }
 
 

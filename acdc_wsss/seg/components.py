@@ -237,6 +237,14 @@ def mix_with_ed(
     return ((1.0 - weight) * es_probs + weight * carried).astype(np.float32)
 
 
+def _with_labels(pred: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    """A copy of ``pred`` ``(1, H, W, S)`` (its MetaTensor metadata kept, for ``Invertd``) holding
+    ``labels``."""
+    out = pred.clone()
+    out[0] = torch.as_tensor(labels, dtype=out.dtype)
+    return out
+
+
 class RVDescentd(MapTransform):
     """On discrete labels ``pred`` ``(1, H, W, S)``: where a patient has both frames, keep the ED frame's
     labels and remove from its ES frame the RV on the slices basal to ``descent_mm`` below the ED frame's
@@ -266,10 +274,7 @@ class RVDescentd(MapTransform):
             if ed is None:
                 continue
             slice_mm = float(d["image"].pixdim[-1])
-            kept = rv_after_descent(labels, ed, slice_mm, self.descent_mm)
-            out = d[key].clone()
-            out[0] = torch.as_tensor(kept, dtype=out.dtype)
-            d[key] = out
+            d[key] = _with_labels(d[key], rv_after_descent(labels, ed, slice_mm, self.descent_mm))
         return d
 
 
@@ -296,10 +301,7 @@ class WallRulesd(MapTransform):
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
             labels = convex_lv(labels) if self.lv_hull else labels
-            labels = thin_epicardium(labels, self.epi_px)
-            out = d[key].clone()
-            out[0] = torch.as_tensor(labels, dtype=out.dtype)
-            d[key] = out
+            d[key] = _with_labels(d[key], thin_epicardium(labels, self.epi_px))
         return d
 
 
