@@ -21,7 +21,11 @@ is swept); the result is scored as mean 3D Dice over the volumes and the foregro
 preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
 ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
 volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
-``volumes``, ``checkpoint``, ``per_run``. Several ``--run`` folders (the cross-validation folds of
+``volumes``, ``checkpoint``, ``per_run``, and ``errors``: where the chosen setting goes wrong, per phase
+(``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
+``by_position``: each class's pooled Dice and voxel counts on the heart's basal slice, the next one, the
+middle ones, the last but one and the apical one, the heart's slices being those where the mask or the
+prediction has a class). Several ``--run`` folders (the cross-validation folds of
 ``bench/stage3.py --fold``, each with its own validation split) are pooled: every value is the mean over all
 their volumes, and ``per_run`` gives each run's own mean. ``--side_deg``: the sector around the shared
 septal direction in which the rules fused at inference seek the RV (``RVRules.side_deg``; default: the
@@ -51,7 +55,7 @@ from acdc_wsss.seg.components import (
     mix_with_ed,
 )
 from acdc_wsss.seg.infer import largest_components
-from acdc_wsss.seg.masks import convex_lv, rv_after_descent, thin_epicardium
+from acdc_wsss.seg.masks import base_first, convex_lv, rv_after_descent, thin_epicardium
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
 
@@ -71,6 +75,67 @@ PARSE = {
 }
 
 
+#: Where a slice lies in the heart's stack (the slices where the mask or the prediction has a class), base
+#: first.
+POSITIONS = ("base", "base+1", "mid", "apex-1", "apex")
+
+
+def slice_positions(pred: np.ndarray, ref: np.ndarray) -> list[int | None]:
+    """Each slice's index into :data:`POSITIONS` (None: outside the heart) for ``(H, W, S)`` labels: the
+    heart's slices are those where ``ref`` or ``pred`` has a class, ordered from the base (read from
+    ``ref``'s cross-sections, :func:`base_first`); the two ends first, then their neighbours, the rest
+    ``mid``."""
+    heart = np.flatnonzero(((ref > 0) | (pred > 0)).any(axis=(0, 1)))
+    if not base_first(ref if ref.any() else pred):
+        heart = heart[::-1]
+    out: list[int | None] = [None] * ref.shape[-1]
+    for rank, z in enumerate(heart):
+        from_apex = len(heart) - 1 - rank
+        out[z] = 0 if rank == 0 else 4 if from_apex == 0 else 1 if rank == 1 else 3 if from_apex == 1 else 2
+    return out
+
+
+def error_counts(pred: np.ndarray, ref: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where one volume's ``(H, W, S)`` prediction goes wrong: the ``(n + 1, n + 1)`` confusion matrix
+    (rows: the mask's class, columns: the prediction's; voxels) and, per slice position of
+    :data:`POSITIONS` and foreground class, the voxels ``(5, n, 3)`` predicted but not in the mask, in the
+    mask but not predicted, and in both."""
+    confusion = np.bincount(ref.astype(np.int64).ravel() * (n + 1) + pred.ravel(), minlength=(n + 1) ** 2)
+    counts = np.zeros((len(POSITIONS), n, 3), np.int64)
+    for z, pos in enumerate(slice_positions(pred, ref)):
+        if pos is None:
+            continue
+        for c in range(1, n + 1):
+            p, r = pred[..., z] == c, ref[..., z] == c
+            counts[pos, c - 1] += [(p & ~r).sum(), (r & ~p).sum(), (p & r).sum()]
+    return confusion.reshape(n + 1, n + 1), counts
+
+
+def _errors_json(errors: dict[str, list[np.ndarray]], classes: list[str]) -> dict[str, Any]:
+    """The summed :func:`error_counts` of one setting, per phase, as JSON: ``confusion`` and
+    ``by_position`` (each position's and class's pooled Dice, with its voxel counts)."""
+
+    def dice(fp: int, fn: int, tp: int) -> float | None:
+        return round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else None
+
+    return {
+        "confusion": {ph: conf.tolist() for ph, (conf, _) in errors.items()},
+        "by_position": {
+            ph: {
+                pos: {
+                    c: {
+                        "dice": dice(*map(int, counts[i, k])),
+                        **dict(zip(("fp", "fn", "tp"), map(int, counts[i, k]), strict=True)),
+                    }
+                    for k, c in enumerate(classes)
+                }
+                for i, pos in enumerate(POSITIONS)
+            }
+            for ph, (_, counts) in errors.items()
+        },
+    }
+
+
 def _name(setting: tuple, grid: dict[str, list]) -> str:
     """A setting's key: the rules' weight, then each other axis's value where more than one is swept,
     joined by ``/`` (``"0.4"``, ``"0.4/0.3"``, ``"0.4/0.3/10.0"``, ...)."""
@@ -85,9 +150,10 @@ def _mean(scores: list[np.ndarray]) -> float:
 
 def _score_run(
     run_dir: str, split: str, checkpoint: str, grid: dict[str, list], scan: ScanRules
-) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]]]:
+) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]], dict[str, Any]]:
     """Score ``run_dir``'s network on ``split`` for every setting of ``grid`` (one list of values per axis of
-    :data:`AXES`): the classes, and per setting each volume's Dice (by phase) and volume ratio."""
+    :data:`AXES`): the classes, and per setting each volume's Dice (by phase) and volume ratio, and its
+    summed :func:`error_counts` per phase."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     if recorded_on_validation(manifest) and split == "validation":
@@ -108,6 +174,7 @@ def _score_run(
     names = [_name(setting, grid) for setting in product(*(grid[axis] for axis in AXES))]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
     ratio: dict[str, list[list[float]]] = {k: [] for k in names}
+    errors: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in names}
     ed: dict[str, Any] = {}
     for v in sorted(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
@@ -141,9 +208,18 @@ def _score_run(
                         name = _name((value, t, hull, epi, d), grid)
                         dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
                         ratio[name].append(_ratio(pred, ref, n))
+                        _add(errors[name], phase, error_counts(pred, ref.astype(np.uint8), n))
         if phase == "ED":
             ed[item["patient"]] = (image, fused_by, labels_by)
-    return list(manifest["classes"]), dice, ratio
+    return list(manifest["classes"]), dice, ratio, errors
+
+
+def _add(errors: dict[str, list[np.ndarray]], phase: str, counts: tuple[np.ndarray, np.ndarray]) -> None:
+    """Sum one volume's :func:`error_counts` into a setting's per-phase totals."""
+    if phase in errors:
+        errors[phase] = [a + b for a, b in zip(errors[phase], counts, strict=True)]
+    else:
+        errors[phase] = list(counts)
 
 
 def _ratio(pred: np.ndarray, ref: np.ndarray, n: int) -> list[float]:
@@ -167,9 +243,13 @@ def sweep(
     scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
     dice: dict[str, dict[str, list[np.ndarray]]] = {}
     ratio: dict[str, list[list[float]]] = {}
+    errors: dict[str, dict[str, list[np.ndarray]]] = {}
     per_run = {}
     for run_dir in run_dirs:
-        classes, own, own_ratio = _score_run(run_dir, split, checkpoint, grid, scan)
+        classes, own, own_ratio, own_errors = _score_run(run_dir, split, checkpoint, grid, scan)
+        for k, by_phase in own_errors.items():
+            for phase, counts in by_phase.items():
+                _add(errors.setdefault(k, {}), phase, tuple(counts))
         per_run[run_dir] = {k: _mean(d["ED"] + d["ES"]) for k, d in own.items()}
         for k, d in own.items():
             for phase, scores in d.items():
@@ -178,6 +258,7 @@ def sweep(
     per_class = {k: np.nanmean(np.stack(d["ED"] + d["ES"]), axis=0) for k, d in dice.items()}
     mean = {k: _mean(d["ED"] + d["ES"]) for k, d in dice.items()}
     per_phase = {k: {ph: float(np.nanmean(np.stack(x))) for ph, x in d.items() if x} for k, d in dice.items()}
+    chosen = max(mean, key=lambda k: mean[k])
     return {
         "split": split,
         "selected_on": split,
@@ -192,8 +273,9 @@ def sweep(
             k: dict(zip(classes, np.nanmedian(r, axis=0).round(3).tolist(), strict=True))
             for k, r in ratio.items()
         },
-        "chosen": max(mean, key=lambda k: mean[k]),
+        "chosen": chosen,
         "per_run": per_run,  # each run's (fold's) own mean Dice
+        "errors": _errors_json(errors[chosen], classes),  # where the chosen setting goes wrong
     }
 
 

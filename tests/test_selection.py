@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from acdc_wsss.data.slices import volume_key
@@ -97,8 +98,49 @@ def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
     assert all(abs(result["per_run"][str(run)][k] - v) < 1e-9 for k, v in result["sweep"].items())
+    errors = result["errors"]  # the chosen setting's: every class voxel counted once, on a heart slice
+    assert set(errors["confusion"]) == set(errors["by_position"]) == {"ED", "ES"}
+    for phase, confusion in errors["confusion"].items():
+        for k, c in enumerate(("RV", "Myo", "LV"), start=1):
+            at = [errors["by_position"][phase][pos][c] for pos in ("base", "base+1", "mid", "apex-1", "apex")]
+            assert sum(a["tp"] for a in at) == confusion[k][k]
+            assert sum(a["tp"] + a["fn"] for a in at) == sum(confusion[k])  # the masks' voxels
+            assert sum(a["tp"] + a["fp"] for a in at) == sum(row[k] for row in confusion)  # the prediction's
     assert _refuses_testing("anatomy.py", run)
     assert _digest(run) == before
+
+
+def test_the_anatomy_sweep_counts_errors_by_slice_position_from_the_base(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # bench/anatomy.py imports its neighbours
+    bench = _load_bench("anatomy.py")
+    ref = np.zeros((4, 4, 5), np.uint8)  # an LV tapering from the base (slice 0) to slice 3
+    for z, pixels in enumerate(
+        [[(0, 0), (0, 1), (1, 0), (1, 1)], [(0, 0), (0, 1), (1, 0)], [(0, 0), (0, 1)]]
+    ):
+        for y, x in pixels:
+            ref[y, x, z] = 3
+    ref[0, 0, 3] = 3
+    pred = np.zeros_like(ref)
+    pred[[0, 0, 1], [0, 1, 0], 0] = 3  # one LV pixel missed at the base
+    pred[[0, 0, 1], [0, 1, 0], 1] = 3  # exact
+    pred[0, [1, 2], 2] = 3  # shifted by a pixel: one right, one missed, one too many
+    pred[3, [2, 3], 2] = 1  # an RV where the mask has none
+    pred[0, 0, 4] = 3  # an LV below the mask's apex; slice 3's is missed
+    assert bench.slice_positions(pred, ref) == [0, 1, 2, 3, 4]
+    confusion, counts = bench.error_counts(pred, ref, 3)
+    assert confusion.tolist() == [[66, 2, 0, 2], [0, 0, 0, 0], [0, 0, 0, 0], [3, 0, 0, 7]]
+    lv = [[0, 1, 3], [0, 0, 3], [1, 1, 1], [0, 1, 0], [1, 0, 0]]  # fp, fn, tp: base ... apex
+    assert counts[:, 2].tolist() == lv
+    assert counts[:, 0].tolist() == [[0, 0, 0], [0, 0, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    assert not counts[:, 1].any()
+    # an apex-first stack: the base is read from the cross-sections, so the positions run the other way
+    assert bench.slice_positions(pred[..., ::-1], ref[..., ::-1]) == [4, 3, 2, 1, 0]
+    flipped = bench.error_counts(pred[..., ::-1], ref[..., ::-1], 3)[1]
+    assert flipped[:, 2].tolist() == lv
+    # slices outside the heart have no position
+    assert bench.slice_positions(
+        np.pad(pred, ((0, 0), (0, 0), (1, 1))), np.pad(ref, ((0, 0), (0, 0), (1, 1)))
+    )[::6] == [None, None]
 
 
 def test_stage3_bench_trains_on_the_training_patients_beside_the_run(
