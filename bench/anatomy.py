@@ -1,35 +1,36 @@
-"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``) and the rules on the
-predicted masks (``--infer_lv_hull``, ``--infer_epi_px``, ``--infer_rv_descent``) on a finished run's
-validation patients.
+"""Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``), the CRF
+(``--infer_crf``) and the rules on the predicted masks (``--infer_lv_hull``, ``--infer_epi_px``,
+``--infer_rv_descent``) on a finished run's validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
-        [--temporal None] [--lv_hull false] [--epi_px 0] [--rv_descent None] [--split validation] \
-        [--side_deg 60]
+        [--temporal None] [--crf None] [--lv_hull false] [--epi_px 0] [--rv_descent None] \
+        [--split validation] [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
 stage-3 network predicts once (flip TTA, as ``predict`` does); each value of ``--values`` then fuses those
 probabilities with the stage-2 anatomy rules (``None``: the network alone), and each value of ``--temporal``
 mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed); each
-value of
-``--lv_hull`` (``true``: each slice's LV made convex over the myocardium) and of ``--epi_px`` (the
-epicardium pulled in by that many pixels) then acts on the labels' largest components; each
-value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that distance below
-its ED frame's basal RV slice (``None``: kept; with more than one value, the keys go on
-``"<anatomy>/<temporal>/<lv_hull>/<epi_px>/<rv_descent>"``, an axis written only where more than one value
-is swept); the result is scored as mean 3D Dice over the volumes and the foreground classes, on the chain's
-preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep`` (value -> mean Dice),
-``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels, median over the
-volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value), ``selected_on``,
-``volumes``, ``checkpoint``, ``per_run``, and ``errors``: where the chosen setting goes wrong, per phase
-(``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
+value of ``--crf`` refines the probabilities with a dense CRF of that strength on each slice
+(:func:`acdc_wsss.crf.seg_kernels`; ``None``: none); each value of ``--lv_hull`` (``true``: each slice's LV
+made convex over the myocardium) and of ``--epi_px`` (the epicardium pulled in by that many pixels) then acts
+on the labels' largest components; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the
+slices basal to that distance below its ED frame's basal RV slice (``None``: kept; with more than one value,
+the keys go on ``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_descent>"``, an axis written only where
+more than one value is swept); the result is scored as mean 3D Dice over the volumes and the foreground
+classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep``
+(value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels,
+median over the volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value),
+``selected_on``, ``volumes``, ``checkpoint``, ``per_run``, ``hd95`` and ``hd95_per_class`` (mm, on the
+chain's grid, mean over the volumes; not what chooses), and ``errors``: where the chosen setting goes
+wrong, per phase (``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
 ``by_position``: each class's pooled Dice and voxel counts on the heart's basal slice, the next one, the
 middle ones, the last but one and the apical one, the heart's slices being those where the mask or the
-prediction has a class). Several ``--run`` folders (the cross-validation folds of
-``bench/stage3.py --fold``, each with its own validation split) are pooled: every value is the mean over all
-their volumes, and ``per_run`` gives each run's own mean. ``--side_deg``: the sector around the shared
-septal direction in which the rules fused at inference seek the RV (``RVRules.side_deg``; default: the
-rules' own), printed as ``side_deg``.
+prediction has a class). Several ``--run`` folders (the cross-validation folds of ``bench/stage3.py --fold``,
+each with its own validation split) are pooled: every value is the mean over all their volumes, and
+``per_run`` gives each run's own mean. ``--side_deg``: the sector around the shared septal direction in which
+the rules fused at inference seek the RV (``RVRules.side_deg``; default: the rules' own), printed as
+``side_deg``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ import numpy as np
 import torch
 from rules import with_setting
 
+from acdc_wsss.crf import seg_kernels
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.metrics import dice_per_class
+from acdc_wsss.metrics import dice_per_class, hd95_per_class
 from acdc_wsss.pseudo.rules import ScanRules
 from acdc_wsss.seg.components import (
     AnatomyFusiond,
@@ -53,6 +55,7 @@ from acdc_wsss.seg.components import (
     check_anatomy,
     fuse_volume,
     mix_with_ed,
+    slice_crf,
 )
 from acdc_wsss.seg.infer import largest_components
 from acdc_wsss.seg.masks import base_first, convex_lv, rv_after_descent, thin_epicardium
@@ -63,12 +66,13 @@ def _value(text: str) -> float | None:
     return None if text.strip() in ("None", "none", "") else float(text)
 
 
-#: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the LV made
-#: convex, the epicardium's pull (pixels), the ES RV's descent (mm).
-AXES = ("anatomy", "temporal", "lv_hull", "epi_px", "rv_descent")
+#: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the CRF's
+#: strength, the LV made convex, the epicardium's pull (pixels), the ES RV's descent (mm).
+AXES = ("anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_descent")
 PARSE = {
     "anatomy": _value,
     "temporal": _value,
+    "crf": _value,
     "lv_hull": lambda t: t.strip().lower() in ("true", "1", "yes"),
     "epi_px": lambda t: int(t),
     "rv_descent": _value,
@@ -150,10 +154,10 @@ def _mean(scores: list[np.ndarray]) -> float:
 
 def _score_run(
     run_dir: str, split: str, checkpoint: str, grid: dict[str, list], scan: ScanRules
-) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]], dict[str, Any]]:
+) -> tuple[list[str], dict[str, dict[str, list[np.ndarray]]], dict[str, list[list[float]]], dict, dict]:
     """Score ``run_dir``'s network on ``split`` for every setting of ``grid`` (one list of values per axis of
-    :data:`AXES`): the classes, and per setting each volume's Dice (by phase) and volume ratio, and its
-    summed :func:`error_counts` per phase."""
+    :data:`AXES`): the classes, and per setting each volume's Dice (by phase) and volume ratio, its summed
+    :func:`error_counts` per phase, and each volume's HD95 per class (mm, on the chain's grid)."""
     run = RunLayout(run_dir)
     manifest, model = load_seg(run.root, checkpoint, torch.device("cpu"))
     if recorded_on_validation(manifest) and split == "validation":
@@ -173,6 +177,7 @@ def _score_run(
     inferer = VolumeSliceInferer(flip=True)
     names = [_name(setting, grid) for setting in product(*(grid[axis] for axis in AXES))]
     dice: dict[str, dict[str, list[np.ndarray]]] = {k: {"ED": [], "ES": []} for k in names}
+    hd95: dict[str, list[np.ndarray]] = {k: [] for k in names}
     ratio: dict[str, list[list[float]]] = {k: [] for k in names}
     errors: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in names}
     ed: dict[str, Any] = {}
@@ -185,6 +190,7 @@ def _score_run(
         frame = {"image": vol["image"], "motion": vol["motion"], "patient": item["patient"]}
         rules = fusion.rules({**frame, "phase": item["phase"]}) if item.get("pair") else None
         ref = vol["label"][0].numpy()
+        spacing = (ds.config.spacing, ds.config.spacing, float(vol["image"].pixdim[-1]))
         phase = "ED" if item["phase"] == "ED" else "ES"
         partner = ed.pop(item["patient"], None) if phase == "ES" else None
         fields: dict = {}
@@ -196,22 +202,25 @@ def _score_run(
                 mixed = fused
                 if t is not None and partner is not None and partner[0].shape == image.shape:
                     mixed = mix_with_ed(fused, image, partner[1][value], partner[0], t, fields)
-                largest = largest_components(mixed.argmax(0).astype(np.uint8), n)
-                for hull, epi in product(grid["lv_hull"], grid["epi_px"]):
-                    labels = thin_epicardium(convex_lv(largest) if hull else largest, epi)
-                    labels_by[value, t, hull, epi] = labels
-                    for d in grid["rv_descent"]:
-                        pred = labels
-                        if d is not None and partner is not None:
-                            ed_labels = partner[2][value, t, hull, epi]
-                            pred = rv_after_descent(labels, ed_labels, float(vol["image"].pixdim[-1]), d)
-                        name = _name((value, t, hull, epi, d), grid)
-                        dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
-                        ratio[name].append(_ratio(pred, ref, n))
-                        _add(errors[name], phase, error_counts(pred, ref.astype(np.uint8), n))
+                for crf in grid["crf"]:
+                    refined = mixed if crf is None else slice_crf(mixed, image, seg_kernels(crf))
+                    largest = largest_components(refined.argmax(0).astype(np.uint8), n)
+                    for hull, epi in product(grid["lv_hull"], grid["epi_px"]):
+                        labels = thin_epicardium(convex_lv(largest) if hull else largest, epi)
+                        labels_by[value, t, crf, hull, epi] = labels
+                        for d in grid["rv_descent"]:
+                            pred = labels
+                            if d is not None and partner is not None:
+                                ed_labels = partner[2][value, t, crf, hull, epi]
+                                pred = rv_after_descent(labels, ed_labels, float(vol["image"].pixdim[-1]), d)
+                            name = _name((value, t, crf, hull, epi, d), grid)
+                            dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
+                            hd95[name].append(hd95_per_class(pred, ref, range(1, n + 1), spacing))
+                            ratio[name].append(_ratio(pred, ref, n))
+                            _add(errors[name], phase, error_counts(pred, ref.astype(np.uint8), n))
         if phase == "ED":
             ed[item["patient"]] = (image, fused_by, labels_by)
-    return list(manifest["classes"]), dice, ratio, errors
+    return list(manifest["classes"]), dice, ratio, errors, hd95
 
 
 def _add(errors: dict[str, list[np.ndarray]], phase: str, counts: tuple[np.ndarray, np.ndarray]) -> None:
@@ -238,15 +247,25 @@ def sweep(
     on ``split`` (module docstring); with several runs (cross-validation folds), the mean over all their
     volumes."""
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else run_dirs
-    off = {"anatomy": [None], "temporal": [None], "lv_hull": [False], "epi_px": [0], "rv_descent": [None]}
+    off = {
+        "anatomy": [None],
+        "temporal": [None],
+        "crf": [None],
+        "lv_hull": [False],
+        "epi_px": [0],
+        "rv_descent": [None],
+    }
     grid = {**off, **grid}
     scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
     dice: dict[str, dict[str, list[np.ndarray]]] = {}
     ratio: dict[str, list[list[float]]] = {}
     errors: dict[str, dict[str, list[np.ndarray]]] = {}
+    hd95: dict[str, list[np.ndarray]] = {}
     per_run = {}
     for run_dir in run_dirs:
-        classes, own, own_ratio, own_errors = _score_run(run_dir, split, checkpoint, grid, scan)
+        classes, own, own_ratio, own_errors, own_hd95 = _score_run(run_dir, split, checkpoint, grid, scan)
+        for k, values in own_hd95.items():
+            hd95.setdefault(k, []).extend(values)
         for k, by_phase in own_errors.items():
             for phase, counts in by_phase.items():
                 _add(errors.setdefault(k, {}), phase, tuple(counts))
@@ -268,6 +287,13 @@ def sweep(
         "volumes": len(next(iter(ratio.values()))),  # one ratio row per volume scored
         "sweep": mean,
         "per_class": {k: dict(zip(classes, map(float, d), strict=True)) for k, d in per_class.items()},
+        "hd95": {
+            k: float(np.nanmean(np.stack(h))) for k, h in hd95.items()
+        },  # mm, mean over volumes, classes
+        "hd95_per_class": {
+            k: dict(zip(classes, np.nanmean(np.stack(h), axis=0).round(3).tolist(), strict=True))
+            for k, h in hd95.items()
+        },
         "per_phase": per_phase,
         "volume_ratio": {  # predicted / true voxels of each class, median over the volumes
             k: dict(zip(classes, np.nanmedian(r, axis=0).round(3).tolist(), strict=True))
@@ -288,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--values", default="None,0.5,0.6,0.7,0.8,0.9", help="anatomy weights to try")
     parser.add_argument("--temporal", default="None", help="ED-ES mixing weights to try")
+    parser.add_argument("--crf", default="None", help="the CRF's strengths to try (None: no CRF)")
     parser.add_argument("--lv_hull", default="false", help="the LV made convex or not: false,true")
     parser.add_argument("--epi_px", default="0", help="the epicardium's pulls to try (pixels)")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
@@ -298,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    given = (args.values, args.temporal, args.lv_hull, args.epi_px, args.rv_descent)
+    given = (args.values, args.temporal, args.crf, args.lv_hull, args.epi_px, args.rv_descent)
     texts = dict(zip(AXES, given, strict=True))
     grid = {axis: [PARSE[axis](v) for v in text.split(",")] for axis, text in texts.items()}
     result = sweep(args.run, grid, args.split, args.checkpoint, args.side_deg)

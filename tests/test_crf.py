@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from acdc_wsss.crf import CRF_MRI, CRF_RGB, dense_crf
+from acdc_wsss.crf import CRF_MRI, CRF_RGB, CRF_SEG, dense_crf, seg_kernels
 from acdc_wsss.metrics import dice_per_class
 
 
@@ -17,16 +17,34 @@ def _disc_image() -> tuple[np.ndarray, np.ndarray]:
     return img, gt
 
 
-def test_crf_raises_dice_of_a_blurred_mask() -> None:
+@pytest.mark.parametrize("params", [CRF_MRI, CRF_SEG], ids=["rules", "network"])
+def test_crf_raises_dice_of_a_blurred_mask(params) -> None:
     img, gt = _disc_image()
     blurred = ndi.gaussian_filter(gt.astype(float), 6)  # a soft, too-wide guess of the disc
     fg = np.clip(blurred / blurred.max(), 0, 1) * 0.8 + 0.1
     probs = np.stack([1 - fg, fg])
     before = dice_per_class(probs.argmax(0).astype(np.uint8), gt, (1,))[0]
-    q = dense_crf(img, probs, CRF_MRI)
+    q = dense_crf(img, probs, params)
     after = dice_per_class(q.argmax(0).astype(np.uint8), gt, (1,))[0]
     assert q.shape == probs.shape and np.allclose(q.sum(0), 1, atol=1e-3)
     assert after > before + 0.05 and after > 0.9, (before, after)
+
+
+def test_the_inference_crf_is_weaker_and_tighter_than_the_rules_one() -> None:
+    k = seg_kernels(2.0)
+    assert (k.bilateral_weight, k.gauss_weight, k.bilateral_xy, k.bilateral_intensity) == (2.0, 1.0, 8.0, 0.3)
+    assert CRF_SEG == seg_kernels(1.0) and CRF_SEG.bilateral_weight < CRF_MRI.bilateral_weight
+    assert CRF_SEG.gauss_weight < CRF_MRI.gauss_weight
+    # a fairly sure network, two pixels too wide: the weaker CRF takes back fewer of them
+    img, gt = _disc_image()
+    fg = np.where(ndi.binary_dilation(gt, iterations=2), 0.7, 0.05)
+    probs = np.stack([1 - fg, fg])
+    moved = {
+        p: int((dense_crf(img, probs, p).argmax(0) != probs.argmax(0)).sum()) for p in (CRF_SEG, CRF_MRI)
+    }
+    assert 0 < moved[CRF_SEG] < moved[CRF_MRI], moved
+    with pytest.raises(ValueError, match="strength"):
+        seg_kernels(0)
 
 
 def test_crf_rgb_and_size_check() -> None:

@@ -35,7 +35,7 @@ from monai.transforms import (
     MapTransform,
 )
 
-from acdc_wsss.crf import CRF_MRI, dense_crf
+from acdc_wsss.crf import CRF_SEG, CRFParams, dense_crf
 from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
@@ -61,6 +61,9 @@ DEFAULT_RV_DESCENT = 10.0
 #: cross-validated, ``bench/anatomy.py --lv_hull --epi_px``).
 DEFAULT_LV_HULL = True
 DEFAULT_EPI_PX = 1
+#: A dense CRF on each slice's fused probabilities before the argmax (kernels :data:`acdc_wsss.crf.CRF_SEG`):
+#: cross-validated like the fusions (``bench/anatomy.py --crf``).
+DEFAULT_CRF = True
 
 __all__ = [
     "AnatomyFusiond",
@@ -78,6 +81,7 @@ __all__ = [
     "inference_preprocessing",
     "mask_name",
     "mix_with_ed",
+    "slice_crf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -305,17 +309,28 @@ class WallRulesd(MapTransform):
         return d
 
 
+def slice_crf(probs: np.ndarray, image: np.ndarray, params: CRFParams = CRF_SEG) -> np.ndarray:
+    """Dense CRF on each slice of ``(K, H, W, S)`` probabilities, guided by the ``(H, W, S)`` image: the
+    ``(K, H, W, S)`` float32 marginals."""
+    q = [dense_crf(image[..., z], probs[..., z], params) for z in range(image.shape[-1])]
+    return np.stack(q, axis=-1)
+
+
 class SliceCRFd(MapTransform):
-    """Dense CRF (grayscale MRI kernels) on each slice's probabilities ``(K, H, W, S)`` of ``key``, with
-    the preprocessed ``image`` as the guide; the CRF's marginals replace the probabilities."""
+    """Dense CRF on each slice's probabilities ``(K, H, W, S)`` of ``key`` (:func:`slice_crf`; default
+    kernels :data:`acdc_wsss.crf.CRF_SEG`), with the preprocessed ``image`` as the guide; the CRF's marginals
+    replace the probabilities."""
+
+    def __init__(self, keys: Any = "pred", params: CRFParams = CRF_SEG) -> None:
+        super().__init__(keys)
+        self.params = params
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32)
         for key in self.key_iterator(d):
             probs = np.asarray(d[key].detach().cpu(), dtype=np.float32)
-            q = [dense_crf(image[..., z], probs[..., z], CRF_MRI) for z in range(image.shape[-1])]
-            d[key] = torch.as_tensor(np.stack(q, axis=-1))
+            d[key] = torch.as_tensor(slice_crf(probs, image, self.params))
         return d
 
 
@@ -350,7 +365,7 @@ def inference_postprocessing(
     writer: WriteMaskd,
     anatomy: float | None = DEFAULT_ANATOMY,
     spacing: float = 1.5,
-    crf: bool = False,
+    crf: bool = DEFAULT_CRF,
     largest_component: bool = True,
     num_classes: int = 3,
     temporal: float | None = DEFAULT_TEMPORAL,

@@ -38,6 +38,7 @@ from acdc_wsss.errors import DatasetError
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
+    DEFAULT_CRF,
     DEFAULT_EPI_PX,
     DEFAULT_LV_HULL,
     DEFAULT_RV_DESCENT,
@@ -154,7 +155,7 @@ def predict(
     images: Sequence[str] | None = None,
     checkpoint: str = "last",
     flip: bool = True,
-    crf: bool = False,
+    crf: bool = DEFAULT_CRF,
     largest_component: bool = True,
     anatomy: float | None = DEFAULT_ANATOMY,
     device: str = "cpu",
@@ -174,7 +175,8 @@ def predict(
         images: NIfTI files (one frame each) to segment instead.
         checkpoint: ``last`` or ``best``.
         flip: average with the horizontally flipped slice.
-        crf: dense CRF on each slice's probabilities (grayscale MRI kernels).
+        crf: dense CRF on each slice's fused probabilities before the argmax (grayscale MRI kernels,
+            :data:`acdc_wsss.crf.CRF_SEG`; cross-validated, ``bench/anatomy.py --crf``).
         largest_component: keep each class's largest 3D component.
         anatomy: where a frame has its ED/ES pair, fuse the network's probabilities with the stage-2
             rules from the scan run on the frame, without tags (:func:`fuse_with_rules`; the rules' label

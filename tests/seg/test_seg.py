@@ -250,9 +250,9 @@ def test_deeplab_bundles_through_monai_cli(run_copy: Path) -> None:
     assert train.returncode == 0, train.stderr[-3000:]
     assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["epochs"] == 1
     configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/inference.json']"
-    infer = _bundle([*run, configs, *small, "--infer_split", "validation", "--infer_crf", "True"])
+    infer = _bundle([*run, configs, *small, "--infer_split", "validation", "--infer_crf", "False"])
     assert infer.returncode == 0, infer.stderr[-3000:]
-    assert json.loads((out / "predictions" / "manifest.json").read_text())["crf"] is True
+    assert json.loads((out / "predictions" / "manifest.json").read_text())["crf"] is False  # on by default
     configs = "['bundles/deeplab_acdc/train.json','bundles/deeplab_acdc/evaluate.json']"
     ev = _bundle([*run, configs, *small, "--eval_split", "validation"])
     assert ev.returncode == 0, ev.stderr[-3000:]
