@@ -212,7 +212,7 @@ def _score_run(
                             pred = labels
                             if d is not None and partner is not None:
                                 ed_labels = partner[2][value, t, crf, hull, epi]
-                                pred = rv_after_descent(labels, ed_labels, float(vol["image"].pixdim[-1]), d)
+                                pred = rv_after_descent(labels, ed_labels, spacing[2], d)
                             name = _name((value, t, crf, hull, epi, d), grid)
                             dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
                             hd95[name].append(hd95_per_class(pred, ref, range(1, n + 1), spacing))
@@ -287,9 +287,8 @@ def sweep(
         "volumes": len(next(iter(ratio.values()))),  # one ratio row per volume scored
         "sweep": mean,
         "per_class": {k: dict(zip(classes, map(float, d), strict=True)) for k, d in per_class.items()},
-        "hd95": {
-            k: float(np.nanmean(np.stack(h))) for k, h in hd95.items()
-        },  # mm, mean over volumes, classes
+        # mm on the chain's grid, mean over the volumes and the classes: reported, not chosen on
+        "hd95": {k: float(np.nanmean(np.stack(h))) for k, h in hd95.items()},
         "hd95_per_class": {
             k: dict(zip(classes, np.nanmean(np.stack(h), axis=0).round(3).tolist(), strict=True))
             for k, h in hd95.items()

@@ -218,10 +218,12 @@ def predict(
         "epi_px": epi_px,
     }
     after = {k: v for k, v in settings.items() if k != "flip"}  # what inference_postprocessing takes
+    septal = recorded_septal(manifest)
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
-        grid = {"spacing": cfg.spacing, "num_classes": len(classes), "septal": recorded_septal(manifest)}
-        post = inference_postprocessing(chain, writer, **grid, **after)
+        post = inference_postprocessing(
+            chain, writer, spacing=cfg.spacing, num_classes=len(classes), septal=septal, **after
+        )
         inference_evaluator(group, model, chain, post, device, flip, handlers=[bar]).run()
     source = "images" if images else ("dataset_dir" if dataset_dir else f"split {split}")
     record = {"checkpoint": checkpoint, "seed": manifest.get("seed"), **settings, "source": source}
