@@ -192,7 +192,8 @@ def _steps(
 #: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to
 #: :func:`~acdc_wsss.seg.predict`'s defaults, read from its signature so that they never drift apart.
 _RECORDED = (
-    "checkpoint", "flip", "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px"
+    "checkpoint", "flip", "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull",
+    "epi_px", "rv_attached", "lv_enclosed",
 )  # fmt: skip
 CHAIN_INFERENCE = {
     "source": "split testing",

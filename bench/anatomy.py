@@ -1,10 +1,11 @@
 """Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``), the CRF
 (``--infer_crf``) and the rules on the predicted masks (``--infer_lv_hull``, ``--infer_epi_px``,
-``--infer_rv_descent``) on a finished run's validation patients.
+``--infer_rv_attached``, ``--infer_lv_enclosed``, ``--infer_rv_descent``) on a finished run's validation
+patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
-        [--temporal None] [--crf None] [--lv_hull false] [--epi_px 0] [--rv_descent None] \
-        [--split validation] [--side_deg 60]
+        [--temporal None] [--crf None] [--lv_hull false] [--epi_px 0] [--rv_attached false] \
+        [--lv_enclosed false] [--rv_descent None] [--split validation] [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
@@ -13,17 +14,20 @@ probabilities with the stage-2 anatomy rules (``None``: the network alone), and 
 mixes an ES frame's result with its ED frame's carried onto it by registration (``None``: not mixed); each
 value of ``--crf`` refines the probabilities with a dense CRF of that strength on each slice
 (:func:`acdc_wsss.crf.seg_kernels`; ``None``: none); each value of ``--lv_hull`` (``true``: each slice's LV
-made convex over the myocardium) and of ``--epi_px`` (the epicardium pulled in by that many pixels) then acts
-on the labels' largest components; each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the
-slices basal to that distance below its ED frame's basal RV slice (``None``: kept; with more than one value,
-the keys go on ``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_descent>"``, an axis written only where
-more than one value is swept); the result is scored as mean 3D Dice over the volumes and the foreground
-classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line: ``sweep``
-(value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over true voxels,
-median over the volumes: a boundary drawn too far out or too far in), ``chosen`` (the best value),
-``selected_on``, ``volumes``, ``checkpoint``, ``per_run``, ``hd95`` and ``hd95_per_class`` (mm, on the
-chain's grid, mean over the volumes; not what chooses), and ``errors``: where the chosen setting goes
-wrong, per phase (``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
+made convex over the myocardium), of ``--epi_px`` (the epicardium pulled in by that many pixels), of
+``--rv_attached`` (``true``: the RV's pieces touching neither the myocardium nor the LV removed) and of
+``--lv_enclosed`` (``true``: the most basal LV slice's LV removed where the wall holds less than half its
+outline) then acts on the labels' largest components, in that order (:func:`acdc_wsss.seg.masks.slice_rules`);
+each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that distance below
+its ED frame's basal RV slice (``None``: kept; with more than one value, the keys go on
+``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_attached>/<lv_enclosed>/<rv_descent>"``, an axis written
+only where more than one value is swept); the result is scored as mean 3D Dice over the volumes and the
+foreground classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line:
+``sweep`` (value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over
+true voxels, median over the volumes: a boundary drawn too far out or too far in), ``chosen`` (the best
+value), ``selected_on``, ``volumes``, ``checkpoint``, ``per_run``, ``hd95`` and ``hd95_per_class`` (mm, on the
+chain's grid, mean over the volumes; not what chooses), and ``errors``: where the chosen setting goes wrong,
+per phase (``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
 ``by_position``: each class's pooled Dice and voxel counts on the heart's basal slice, the next one, the
 middle ones, the last but one and the apical one, the heart's slices being those where the mask or the
 prediction has a class). Several ``--run`` folders (the cross-validation folds of ``bench/stage3.py --fold``,
@@ -58,7 +62,7 @@ from acdc_wsss.seg.components import (
     slice_crf,
 )
 from acdc_wsss.seg.infer import largest_components
-from acdc_wsss.seg.masks import base_first, convex_lv, rv_after_descent, thin_epicardium
+from acdc_wsss.seg.masks import base_first, rv_after_descent, slice_rules
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
 
@@ -67,14 +71,25 @@ def _value(text: str) -> float | None:
 
 
 #: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the CRF's
-#: strength, the LV made convex, the epicardium's pull (pixels), the ES RV's descent (mm).
-AXES = ("anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_descent")
+#: strength, the LV made convex, the epicardium's pull (pixels), the RV's detached pieces removed, the basal
+#: LV removed where the wall does not surround it, the ES RV's descent (mm).
+AXES = ("anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "rv_descent")
+#: The axes of the rules on each slice (:func:`~acdc_wsss.seg.masks.slice_rules`' arguments, in order).
+SLICE_AXES = AXES[3:7]
+
+
+def _flag(text: str) -> bool:
+    return text.strip().lower() in ("true", "1", "yes")
+
+
 PARSE = {
     "anatomy": _value,
     "temporal": _value,
     "crf": _value,
-    "lv_hull": lambda t: t.strip().lower() in ("true", "1", "yes"),
+    "lv_hull": _flag,
     "epi_px": lambda t: int(t),
+    "rv_attached": _flag,
+    "lv_enclosed": _flag,
     "rv_descent": _value,
 }
 
@@ -205,15 +220,15 @@ def _score_run(
                 for crf in grid["crf"]:
                     refined = mixed if crf is None else slice_crf(mixed, image, seg_kernels(crf))
                     largest = largest_components(refined.argmax(0).astype(np.uint8), n)
-                    for hull, epi in product(grid["lv_hull"], grid["epi_px"]):
-                        labels = thin_epicardium(convex_lv(largest) if hull else largest, epi)
-                        labels_by[value, t, crf, hull, epi] = labels
+                    for on_slices in product(*(grid[axis] for axis in SLICE_AXES)):
+                        labels = slice_rules(largest, *on_slices)
+                        labels_by[value, t, crf, on_slices] = labels
                         for d in grid["rv_descent"]:
                             pred = labels
                             if d is not None and partner is not None:
-                                ed_labels = partner[2][value, t, crf, hull, epi]
+                                ed_labels = partner[2][value, t, crf, on_slices]
                                 pred = rv_after_descent(labels, ed_labels, spacing[2], d)
-                            name = _name((value, t, crf, hull, epi, d), grid)
+                            name = _name((value, t, crf, *on_slices, d), grid)
                             dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
                             hd95[name].append(hd95_per_class(pred, ref, range(1, n + 1), spacing))
                             ratio[name].append(_ratio(pred, ref, n))
@@ -253,6 +268,8 @@ def sweep(
         "crf": [None],
         "lv_hull": [False],
         "epi_px": [0],
+        "rv_attached": [False],
+        "lv_enclosed": [False],
         "rv_descent": [None],
     }
     grid = {**off, **grid}
@@ -316,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crf", default="None", help="the CRF's strengths to try (None: no CRF)")
     parser.add_argument("--lv_hull", default="false", help="the LV made convex or not: false,true")
     parser.add_argument("--epi_px", default="0", help="the epicardium's pulls to try (pixels)")
+    parser.add_argument("--rv_attached", default="false", help="the RV's detached pieces removed: false,true")
+    parser.add_argument("--lv_enclosed", default="false", help="the LV kept only inside the wall: false,true")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
@@ -324,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    given = (args.values, args.temporal, args.crf, args.lv_hull, args.epi_px, args.rv_descent)
+    given = (
+        args.values, args.temporal, args.crf, args.lv_hull, args.epi_px, args.rv_attached, args.lv_enclosed,
+        args.rv_descent,
+    )  # fmt: skip
     texts = dict(zip(AXES, given, strict=True))
     grid = {axis: [PARSE[axis](v) for v in text.split(",")] for axis, text in texts.items()}
     result = sweep(args.run, grid, args.split, args.checkpoint, args.side_deg)

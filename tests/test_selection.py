@@ -81,13 +81,19 @@ def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep
     result = _bench(
         "anatomy.py",
         *("--run", str(run), str(run), "--values", "None,0.7", "--temporal", "None,0.4"),
-        *("--crf", "None,2", "--rv_descent", "None,10"),
+        *("--crf", "None,2", "--rv_attached", "false,true", "--rv_descent", "None,10"),
     )
     volumes = len(json.loads((run / "datalist.json").read_text())["validation"])
     assert result["selected_on"] == "validation" and result["runs"] == 2 and result["volumes"] == 2 * volumes
     pairs = {"None/None", "None/0.4", "0.7/None", "0.7/0.4"}  # anatomy weight / ED frame's weight
-    # / the CRF's strength / the ES RV's descent
-    keys = {f"{pair}/{crf}/{d}" for pair in pairs for crf in ("None", "2.0") for d in ("None", "10.0")}
+    # / the CRF's strength / the RV's detached pieces removed / the ES RV's descent
+    keys = {
+        f"{pair}/{crf}/{rv}/{d}"
+        for pair in pairs
+        for crf in ("None", "2.0")
+        for rv in ("False", "True")
+        for d in ("None", "10.0")
+    }
     assert set(result["sweep"]) == keys and result["chosen"] in result["sweep"]
     assert set(result["hd95"]) == set(result["hd95_per_class"]) == keys  # mm: reported, never chosen on
     assert not any(v < 0 for v in result["hd95"].values())
@@ -95,9 +101,13 @@ def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep
     assert set(ratios) == keys and all(set(r) == {"RV", "Myo", "LV"} for r in ratios.values())
     assert all(v >= 0 for r in ratios.values() for v in r.values())  # volumes without a class left out
     phases = result["per_phase"]
-    assert phases["None/None/None/None"]["ED"] == phases["None/0.4/None/None"]["ED"]  # ED frames never mixed
-    assert phases["None/None/None/None"]["ES"] != phases["None/0.4/None/None"]["ES"]
-    assert phases["0.7/0.4/2.0/None"]["ED"] == phases["0.7/0.4/2.0/10.0"]["ED"]  # nor cut
+    # ED frames are never mixed with another frame, nor cut
+    assert phases["None/None/None/False/None"]["ED"] == phases["None/0.4/None/False/None"]["ED"]
+    assert phases["None/None/None/False/None"]["ES"] != phases["None/0.4/None/False/None"]["ES"]
+    assert phases["0.7/0.4/2.0/True/None"]["ED"] == phases["0.7/0.4/2.0/True/10.0"]["ED"]
+    for pair in pairs:  # the detached RV's removal changes the RV alone
+        off, on = (result["per_class"][f"{pair}/2.0/{rv}/10.0"] for rv in ("False", "True"))
+        assert off["Myo"] == on["Myo"] and off["LV"] == on["LV"]
     assert all(0 <= d <= 1 for d in result["sweep"].values())
     assert result["sweep"][result["chosen"]] == max(result["sweep"].values())
     assert all(abs(result["per_run"][str(run)][k] - v) < 1e-9 for k, v in result["sweep"].items())

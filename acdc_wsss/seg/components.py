@@ -41,7 +41,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
 from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
-from acdc_wsss.seg.masks import convex_lv, rv_after_descent, thin_epicardium
+from acdc_wsss.seg.masks import rv_after_descent, slice_rules
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -61,6 +61,11 @@ DEFAULT_RV_DESCENT = 10.0
 #: cross-validated, ``bench/anatomy.py --lv_hull --epi_px``).
 DEFAULT_LV_HULL = True
 DEFAULT_EPI_PX = 1
+#: Each slice's RV kept only where it touches the left heart, and the most basal LV slice's LV only where the
+#: myocardium holds at least half the LV's outline (cross-validated, ``bench/anatomy.py --rv_attached
+#: --lv_enclosed``).
+DEFAULT_RV_ATTACHED = True
+DEFAULT_LV_ENCLOSED = True
 #: A dense CRF on each slice's fused probabilities before the argmax (kernels :data:`acdc_wsss.crf.CRF_SEG`):
 #: cross-validated like the fusions (``bench/anatomy.py --crf``).
 DEFAULT_CRF = True
@@ -283,13 +288,21 @@ class RVDescentd(MapTransform):
 
 
 class WallRulesd(MapTransform):
-    """On discrete labels ``pred`` ``(1, H, W, S)``, slice by slice: the LV made convex over the myocardium
-    (:func:`~acdc_wsss.seg.masks.convex_lv`; the masks draw the endocardium round the papillary muscles
-    and trabeculae) when ``lv_hull``, then the epicardium pulled in by ``epi_px`` pixels
-    (:func:`~acdc_wsss.seg.masks.thin_epicardium`; 0: kept)."""
+    """On discrete labels ``pred`` ``(1, H, W, S)``, slice by slice, in this order: the LV made convex over
+    the myocardium (:func:`~acdc_wsss.seg.masks.convex_lv`; the masks draw the endocardium round the
+    papillary muscles and trabeculae) when ``lv_hull``; the epicardium pulled in by ``epi_px`` pixels
+    (:func:`~acdc_wsss.seg.masks.thin_epicardium`; 0: kept); the RV's pieces away from the left heart
+    removed when ``rv_attached`` (:func:`~acdc_wsss.seg.masks.attached_rv`); the most basal LV slice's LV
+    removed where the wall does not surround it when ``lv_enclosed``
+    (:func:`~acdc_wsss.seg.masks.enclosed_lv`)."""
 
     def __init__(
-        self, keys: Any = "pred", lv_hull: bool = DEFAULT_LV_HULL, epi_px: int = DEFAULT_EPI_PX
+        self,
+        keys: Any = "pred",
+        lv_hull: bool = DEFAULT_LV_HULL,
+        epi_px: int = DEFAULT_EPI_PX,
+        rv_attached: bool = DEFAULT_RV_ATTACHED,
+        lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
     ) -> None:
         super().__init__(keys)
         if epi_px < 0:
@@ -297,15 +310,16 @@ class WallRulesd(MapTransform):
                 f"the epicardium's pull at inference (infer_epi_px) must be >= 0 pixels, got {epi_px}"
             )
         self.lv_hull, self.epi_px = bool(lv_hull), int(epi_px)
+        self.rv_attached, self.lv_enclosed = bool(rv_attached), bool(lv_enclosed)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if not self.lv_hull and not self.epi_px:
+        if not (self.lv_hull or self.epi_px or self.rv_attached or self.lv_enclosed):
             return d
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
-            labels = convex_lv(labels) if self.lv_hull else labels
-            d[key] = _with_labels(d[key], thin_epicardium(labels, self.epi_px))
+            rules = (self.lv_hull, self.epi_px, self.rv_attached, self.lv_enclosed)
+            d[key] = _with_labels(d[key], slice_rules(labels, *rules))
         return d
 
 
@@ -373,13 +387,15 @@ def inference_postprocessing(
     rv_descent: float | None = DEFAULT_RV_DESCENT,
     lv_hull: bool = DEFAULT_LV_HULL,
     epi_px: int = DEFAULT_EPI_PX,
+    rv_attached: bool = DEFAULT_RV_ATTACHED,
+    lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
-    as there), optional
-    CRF, argmax, each class's largest 3D component (26-connected), the wall's rules (``lv_hull``,
-    ``epi_px``: :class:`WallRulesd`), the ES frame's RV cut at its ED frame's base moved by ``rv_descent``
-    mm (:class:`RVDescentd`), inverse of ``preprocessing``,
-    ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any volume."""
+    as there), optional CRF, argmax, each class's largest 3D component (26-connected), the rules on each
+    slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``: :class:`WallRulesd`), the ES frame's
+    RV cut at its ED frame's base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse of
+    ``preprocessing``, ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any
+    volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
@@ -388,7 +404,7 @@ def inference_postprocessing(
     if largest_component:
         labels = list(range(1, num_classes + 1))
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
-    steps.append(WallRulesd("pred", lv_hull, epi_px))
+    steps.append(WallRulesd("pred", lv_hull, epi_px, rv_attached, lv_enclosed))
     steps.append(RVDescentd("pred", rv_descent))
     steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
     return Compose(steps)

@@ -40,7 +40,9 @@ from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
     DEFAULT_CRF,
     DEFAULT_EPI_PX,
+    DEFAULT_LV_ENCLOSED,
     DEFAULT_LV_HULL,
+    DEFAULT_RV_ATTACHED,
     DEFAULT_RV_DESCENT,
     DEFAULT_TEMPORAL,
     PredictionRecord,
@@ -165,6 +167,8 @@ def predict(
     rv_descent: float | None = DEFAULT_RV_DESCENT,
     lv_hull: bool = DEFAULT_LV_HULL,
     epi_px: int = DEFAULT_EPI_PX,
+    rv_attached: bool = DEFAULT_RV_ATTACHED,
+    lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -193,6 +197,9 @@ def predict(
         lv_hull, epi_px: each slice's LV made convex over the myocardium, the epicardium pulled in by
             ``epi_px`` pixels (:class:`~acdc_wsss.seg.components.WallRulesd`). These three were chosen on
             the validation patients (``bench/anatomy.py``).
+        rv_attached, lv_enclosed: each slice's RV kept only where it touches the myocardium or the LV,
+            the most basal LV slice's LV only where the myocardium holds at least half its outline
+            (:class:`~acdc_wsss.seg.components.WallRulesd`; cross-validated, ``bench/anatomy.py``).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -216,6 +223,8 @@ def predict(
         "rv_descent": rv_descent,
         "lv_hull": lv_hull,
         "epi_px": epi_px,
+        "rv_attached": rv_attached,
+        "lv_enclosed": lv_enclosed,
     }
     after = {k: v for k, v in settings.items() if k != "flip"}  # what inference_postprocessing takes
     septal = recorded_septal(manifest)

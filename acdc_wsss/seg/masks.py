@@ -11,9 +11,22 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import convex_hull_image
 
-__all__ = ["base_first", "convex_lv", "rv_after_descent", "thin_epicardium"]
+__all__ = [
+    "attached_rv",
+    "base_first",
+    "convex_lv",
+    "enclosed_lv",
+    "rv_after_descent",
+    "slice_rules",
+    "thin_epicardium",
+]
 
 RV, MYO, LV = 1, 2, 3
+#: The least share of the LV's outline that the myocardium must hold on the most basal LV slice for the LV
+#: to be kept there (:func:`enclosed_lv`): the masks count a basal cavity as LV only where the wall
+#: surrounds it.
+LV_WALL_SHARE = 0.5
+_CROSS = ndi.generate_binary_structure(2, 1)
 
 
 def base_first(labels: np.ndarray) -> bool:
@@ -66,9 +79,55 @@ def thin_epicardium(labels: np.ndarray, px: int) -> np.ndarray:
     pixels next to the background (4-connected, within the slice). The septum's side, against the RV, and
     the endocardium stay."""
     out = np.array(labels, copy=True)
-    cross = ndi.generate_binary_structure(2, 1)
     for z in range(out.shape[-1]):
         lab = out[..., z]
         for _ in range(px):
-            lab[ndi.binary_dilation(lab == 0, cross) & (lab == MYO)] = 0
+            lab[ndi.binary_dilation(lab == 0, _CROSS) & (lab == MYO)] = 0
     return out
+
+
+def attached_rv(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with every piece of RV (4-connected, within its slice) that touches neither the myocardium
+    nor the LV turned background: the RV's cavity lies against the septum, so a piece away from the left
+    heart is another bright structure (fat, an atrium, a vessel)."""
+    out = np.array(labels, copy=True)
+    for z in range(out.shape[-1]):
+        lab = out[..., z]
+        pieces, n = ndi.label(lab == RV, _CROSS)
+        if n == 0:
+            continue
+        left = ndi.binary_dilation((lab == MYO) | (lab == LV), _CROSS)
+        touching = np.unique(pieces[left & (pieces > 0)])
+        lab[(pieces > 0) & ~np.isin(pieces, touching)] = 0
+    return out
+
+
+def enclosed_lv(labels: np.ndarray, share: float = LV_WALL_SHARE) -> np.ndarray:
+    """``labels`` with the LV of its most basal LV slice turned background where the myocardium holds less
+    than ``share`` of the pixels round it (4-connected, outside it): the masks count a basal slice's cavity
+    as LV only where the wall surrounds it, not the outflow tract the network carries it into. The base's
+    side is read from the labels (:func:`base_first`). Only that slice is judged: elsewhere a missing wall
+    is the network's failure, not an open cavity, and removing the LV there would double the loss."""
+    out = np.array(labels, copy=True)
+    slices = np.flatnonzero((out == LV).any(axis=(0, 1)))
+    if slices.size == 0:
+        return out
+    lab = out[..., slices[0] if base_first(out) else slices[-1]]
+    lv = lab == LV
+    ring = ndi.binary_dilation(lv, _CROSS) & ~lv
+    if ring.any() and (lab[ring] == MYO).mean() < share:
+        lab[lv] = 0
+    return out
+
+
+def slice_rules(
+    labels: np.ndarray, lv_hull: bool, epi_px: int, rv_attached: bool, lv_enclosed: bool
+) -> np.ndarray:
+    """The rules on each slice of ``(H, W, S)`` labels, in the order inference applies them: the LV made
+    convex (:func:`convex_lv`, with ``lv_hull``), the epicardium pulled in by ``epi_px`` pixels
+    (:func:`thin_epicardium`), the RV's detached pieces removed (:func:`attached_rv`, with
+    ``rv_attached``), the basal LV removed where the wall does not surround it (:func:`enclosed_lv`, with
+    ``lv_enclosed``). A new array; ``labels`` is not changed."""
+    out = thin_epicardium(convex_lv(labels) if lv_hull else labels, epi_px)
+    out = attached_rv(out) if rv_attached else out
+    return enclosed_lv(out) if lv_enclosed else out

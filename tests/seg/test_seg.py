@@ -492,3 +492,45 @@ def test_wall_rules_fill_the_lv_round_its_papillary_muscles_and_pull_the_epicard
     assert np.array_equal(WallRulesd("pred", False, 0)({"pred": pred})["pred"][0].numpy(), labels)
     with pytest.raises(ValueError, match="infer_epi_px"):
         inference_postprocessing(Compose([]), None, epi_px=-1)
+
+
+def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_base() -> None:
+    """``attached_rv``: of two RV pieces in a slice, the one touching the myocardium stays and the one 3
+    pixels away goes; a piece touching only the LV stays. ``enclosed_lv``: the most basal LV slice's LV,
+    open on three sides, goes (its wall stays); an open LV on another slice stays (there a missing wall is
+    the network's failure); a half-open basal LV is kept at share 0.5 and goes above it; a reversed stack
+    is judged at its other end. ``slice_rules`` and ``WallRulesd`` apply them in order."""
+    from acdc_wsss.seg.components import WallRulesd
+    from acdc_wsss.seg.masks import attached_rv, enclosed_lv, slice_rules
+
+    labels = np.zeros((16, 16, 4), np.uint8)
+    labels[2:14, 2:14, 0] = 2  # slice 0, the base (the largest): a wall block...
+    labels[4:7, 4:7, 0] = 3  # ... with an LV open on three sides: only the rows below it are wall
+    labels[3, 4:7, 0] = 0
+    labels[4:7, 3, 0] = 0
+    labels[3:8, 7:9, 0] = 0
+    labels[4:7, 7, 0] = 1  # an RV piece touching only that LV: kept by attached_rv
+    for z in (1, 2):  # two slices of a ring of wall round a 3 x 3 LV
+        labels[5:10, 5:10, z] = 2
+        labels[6:9, 6:9, z] = 3
+    labels[6:9, 2:5, 1] = 1  # an RV piece against the ring's left side: kept
+    labels[6:9, 12:14, 1] = 1  # an RV piece 3 pixels right of it: removed
+    labels[6:8, 6:8, 3] = 3  # slice 3, the apex: an LV with no wall round it, kept
+    rv = attached_rv(labels)
+    assert (rv[..., 1] == 1).sum() == 9 and (rv[6:9, 12:14, 1] == 0).all()
+    assert np.array_equal(np.delete(rv, 1, axis=2), np.delete(labels, 1, axis=2))  # slice 0's RV kept
+    lv = enclosed_lv(labels)
+    assert (lv[..., 0] == 3).sum() == 0 and np.array_equal(lv[..., 0] == 2, labels[..., 0] == 2)
+    assert np.array_equal(lv[..., 1:], labels[..., 1:])  # the apex's open LV too
+    assert np.array_equal(enclosed_lv(labels[..., ::-1]), lv[..., ::-1])
+    half = np.zeros((8, 8, 1), np.uint8)
+    half[3:5, 3:5, 0] = 3  # a 2 x 2 LV: 8 pixels round it (4-connected), 4 of them wall
+    half[3:5, 2, 0] = 2
+    half[2, 3:5, 0] = 2
+    assert (enclosed_lv(half, 0.5) == 3).sum() == 4 and (enclosed_lv(half, 0.6) == 3).sum() == 0
+    both = slice_rules(labels, False, 0, True, True)
+    assert np.array_equal(both, enclosed_lv(attached_rv(labels)))
+    assert np.array_equal(slice_rules(labels, False, 0, False, False), labels)
+    pred = torch.as_tensor(labels[None].astype(np.float32))
+    out = WallRulesd("pred", lv_hull=False, epi_px=0)({"pred": pred})["pred"][0].numpy()  # the two: defaults
+    assert np.array_equal(out, both)
