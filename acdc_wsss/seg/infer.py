@@ -150,6 +150,14 @@ def check_inference_output(
     seg_manifest(out)
 
 
+#: :func:`predict`'s arguments that it hands to
+#: :func:`~acdc_wsss.seg.components.inference_postprocessing` and records with the masks.
+_POSTPROCESSING = (
+    "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px", "rv_attached",
+    "lv_enclosed",
+)  # fmt: skip
+
+
 def predict(
     output_dir: str | os.PathLike,
     split: str | None = "testing",
@@ -192,14 +200,10 @@ def predict(
         temporal: where a patient has both frames, the weight of the ED frame's probabilities, carried onto
             the ES frame by registration, in the ES frame's (:func:`~acdc_wsss.seg.components.mix_with_ed`);
             None: each frame alone. Chosen on the validation patients (``bench/anatomy.py``).
-        rv_descent: the ES frame's RV removed from the slices basal to this many mm below its ED frame's
-            first RV slice (:class:`~acdc_wsss.seg.components.RVDescentd`); None: kept.
-        lv_hull, epi_px: each slice's LV made convex over the myocardium, the epicardium pulled in by
-            ``epi_px`` pixels (:class:`~acdc_wsss.seg.components.WallRulesd`). These three were chosen on
-            the validation patients (``bench/anatomy.py``).
-        rv_attached, lv_enclosed: each slice's RV kept only where it touches the myocardium or the LV,
-            the most basal LV slice's LV only where the myocardium holds at least half its outline
-            (:class:`~acdc_wsss.seg.components.WallRulesd`; cross-validated, ``bench/anatomy.py``).
+        rv_descent, lv_hull, epi_px, rv_attached, lv_enclosed: the rules on the predicted masks, chosen on
+            the non-test patients (``bench/anatomy.py``): the ES RV cut (mm, None: kept), the LV convex,
+            the epicardium's pull (px), the RV's detached pieces and the unenclosed basal LV removed
+            (:func:`~acdc_wsss.seg.components.inference_postprocessing`).
     """
     out = Path(output_dir)
     run = RunLayout(out)
@@ -214,19 +218,8 @@ def predict(
     )
     writer = WriteMaskd(run.predictions.path, classes, nrrd=nrrd)
     bar = TerminalProgress(enabled=progress)
-    settings = {
-        "flip": flip,
-        "crf": crf,
-        "largest_component": largest_component,
-        "anatomy": anatomy,
-        "temporal": temporal,
-        "rv_descent": rv_descent,
-        "lv_hull": lv_hull,
-        "epi_px": epi_px,
-        "rv_attached": rv_attached,
-        "lv_enclosed": lv_enclosed,
-    }
-    after = {k: v for k, v in settings.items() if k != "flip"}  # what inference_postprocessing takes
+    after = {k: v for k, v in locals().items() if k in _POSTPROCESSING}  # predict's own arguments
+    settings = {"flip": flip, **after}
     septal = recorded_septal(manifest)
     for group, cfg in groups:
         chain = inference_preprocessing(cfg, len(classes))
