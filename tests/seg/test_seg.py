@@ -499,7 +499,8 @@ def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_
     pixels away goes; a piece touching only the LV stays. ``enclosed_lv``: the most basal LV slice's LV,
     open on three sides, goes (its wall stays); an open LV on another slice stays (there a missing wall is
     the network's failure); a half-open basal LV is kept at share 0.5 and goes above it; a reversed stack
-    is judged at its other end. ``slice_rules`` and ``WallRulesd`` apply them in order."""
+    is judged at its other end. ``slice_rules`` and ``WallRulesd`` apply them in order; ``WallRulesd``'s
+    defaults apply the LV's rule alone."""
     from acdc_wsss.seg.components import WallRulesd
     from acdc_wsss.seg.masks import attached_rv, enclosed_lv, slice_rules
 
@@ -532,5 +533,7 @@ def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_
     assert np.array_equal(both, enclosed_lv(attached_rv(labels)))
     assert np.array_equal(slice_rules(labels, False, 0, False, False), labels)
     pred = torch.as_tensor(labels[None].astype(np.float32))
-    out = WallRulesd("pred", lv_hull=False, epi_px=0)({"pred": pred})["pred"][0].numpy()  # the two: defaults
+    out = WallRulesd("pred", lv_hull=False, epi_px=0, rv_attached=True)({"pred": pred})["pred"][0].numpy()
     assert np.array_equal(out, both)
+    out = WallRulesd("pred", lv_hull=False, epi_px=0)({"pred": pred})["pred"][0].numpy()  # the defaults
+    assert np.array_equal(out, enclosed_lv(labels))
