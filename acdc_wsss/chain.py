@@ -193,7 +193,7 @@ def _steps(
 #: :func:`~acdc_wsss.seg.predict`'s defaults, read from its signature so that they never drift apart.
 _RECORDED = (
     "checkpoint", "flip", "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull",
-    "epi_px", "rv_attached", "lv_enclosed",
+    "epi_px", "rv_attached", "lv_enclosed", "lv_bright",
 )  # fmt: skip
 CHAIN_INFERENCE = {
     "source": "split testing",

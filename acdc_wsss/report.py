@@ -158,7 +158,8 @@ def _figures_and_masks(run: RunLayout) -> list[str]:
         "Image, baseline CAM, L2G CAM, refined labels, pseudo label (white: ignored in training), the"
         " stage-3 network's own prediction (the masks in `predictions/` add the anatomy fusion, the ED"
         " frame's help, the dense CRF and the rules on the masks: the LV convex, the epicardium pulled in,"
-        " an unenclosed basal LV removed, the ES RV cut at the ED frame's base) and the"
+        " an unenclosed basal LV removed, the ED frame's bright endocardium made LV, the ES RV cut at the ED"
+        " frame's base) and the"
         " ground truth, on validation patients"
         + (" (stage 3 trained on their pseudo labels too: `train_on_validation`)" if seen else "")
         + ":",

@@ -1,11 +1,11 @@
 """Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``), the CRF
 (``--infer_crf``) and the rules on the predicted masks (``--infer_lv_hull``, ``--infer_epi_px``,
-``--infer_rv_attached``, ``--infer_lv_enclosed``, ``--infer_rv_descent``) on a finished run's validation
-patients.
+``--infer_rv_attached``, ``--infer_lv_enclosed``, ``--infer_lv_bright``, ``--infer_rv_descent``) on a
+finished run's validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
         [--temporal None] [--crf None] [--lv_hull false] [--epi_px 0] [--rv_attached false] \
-        [--lv_enclosed false] [--rv_descent None] [--split validation] [--side_deg 60]
+        [--lv_enclosed false] [--lv_bright None] [--rv_descent None] [--split validation] [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
@@ -17,14 +17,16 @@ value of ``--crf`` refines the probabilities with a dense CRF of that strength o
 made convex over the myocardium), of ``--epi_px`` (the epicardium pulled in by that many pixels), of
 ``--rv_attached`` (``true``: the RV's pieces touching neither the myocardium nor the LV removed) and of
 ``--lv_enclosed`` (``true``: the most basal LV slice's LV removed where the wall holds less than half its
-outline) then acts on the labels' largest components, in that order (:func:`acdc_wsss.seg.masks.slice_rules`);
-each value of ``--rv_descent`` (mm) then removes an ES frame's RV from the slices basal to that distance below
-its ED frame's basal RV slice (``None``: kept; with more than one value, the keys go on
-``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_attached>/<lv_enclosed>/<rv_descent>"``, an axis written
-only where more than one value is swept); the result is scored as mean 3D Dice over the volumes and the
-foreground classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON line:
-``sweep`` (value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted over
-true voxels, median over the volumes: a boundary drawn too far out or too far in), ``chosen`` (the best
+outline) and of ``--lv_bright`` (a share: on ED frames, the bright myocardium next to the LV made LV,
+:func:`acdc_wsss.seg.masks.bright_endocardium`; ``None``: not) then acts on the labels' largest components, in
+that order (:func:`acdc_wsss.seg.masks.slice_rules`); each value of ``--rv_descent`` (mm) then removes an ES
+frame's RV from the slices basal to that distance below its ED frame's basal RV slice (``None``: kept; with
+more than one value, the keys go on
+``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_attached>/<lv_enclosed>/<lv_bright>/<rv_descent>"``, an
+axis written only where more than one value is swept); the result is scored as mean 3D Dice over the volumes
+and the foreground classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON
+line: ``sweep`` (value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted
+over true voxels, median over the volumes: a boundary drawn too far out or too far in), ``chosen`` (the best
 value), ``selected_on``, ``volumes``, ``checkpoint``, ``per_run``, ``hd95`` and ``hd95_per_class`` (mm, on the
 chain's grid, mean over the volumes; not what chooses), and ``errors``: where the chosen setting goes wrong,
 per phase (``confusion``: voxels, rows the masks' class and columns the prediction's, background first;
@@ -72,10 +74,13 @@ def _value(text: str) -> float | None:
 
 #: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the CRF's
 #: strength, the LV made convex, the epicardium's pull (pixels), the RV's detached pieces removed, the basal
-#: LV removed where the wall does not surround it, the ES RV's descent (mm).
-AXES = ("anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "rv_descent")
+#: LV removed where the wall does not surround it, the ED frame's bright endocardium made LV (a share), the
+#: ES RV's descent (mm).
+AXES = (
+    "anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "lv_bright", "rv_descent"
+)  # fmt: skip
 #: The axes of the rules on each slice (:func:`~acdc_wsss.seg.masks.slice_rules`' arguments, in order).
-SLICE_AXES = AXES[3:7]
+SLICE_AXES = AXES[3:8]
 
 
 def _flag(text: str) -> bool:
@@ -90,6 +95,7 @@ PARSE = {
     "epi_px": lambda t: int(t),
     "rv_attached": _flag,
     "lv_enclosed": _flag,
+    "lv_bright": _value,
     "rv_descent": _value,
 }
 
@@ -221,7 +227,7 @@ def _score_run(
                     refined = mixed if crf is None else slice_crf(mixed, image, seg_kernels(crf))
                     largest = largest_components(refined.argmax(0).astype(np.uint8), n)
                     for on_slices in product(*(grid[axis] for axis in SLICE_AXES)):
-                        labels = slice_rules(largest, *on_slices)
+                        labels = slice_rules(largest, *on_slices, image=image if phase == "ED" else None)
                         labels_by[value, t, crf, on_slices] = labels
                         for d in grid["rv_descent"]:
                             pred = labels
@@ -270,6 +276,7 @@ def sweep(
         "epi_px": [0],
         "rv_attached": [False],
         "lv_enclosed": [False],
+        "lv_bright": [None],
         "rv_descent": [None],
     }
     grid = {**off, **grid}
@@ -335,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epi_px", default="0", help="the epicardium's pulls to try (pixels)")
     parser.add_argument("--rv_attached", default="false", help="the RV's detached pieces removed: false,true")
     parser.add_argument("--lv_enclosed", default="false", help="the LV kept only inside the wall: false,true")
+    parser.add_argument("--lv_bright", default="None", help="ED bright endocardium to LV: shares (None: off)")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
@@ -345,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     given = (
         args.values, args.temporal, args.crf, args.lv_hull, args.epi_px, args.rv_attached, args.lv_enclosed,
-        args.rv_descent,
+        args.lv_bright, args.rv_descent,
     )  # fmt: skip
     texts = dict(zip(AXES, given, strict=True))
     grid = {axis: [PARSE[axis](v) for v in text.split(",")] for axis, text in texts.items()}

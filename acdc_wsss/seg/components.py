@@ -67,6 +67,10 @@ DEFAULT_EPI_PX = 1
 #: ``bench/anatomy.py --rv_attached --lv_enclosed``).
 DEFAULT_RV_ATTACHED = False
 DEFAULT_LV_ENCLOSED = True
+#: On ED frames, the myocardium next to the LV turned LV where the image is brighter than this share of the
+#: way from the myocardium's median intensity to the LV's (cross-validated, ``bench/anatomy.py
+#: --lv_bright``; None: off).
+DEFAULT_LV_BRIGHT = 0.3
 #: A dense CRF on each slice's fused probabilities before the argmax (kernels :data:`acdc_wsss.crf.CRF_SEG`):
 #: cross-validated like the fusions (``bench/anatomy.py --crf``).
 DEFAULT_CRF = True
@@ -295,7 +299,9 @@ class WallRulesd(MapTransform):
     (:func:`~acdc_wsss.seg.masks.thin_epicardium`; 0: kept); the RV's pieces away from the left heart
     removed when ``rv_attached`` (:func:`~acdc_wsss.seg.masks.attached_rv`); the most basal LV slice's LV
     removed where the wall does not surround it when ``lv_enclosed``
-    (:func:`~acdc_wsss.seg.masks.enclosed_lv`)."""
+    (:func:`~acdc_wsss.seg.masks.enclosed_lv`); on an ED frame (``phase``), the bright endocardium next to
+    the LV turned LV with share ``lv_bright`` of the ``image``
+    (:func:`~acdc_wsss.seg.masks.bright_endocardium`; None: not)."""
 
     def __init__(
         self,
@@ -304,6 +310,7 @@ class WallRulesd(MapTransform):
         epi_px: int = DEFAULT_EPI_PX,
         rv_attached: bool = DEFAULT_RV_ATTACHED,
         lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
+        lv_bright: float | None = DEFAULT_LV_BRIGHT,
     ) -> None:
         super().__init__(keys)
         if epi_px < 0:
@@ -312,15 +319,18 @@ class WallRulesd(MapTransform):
             )
         self.lv_hull, self.epi_px = bool(lv_hull), int(epi_px)
         self.rv_attached, self.lv_enclosed = bool(rv_attached), bool(lv_enclosed)
+        self.lv_bright = lv_bright
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if not (self.lv_hull or self.epi_px or self.rv_attached or self.lv_enclosed):
+        bright = self.lv_bright is not None and str(d.get("phase")) == "ED"
+        if not (self.lv_hull or self.epi_px or self.rv_attached or self.lv_enclosed or bright):
             return d
+        image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32) if bright else None
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
-            rules = (self.lv_hull, self.epi_px, self.rv_attached, self.lv_enclosed)
-            d[key] = _with_labels(d[key], slice_rules(labels, *rules))
+            rules = (self.lv_hull, self.epi_px, self.rv_attached, self.lv_enclosed, self.lv_bright)
+            d[key] = _with_labels(d[key], slice_rules(labels, *rules, image=image))
         return d
 
 
@@ -390,12 +400,13 @@ def inference_postprocessing(
     epi_px: int = DEFAULT_EPI_PX,
     rv_attached: bool = DEFAULT_RV_ATTACHED,
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
+    lv_bright: float | None = DEFAULT_LV_BRIGHT,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional CRF, argmax, each class's largest 3D component (26-connected), the rules on each
-    slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``: :class:`WallRulesd`), the ES frame's
-    RV cut at its ED frame's base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse of
-    ``preprocessing``, ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any
+    slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``, ``lv_bright``: :class:`WallRulesd`),
+    the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse
+    of ``preprocessing``, ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any
     volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
@@ -405,7 +416,7 @@ def inference_postprocessing(
     if largest_component:
         labels = list(range(1, num_classes + 1))
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
-    steps.append(WallRulesd("pred", lv_hull, epi_px, rv_attached, lv_enclosed))
+    steps.append(WallRulesd("pred", lv_hull, epi_px, rv_attached, lv_enclosed, lv_bright))
     steps.append(RVDescentd("pred", rv_descent))
     steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
     return Compose(steps)

@@ -40,6 +40,7 @@ from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
     DEFAULT_CRF,
     DEFAULT_EPI_PX,
+    DEFAULT_LV_BRIGHT,
     DEFAULT_LV_ENCLOSED,
     DEFAULT_LV_HULL,
     DEFAULT_RV_ATTACHED,
@@ -154,7 +155,7 @@ def check_inference_output(
 #: :func:`~acdc_wsss.seg.components.inference_postprocessing` and records with the masks.
 _POSTPROCESSING = (
     "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px", "rv_attached",
-    "lv_enclosed",
+    "lv_enclosed", "lv_bright",
 )  # fmt: skip
 
 
@@ -177,6 +178,7 @@ def predict(
     epi_px: int = DEFAULT_EPI_PX,
     rv_attached: bool = DEFAULT_RV_ATTACHED,
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
+    lv_bright: float | None = DEFAULT_LV_BRIGHT,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -200,9 +202,10 @@ def predict(
         temporal: where a patient has both frames, the weight of the ED frame's probabilities, carried onto
             the ES frame by registration, in the ES frame's (:func:`~acdc_wsss.seg.components.mix_with_ed`);
             None: each frame alone. Chosen on the validation patients (``bench/anatomy.py``).
-        rv_descent, lv_hull, epi_px, rv_attached, lv_enclosed: the rules on the predicted masks, chosen on
-            the non-test patients (``bench/anatomy.py``): the ES RV cut (mm, None: kept), the LV convex,
-            the epicardium's pull (px), the RV's detached pieces and the unenclosed basal LV removed
+        rv_descent, lv_hull, epi_px, rv_attached, lv_enclosed, lv_bright: the rules on the predicted masks,
+            chosen on the non-test patients (``bench/anatomy.py``): the ES RV cut (mm, None: kept), the LV
+            convex, the epicardium's pull (px), the RV's detached pieces and the unenclosed basal LV
+            removed, the ED frame's bright endocardium made LV (a share; None: not)
             (:func:`~acdc_wsss.seg.components.inference_postprocessing`).
     """
     out = Path(output_dir)

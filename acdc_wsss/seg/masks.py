@@ -14,6 +14,7 @@ from skimage.morphology import convex_hull_image
 __all__ = [
     "attached_rv",
     "base_first",
+    "bright_endocardium",
     "convex_lv",
     "enclosed_lv",
     "rv_after_descent",
@@ -120,14 +121,41 @@ def enclosed_lv(labels: np.ndarray, share: float = LV_WALL_SHARE) -> np.ndarray:
     return out
 
 
+def bright_endocardium(labels: np.ndarray, image: np.ndarray, share: float) -> np.ndarray:
+    """``labels`` with, on each slice, the myocardium pixels next to the LV (4-connected) turned LV where the
+    ``(H, W, S)`` image is brighter than the myocardium's median intensity plus ``share`` of the way to the
+    LV's: once, a pixel deep. On ED frames the network draws the endocardium inside the trabeculae, whose
+    bright blood between the muscle the masks count as cavity. Slices with under 10 pixels of either class
+    are left alone."""
+    out = np.array(labels, copy=True)
+    for z in range(out.shape[-1]):
+        lab, img = out[..., z], image[..., z]
+        lv, myo = lab == LV, lab == MYO
+        if lv.sum() < 10 or myo.sum() < 10:
+            continue
+        wall = float(np.median(img[myo]))
+        level = wall + share * (float(np.median(img[lv])) - wall)
+        lab[myo & ndi.binary_dilation(lv, _CROSS) & (img > level)] = LV
+    return out
+
+
 def slice_rules(
-    labels: np.ndarray, lv_hull: bool, epi_px: int, rv_attached: bool, lv_enclosed: bool
+    labels: np.ndarray,
+    lv_hull: bool,
+    epi_px: int,
+    rv_attached: bool,
+    lv_enclosed: bool,
+    lv_bright: float | None = None,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """The rules on each slice of ``(H, W, S)`` labels, in the order inference applies them: the LV made
     convex (:func:`convex_lv`, with ``lv_hull``), the epicardium pulled in by ``epi_px`` pixels
     (:func:`thin_epicardium`), the RV's detached pieces removed (:func:`attached_rv`, with
     ``rv_attached``), the basal LV removed where the wall does not surround it (:func:`enclosed_lv`, with
-    ``lv_enclosed``). A new array; ``labels`` is not changed."""
+    ``lv_enclosed``), then, where an ``image`` is given (inference gives an ED frame's), the bright
+    endocardium turned LV (:func:`bright_endocardium` with share ``lv_bright``; None: not). A new array;
+    ``labels`` is not changed."""
     out = thin_epicardium(convex_lv(labels) if lv_hull else labels, epi_px)
     out = attached_rv(out) if rv_attached else out
-    return enclosed_lv(out) if lv_enclosed else out
+    out = enclosed_lv(out) if lv_enclosed else out
+    return out if lv_bright is None or image is None else bright_endocardium(out, image, lv_bright)

@@ -494,6 +494,46 @@ def test_wall_rules_fill_the_lv_round_its_papillary_muscles_and_pull_the_epicard
         inference_postprocessing(Compose([]), None, epi_px=-1)
 
 
+def test_the_ed_frames_bright_endocardium_becomes_lv_one_pixel_deep() -> None:
+    """``bright_endocardium``: with the wall's median 100 and the LV's 300, share 0.3 sets the level at 160;
+    of the wall pixels next to the LV, the bright ones (200) turn LV and the dark ones (120) stay, and a
+    bright wall pixel one further out stays (one pixel deep). ``WallRulesd`` applies it to ED frames only,
+    reading the ``image``; a slice with under 10 pixels of a class is left alone."""
+    from monai.data import MetaTensor
+
+    from acdc_wsss.seg.components import WallRulesd
+    from acdc_wsss.seg.masks import bright_endocardium
+
+    labels = np.zeros((12, 12, 2), np.uint8)
+    labels[2:10, 2:10, 0] = 2  # an 8 x 8 wall block round a 4 x 4 LV
+    labels[4:8, 4:8, 0] = 3
+    image = np.full((12, 12, 2), 100.0, np.float32)
+    image[4:8, 4:8, 0] = 300.0
+    image[3, 4:8, 0] = 200.0  # the row above the LV: bright (trabeculae)
+    image[2, 4:8, 0] = 200.0  # and the row above it, not next to the LV
+    image[8, 4:8, 0] = 120.0  # the row below the LV: dark
+    labels[5:7, 5:7, 1] = 3  # slice 1: 4 LV pixels only, left alone
+    labels[4:8, 4, 1] = 2
+    out = bright_endocardium(labels, image, 0.3)
+    changed = out != labels
+    assert changed.sum() == 4 and (out[3, 4:8, 0] == 3).all() and (out[2, 4:8, 0] == 2).all()
+    assert (out[8, 4:8, 0] == 2).all() and np.array_equal(out[..., 1], labels[..., 1])
+    assert np.array_equal(bright_endocardium(labels, image, 0.6), labels)  # level 220: none brighter
+
+    def frame(phase: str) -> dict:
+        return {
+            "pred": torch.as_tensor(labels[None].astype(np.float32)),
+            "image": MetaTensor(torch.as_tensor(image[None])),
+            "phase": phase,
+        }
+
+    rules = WallRulesd("pred", lv_hull=False, epi_px=0, lv_enclosed=False, lv_bright=0.3)
+    assert np.array_equal(rules(frame("ED"))["pred"][0].numpy(), out)
+    assert np.array_equal(rules(frame("ES"))["pred"][0].numpy(), labels)
+    off = WallRulesd("pred", lv_hull=False, epi_px=0, lv_enclosed=False, lv_bright=None)
+    assert np.array_equal(off(frame("ED"))["pred"][0].numpy(), labels)
+
+
 def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_base() -> None:
     """``attached_rv``: of two RV pieces in a slice, the one touching the myocardium stays and the one 3
     pixels away goes; a piece touching only the LV stays. ``enclosed_lv``: the most basal LV slice's LV,
