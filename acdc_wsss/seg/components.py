@@ -317,6 +317,10 @@ class WallRulesd(MapTransform):
             raise ValueError(
                 f"the epicardium's pull at inference (infer_epi_px) must be >= 0 pixels, got {epi_px}"
             )
+        if lv_bright is not None and not 0 <= lv_bright <= 1:
+            raise ValueError(
+                f"the bright endocardium's share (infer_lv_bright) must be in [0, 1], got {lv_bright}"
+            )
         self.lv_hull, self.epi_px = bool(lv_hull), int(epi_px)
         self.rv_attached, self.lv_enclosed = bool(rv_attached), bool(lv_enclosed)
         self.lv_bright = lv_bright

@@ -532,6 +532,8 @@ def test_the_ed_frames_bright_endocardium_becomes_lv_one_pixel_deep() -> None:
     assert np.array_equal(rules(frame("ES"))["pred"][0].numpy(), labels)
     off = WallRulesd("pred", lv_hull=False, epi_px=0, lv_enclosed=False, lv_bright=None)
     assert np.array_equal(off(frame("ED"))["pred"][0].numpy(), labels)
+    with pytest.raises(ValueError, match="infer_lv_bright"):
+        WallRulesd("pred", lv_bright=1.5)
 
 
 def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_base() -> None:
