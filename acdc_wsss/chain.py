@@ -31,6 +31,7 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
+from acdc_wsss.seg.infer import POSTPROCESSING
 from acdc_wsss.utils import ensure_writable, read_json, setup_cli_logging, write_json
 
 __all__ = ["main", "run_chain"]
@@ -191,10 +192,7 @@ def _steps(
 
 #: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to
 #: :func:`~acdc_wsss.seg.predict`'s defaults, read from its signature so that they never drift apart.
-_RECORDED = (
-    "checkpoint", "flip", "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull",
-    "epi_px", "rv_attached", "lv_enclosed", "lv_bright",
-)  # fmt: skip
+_RECORDED = ("checkpoint", "flip", *POSTPROCESSING)
 CHAIN_INFERENCE = {
     "source": "split testing",
     **{k: inspect.signature(predict).parameters[k].default for k in _RECORDED},

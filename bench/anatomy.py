@@ -351,11 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "testing":
         print("error: a setting is never chosen on the testing split it is reported on.", file=sys.stderr)
         return 2
-    given = (
-        args.values, args.temporal, args.crf, args.lv_hull, args.epi_px, args.rv_attached, args.lv_enclosed,
-        args.lv_bright, args.rv_descent,
-    )  # fmt: skip
-    texts = dict(zip(AXES, given, strict=True))
+    texts = {axis: getattr(args, "values" if axis == "anatomy" else axis) for axis in AXES}
     grid = {axis: [PARSE[axis](v) for v in text.split(",")] for axis, text in texts.items()}
     result = sweep(args.run, grid, args.split, args.checkpoint, args.side_deg)
     print(json.dumps(result))

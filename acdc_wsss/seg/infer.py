@@ -152,8 +152,9 @@ def check_inference_output(
 
 
 #: :func:`predict`'s arguments that it hands to
-#: :func:`~acdc_wsss.seg.components.inference_postprocessing` and records with the masks.
-_POSTPROCESSING = (
+#: :func:`~acdc_wsss.seg.components.inference_postprocessing` and records with the masks (the chain's
+#: record of its inference settings is built from it).
+POSTPROCESSING = (
     "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px", "rv_attached",
     "lv_enclosed", "lv_bright",
 )  # fmt: skip
@@ -221,7 +222,7 @@ def predict(
     )
     writer = WriteMaskd(run.predictions.path, classes, nrrd=nrrd)
     bar = TerminalProgress(enabled=progress)
-    after = {k: v for k, v in locals().items() if k in _POSTPROCESSING}  # predict's own arguments
+    after = {k: v for k, v in locals().items() if k in POSTPROCESSING}  # predict's own arguments
     settings = {"flip": flip, **after}
     septal = recorded_septal(manifest)
     for group, cfg in groups:
