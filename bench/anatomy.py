@@ -227,7 +227,7 @@ def _score_run(
                     refined = mixed if crf is None else slice_crf(mixed, image, seg_kernels(crf))
                     largest = largest_components(refined.argmax(0).astype(np.uint8), n)
                     for on_slices in product(*(grid[axis] for axis in SLICE_AXES)):
-                        labels = slice_rules(largest, *on_slices, image=image if phase == "ED" else None)
+                        labels = slice_rules(largest, *on_slices, image=image, phase=phase)
                         labels_by[value, t, crf, on_slices] = labels
                         for d in grid["rv_descent"]:
                             pred = labels

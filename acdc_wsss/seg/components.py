@@ -41,7 +41,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
 from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
-from acdc_wsss.seg.masks import rv_after_descent, slice_rules
+from acdc_wsss.seg.masks import BRIGHT_PHASES, rv_after_descent, slice_rules
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -327,14 +327,15 @@ class WallRulesd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        bright = self.lv_bright is not None and str(d.get("phase")) == "ED"
+        phase = str(d.get("phase"))
+        bright = self.lv_bright is not None and phase in BRIGHT_PHASES
         if not (self.lv_hull or self.epi_px or self.rv_attached or self.lv_enclosed or bright):
             return d
         image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32) if bright else None
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
             rules = (self.lv_hull, self.epi_px, self.rv_attached, self.lv_enclosed, self.lv_bright)
-            d[key] = _with_labels(d[key], slice_rules(labels, *rules, image=image))
+            d[key] = _with_labels(d[key], slice_rules(labels, *rules, image=image, phase=phase))
         return d
 
 

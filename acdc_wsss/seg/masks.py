@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import convex_hull_image
 
 __all__ = [
+    "BRIGHT_PHASES",
     "attached_rv",
     "base_first",
     "bright_endocardium",
@@ -27,6 +28,9 @@ RV, MYO, LV = 1, 2, 3
 #: to be kept there (:func:`enclosed_lv`): the masks count a basal cavity as LV only where the wall
 #: surrounds it.
 LV_WALL_SHARE = 0.5
+#: The phases whose bright endocardium :func:`slice_rules` turns LV: at ED the trabeculae hold blood, at ES
+#: they close up (applied there too it lost on the cross-validated patients).
+BRIGHT_PHASES = ("ED",)
 _CROSS = ndi.generate_binary_structure(2, 1)
 
 
@@ -147,15 +151,18 @@ def slice_rules(
     lv_enclosed: bool,
     lv_bright: float | None = None,
     image: np.ndarray | None = None,
+    phase: str | None = None,
 ) -> np.ndarray:
     """The rules on each slice of ``(H, W, S)`` labels, in the order inference applies them: the LV made
     convex (:func:`convex_lv`, with ``lv_hull``), the epicardium pulled in by ``epi_px`` pixels
     (:func:`thin_epicardium`), the RV's detached pieces removed (:func:`attached_rv`, with
     ``rv_attached``), the basal LV removed where the wall does not surround it (:func:`enclosed_lv`, with
-    ``lv_enclosed``), then, where an ``image`` is given (inference gives an ED frame's), the bright
-    endocardium turned LV (:func:`bright_endocardium` with share ``lv_bright``; None: not). A new array;
-    ``labels`` is not changed."""
+    ``lv_enclosed``), then, on a frame whose ``phase`` is in :data:`BRIGHT_PHASES` and whose ``image`` is
+    given, the bright endocardium turned LV (:func:`bright_endocardium` with share ``lv_bright``; None:
+    not). A new array; ``labels`` is not changed."""
     out = thin_epicardium(convex_lv(labels) if lv_hull else labels, epi_px)
     out = attached_rv(out) if rv_attached else out
     out = enclosed_lv(out) if lv_enclosed else out
-    return out if lv_bright is None or image is None else bright_endocardium(out, image, lv_bright)
+    if lv_bright is None or image is None or phase not in BRIGHT_PHASES:
+        return out
+    return bright_endocardium(out, image, lv_bright)

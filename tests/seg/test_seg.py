@@ -497,12 +497,12 @@ def test_wall_rules_fill_the_lv_round_its_papillary_muscles_and_pull_the_epicard
 def test_the_ed_frames_bright_endocardium_becomes_lv_one_pixel_deep() -> None:
     """``bright_endocardium``: with the wall's median 100 and the LV's 300, share 0.3 sets the level at 160;
     of the wall pixels next to the LV, the bright ones (200) turn LV and the dark ones (120) stay, and a
-    bright wall pixel one further out stays (one pixel deep). ``WallRulesd`` applies it to ED frames only,
-    reading the ``image``; a slice with under 10 pixels of a class is left alone."""
+    bright wall pixel one further out stays (one pixel deep). ``slice_rules`` and ``WallRulesd`` apply it to
+    ED frames only, reading the ``image``; a slice with under 10 pixels of a class is left alone."""
     from monai.data import MetaTensor
 
     from acdc_wsss.seg.components import WallRulesd
-    from acdc_wsss.seg.masks import bright_endocardium
+    from acdc_wsss.seg.masks import bright_endocardium, slice_rules
 
     labels = np.zeros((12, 12, 2), np.uint8)
     labels[2:10, 2:10, 0] = 2  # an 8 x 8 wall block round a 4 x 4 LV
@@ -519,6 +519,9 @@ def test_the_ed_frames_bright_endocardium_becomes_lv_one_pixel_deep() -> None:
     assert changed.sum() == 4 and (out[3, 4:8, 0] == 3).all() and (out[2, 4:8, 0] == 2).all()
     assert (out[8, 4:8, 0] == 2).all() and np.array_equal(out[..., 1], labels[..., 1])
     assert np.array_equal(bright_endocardium(labels, image, 0.6), labels)  # level 220: none brighter
+    for phase, expected in (("ED", out), ("ES", labels), (None, labels)):
+        got = slice_rules(labels, False, 0, False, False, 0.3, image=image, phase=phase)
+        assert np.array_equal(got, expected), phase
 
     def frame(phase: str) -> dict:
         return {
