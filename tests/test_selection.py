@@ -62,6 +62,8 @@ def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep
     command = [sys.executable, str(ROOT / "bench" / "anatomy.py"), "--run", str(chain_run[0])]
     refused = run_command(command)  # its network trained on validation (the default)
     assert refused.returncode == 1 and "trained on the validation patients" in refused.stderr
+    refused = run_command([sys.executable, str(ROOT / "bench" / "inference.py"), "--run", str(chain_run[0])])
+    assert refused.returncode == 2 and "trained on the validation patients" in refused.stderr
     run = run_copy
     layout = RunLayout(run)
     manifest2 = json.loads(layout.cam.manifest.read_text())
@@ -120,6 +122,18 @@ def test_validation_patients_join_training_only_by_default_and_the_anatomy_sweep
             assert sum(a["tp"] + a["fn"] for a in at) == sum(confusion[k])  # the masks' voxels
             assert sum(a["tp"] + a["fp"] for a in at) == sum(row[k] for row in confusion)  # the prediction's
     assert _refuses_testing("anatomy.py", run)
+    # the whole inference once per setting, scored on the scan's grid; the run read, never written
+    swept = _bench("inference.py", "--run", str(run), str(run), "--option", "linear_invert=false,true")
+    settings = {'{"linear_invert": false}', '{"linear_invert": true}'}
+    assert set(swept["sweep"]) == set(swept["hd95"]) == settings and swept["chosen"] in settings
+    assert swept["split"] == "validation" and swept["volumes"] == 2 * volumes
+    assert all(0 <= d <= 1 for d in swept["sweep"].values())
+    assert all(abs(swept["per_run"][str(run)][k] - v) < 1e-9 for k, v in swept["sweep"].items())
+    assert _refuses_testing("inference.py", run)
+    unknown = run_command(
+        [sys.executable, str(ROOT / "bench" / "inference.py"), "--run", str(run), "--option", "x=1"]
+    )
+    assert unknown.returncode == 2 and "linear_invert" in unknown.stderr
     assert _digest(run) == before
 
 

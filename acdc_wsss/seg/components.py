@@ -74,6 +74,10 @@ DEFAULT_LV_BRIGHT = 0.3
 #: A dense CRF on each slice's fused probabilities before the argmax (kernels :data:`acdc_wsss.crf.CRF_SEG`):
 #: cross-validated like the fusions (``bench/anatomy.py --crf``).
 DEFAULT_CRF = True
+#: The masks carried back to the scan's grid as one-hot channels with each step's own (linear)
+#: interpolation, then the argmax, instead of nearest-neighbour: smoother boundaries between the chain's
+#: 1.5 mm pixels and the scan's (cross-validated on the original grid, ``bench/inference.py``).
+DEFAULT_LINEAR_INVERT = True
 
 __all__ = [
     "AnatomyFusiond",
@@ -89,6 +93,7 @@ __all__ = [
     "inference_evaluator",
     "inference_postprocessing",
     "inference_preprocessing",
+    "mask_inverter",
     "mask_name",
     "mix_with_ed",
     "slice_crf",
@@ -406,13 +411,14 @@ def inference_postprocessing(
     rv_attached: bool = DEFAULT_RV_ATTACHED,
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
     lv_bright: float | None = DEFAULT_LV_BRIGHT,
+    linear_invert: bool = DEFAULT_LINEAR_INVERT,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional CRF, argmax, each class's largest 3D component (26-connected), the rules on each
     slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``, ``lv_bright``: :class:`WallRulesd`),
     the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse
-    of ``preprocessing``, ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any
-    volume."""
+    of ``preprocessing`` (:func:`mask_inverter`, ``linear_invert``), ``writer``. An ``anatomy`` weight outside
+    ``[1/K, 1]`` is refused here, before any volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
@@ -423,8 +429,25 @@ def inference_postprocessing(
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
     steps.append(WallRulesd("pred", lv_hull, epi_px, rv_attached, lv_enclosed, lv_bright))
     steps.append(RVDescentd("pred", rv_descent))
-    steps += [Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True), writer]
-    return Compose(steps)
+    return Compose([*steps, mask_inverter(preprocessing, num_classes, linear_invert), writer])
+
+
+def mask_inverter(
+    preprocessing: Compose, num_classes: int = 3, linear: bool = DEFAULT_LINEAR_INVERT
+) -> Compose:
+    """The masks in ``pred`` (labels 0..``num_classes``) carried back through ``preprocessing``'s inverse
+    onto the scan's grid (``image``'s recorded transforms): with ``linear``, as one-hot channels each
+    interpolated linearly, then the argmax, so a boundary falls between the chain's pixels where the scan's
+    grid is finer; else nearest-neighbour."""
+    if not linear:
+        return Compose([Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True)])
+    return Compose(
+        [
+            AsDiscreted("pred", to_onehot=num_classes + 1),
+            Invertd("pred", preprocessing, orig_keys="image", nearest_interp=False),
+            AsDiscreted("pred", argmax=True),
+        ]
+    )
 
 
 class PredictionRecord:

@@ -40,6 +40,7 @@ from acdc_wsss.seg.components import (
     DEFAULT_ANATOMY,
     DEFAULT_CRF,
     DEFAULT_EPI_PX,
+    DEFAULT_LINEAR_INVERT,
     DEFAULT_LV_BRIGHT,
     DEFAULT_LV_ENCLOSED,
     DEFAULT_LV_HULL,
@@ -156,7 +157,7 @@ def check_inference_output(
 #: record of its inference settings is built from it).
 POSTPROCESSING = (
     "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px", "rv_attached",
-    "lv_enclosed", "lv_bright",
+    "lv_enclosed", "lv_bright", "linear_invert",
 )  # fmt: skip
 
 
@@ -180,6 +181,7 @@ def predict(
     rv_attached: bool = DEFAULT_RV_ATTACHED,
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
     lv_bright: float | None = DEFAULT_LV_BRIGHT,
+    linear_invert: bool = DEFAULT_LINEAR_INVERT,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -208,6 +210,8 @@ def predict(
             convex, the epicardium's pull (px), the RV's detached pieces and the unenclosed basal LV
             removed, the ED frame's bright endocardium made LV (a share; None: not)
             (:func:`~acdc_wsss.seg.components.inference_postprocessing`).
+        linear_invert: carry the masks back to the scan's grid as one-hot channels, linearly interpolated,
+            then the argmax (False: nearest-neighbour); cross-validated (``bench/inference.py``).
     """
     out = Path(output_dir)
     run = RunLayout(out)

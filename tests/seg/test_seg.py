@@ -582,3 +582,35 @@ def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_
     assert np.array_equal(out, both)
     out = WallRulesd("pred", lv_hull=False, epi_px=0)({"pred": pred})["pred"][0].numpy()  # the defaults
     assert np.array_equal(out, enclosed_lv(labels))
+
+
+def test_masks_carried_back_to_a_finer_grid_follow_their_boundaries_linearly() -> None:
+    """``mask_inverter``: an LV disc of radius 10 mm in a myocardial ring to 16 mm, drawn on the chain's 1.5
+    mm grid, carried back onto a 1 mm scan grid: the one-hot channels interpolated linearly, then the
+    argmax, lie nearer the same rings drawn on the 1 mm grid than nearest-neighbour's 1.5 mm steps (Dice
+    Myo 0.955 -> 0.967, LV 0.974 -> 0.981), on the scan's grid, with the labels alone."""
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, Spacingd
+
+    from acdc_wsss.metrics import dice_per_class
+    from acdc_wsss.seg.components import mask_inverter
+
+    def rings(n: int, mm: float) -> np.ndarray:
+        c = (n - 1) / 2
+        y, x = np.mgrid[:n, :n]
+        r = np.hypot(y - c, x - c) * mm
+        labels = np.zeros((n, n, 1), np.float32)
+        labels[r <= 16, 0], labels[r <= 10, 0] = 2, 3
+        return labels
+
+    chain = Compose([Spacingd("image", pixdim=(1.5, 1.5, 1.0), mode="bilinear")])
+    image = chain({"image": MetaTensor(torch.zeros(1, 61, 61, 1), affine=torch.eye(4))})["image"]
+    assert tuple(image.shape) == (1, 41, 41, 1)
+    truth = rings(61, 1.0)
+    dice = {}
+    for linear in (False, True):
+        data = {"image": image, "pred": MetaTensor(torch.as_tensor(rings(41, 1.5)[None]))}
+        back = mask_inverter(chain, 3, linear)(data)["pred"]
+        assert tuple(back.shape) == (1, 61, 61, 1) and set(np.unique(back.numpy())) == {0, 2, 3}
+        dice[linear] = dice_per_class(back[0].numpy(), truth, (2, 3))
+    assert (dice[True] > dice[False] + 0.005).all() and (dice[False] > 0.95).all(), dice
