@@ -64,7 +64,7 @@ from acdc_wsss.seg.components import (
     slice_crf,
 )
 from acdc_wsss.seg.infer import largest_components
-from acdc_wsss.seg.masks import base_first, rv_after_descent, slice_rules
+from acdc_wsss.seg.masks import RV, base_first, rv_after_descent, slice_rules
 from acdc_wsss.seg.model import load_seg, recorded_on_validation, recorded_septal
 
 
@@ -75,9 +75,10 @@ def _value(text: str) -> float | None:
 #: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the CRF's
 #: strength, the LV made convex, the epicardium's pull (pixels), the RV's detached pieces removed, the basal
 #: LV removed where the wall does not surround it, the ED frame's bright endocardium made LV (a share), the
-#: ES RV's descent (mm).
+#: ES RV's descent (mm), the cut ES RV kept where the network is this sure of it.
 AXES = (
-    "anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "lv_bright", "rv_descent"
+    "anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "lv_bright",
+    "rv_descent", "rv_confident",
 )  # fmt: skip
 #: The axes of the rules on each slice (:func:`~acdc_wsss.seg.masks.slice_rules`' arguments, in order).
 SLICE_AXES = AXES[3:8]
@@ -97,6 +98,7 @@ PARSE = {
     "lv_enclosed": _flag,
     "lv_bright": _value,
     "rv_descent": _value,
+    "rv_confident": _value,
 }
 
 
@@ -229,12 +231,12 @@ def _score_run(
                     for on_slices in product(*(grid[axis] for axis in SLICE_AXES)):
                         labels = slice_rules(largest, *on_slices, image=image, phase=phase)
                         labels_by[value, t, crf, on_slices] = labels
-                        for d in grid["rv_descent"]:
+                        for d, sure in product(grid["rv_descent"], grid["rv_confident"]):
                             pred = labels
                             if d is not None and partner is not None:
                                 ed_labels = partner[2][value, t, crf, on_slices]
-                                pred = rv_after_descent(labels, ed_labels, spacing[2], d)
-                            name = _name((value, t, crf, *on_slices, d), grid)
+                                pred = rv_after_descent(labels, ed_labels, spacing[2], d, refined[RV], sure)
+                            name = _name((value, t, crf, *on_slices, d, sure), grid)
                             dice[name][phase].append(dice_per_class(pred, ref, range(1, n + 1)))
                             hd95[name].append(hd95_per_class(pred, ref, range(1, n + 1), spacing))
                             ratio[name].append(_ratio(pred, ref, n))
@@ -278,6 +280,7 @@ def sweep(
         "lv_enclosed": [False],
         "lv_bright": [None],
         "rv_descent": [None],
+        "rv_confident": [None],
     }
     grid = {**off, **grid}
     scan = ScanRules() if side_deg is None else with_setting(ScanRules(), "rv.side_deg", side_deg)
@@ -344,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lv_enclosed", default="false", help="the LV kept only inside the wall: false,true")
     parser.add_argument("--lv_bright", default="None", help="ED bright endocardium to LV: shares (None: off)")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
+    parser.add_argument(
+        "--rv_confident", default="None", help="the cut ES RV kept at this mean probability (None: cut)"
+    )
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
     parser.add_argument("--side_deg", type=float, default=None, help="the rules' RV side (default: theirs)")

@@ -29,6 +29,7 @@ from monai.inferers import Inferer
 from monai.transforms import (
     AsDiscreted,
     Compose,
+    CopyItemsd,
     DeleteItemsd,
     Invertd,
     KeepLargestConnectedComponentd,
@@ -41,7 +42,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
 from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
-from acdc_wsss.seg.masks import BRIGHT_PHASES, rv_after_descent, slice_rules
+from acdc_wsss.seg.masks import BRIGHT_PHASES, RV, rv_after_descent, slice_rules
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
 
@@ -56,6 +57,11 @@ DEFAULT_TEMPORAL = 0.4
 #: RV. Chosen on the validation patients (``bench/anatomy.py --rv_descent``), cross-validated with the two
 #: below.
 DEFAULT_RV_DESCENT = 10.0
+#: An ES slice's RV that the cut above would remove is kept where the network's mean probability over it
+#: is at least this: where the tricuspid annulus moves little (a failing RV), the ES basal slice still
+#: shows RV, and the network is sure of it (cross-validated, ``bench/anatomy.py --rv_confident``; None:
+#: always cut).
+DEFAULT_RV_CONFIDENT: float | None = 0.9
 #: The predicted LV made convex over the myocardium, and the epicardium pulled in by this many pixels of the
 #: chain's grid: the network draws the wall too thick on both sides (chosen on the validation patients and
 #: cross-validated, ``bench/anatomy.py --lv_hull --epi_px``).
@@ -267,16 +273,28 @@ def _with_labels(pred: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
 class RVDescentd(MapTransform):
     """On discrete labels ``pred`` ``(1, H, W, S)``: where a patient has both frames, keep the ED frame's
     labels and remove from its ES frame the RV on the slices basal to ``descent_mm`` below the ED frame's
-    basal RV slice (:func:`rv_after_descent`; the slice spacing is read from ``image``'s ``pixdim``). ED
-    frames must come first, as for :class:`AnatomyFusiond`. ``descent_mm`` None: unchanged."""
+    basal RV slice (:func:`rv_after_descent`; the slice spacing is read from ``image``'s ``pixdim``), except
+    a slice's RV whose mean probability in ``probs`` (the probabilities before the argmax, ``(K, H, W, S)``)
+    is at least ``confident``. ED frames must come first, as for :class:`AnatomyFusiond`. ``descent_mm``
+    None: unchanged; ``confident`` None: every such slice cut."""
 
-    def __init__(self, keys: Any = "pred", descent_mm: float | None = DEFAULT_RV_DESCENT) -> None:
+    def __init__(
+        self,
+        keys: Any = "pred",
+        descent_mm: float | None = DEFAULT_RV_DESCENT,
+        confident: float | None = DEFAULT_RV_CONFIDENT,
+        probs: str = "probs",
+    ) -> None:
         super().__init__(keys)
         if descent_mm is not None and descent_mm < 0:
             raise ValueError(
                 f"the RV's descent at inference (infer_rv_descent) must be >= 0 mm, got {descent_mm}"
             )
-        self.descent_mm = descent_mm
+        if confident is not None and not 0 <= confident <= 1:
+            raise ValueError(
+                f"the kept RV's probability (infer_rv_confident) must be in [0, 1], got {confident}"
+            )
+        self.descent_mm, self.confident, self.probs = descent_mm, confident, probs
         self._ed: dict[str, np.ndarray] = {}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -284,6 +302,9 @@ class RVDescentd(MapTransform):
         if self.descent_mm is None or not bool(d.get("has_pair")):
             return d
         patient, phase = str(d["patient"]), str(d["phase"])
+        rv_prob = None
+        if self.confident is not None and self.probs in d:
+            rv_prob = np.asarray(d[self.probs][RV].detach().cpu(), dtype=np.float32)
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
             if phase == "ED":
@@ -293,7 +314,8 @@ class RVDescentd(MapTransform):
             if ed is None:
                 continue
             slice_mm = float(d["image"].pixdim[-1])
-            d[key] = _with_labels(d[key], rv_after_descent(labels, ed, slice_mm, self.descent_mm))
+            cut = rv_after_descent(labels, ed, slice_mm, self.descent_mm, rv_prob, self.confident)
+            d[key] = _with_labels(d[key], cut)
         return d
 
 
@@ -412,23 +434,30 @@ def inference_postprocessing(
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
     lv_bright: float | None = DEFAULT_LV_BRIGHT,
     linear_invert: bool = DEFAULT_LINEAR_INVERT,
+    rv_confident: float | None = DEFAULT_RV_CONFIDENT,
 ) -> Compose:
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional CRF, argmax, each class's largest 3D component (26-connected), the rules on each
     slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``, ``lv_bright``: :class:`WallRulesd`),
-    the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm (:class:`RVDescentd`), inverse
+    the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm, except where its probability
+    is ``rv_confident`` (:class:`RVDescentd`, reading a copy of the probabilities before the argmax), inverse
     of ``preprocessing`` (:func:`mask_inverter`, ``linear_invert``), ``writer``. An ``anatomy`` weight outside
     ``[1/K, 1]`` is refused here, before any volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
         steps.append(SliceCRFd("pred"))
+    keep_probs = rv_descent is not None and rv_confident is not None
+    if keep_probs:
+        steps.append(CopyItemsd("pred", names="probs"))
     steps.append(AsDiscreted("pred", argmax=True))
     if largest_component:
         labels = list(range(1, num_classes + 1))
         steps.append(KeepLargestConnectedComponentd("pred", labels, independent=True, connectivity=3))
     steps.append(WallRulesd("pred", lv_hull, epi_px, rv_attached, lv_enclosed, lv_bright))
-    steps.append(RVDescentd("pred", rv_descent))
+    steps.append(RVDescentd("pred", rv_descent, rv_confident))
+    if keep_probs:
+        steps.append(DeleteItemsd("probs"))
     return Compose([*steps, mask_inverter(preprocessing, num_classes, linear_invert), writer])
 
 

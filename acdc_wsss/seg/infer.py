@@ -45,6 +45,7 @@ from acdc_wsss.seg.components import (
     DEFAULT_LV_ENCLOSED,
     DEFAULT_LV_HULL,
     DEFAULT_RV_ATTACHED,
+    DEFAULT_RV_CONFIDENT,
     DEFAULT_RV_DESCENT,
     DEFAULT_TEMPORAL,
     PredictionRecord,
@@ -157,7 +158,7 @@ def check_inference_output(
 #: record of its inference settings is built from it).
 POSTPROCESSING = (
     "crf", "largest_component", "anatomy", "temporal", "rv_descent", "lv_hull", "epi_px", "rv_attached",
-    "lv_enclosed", "lv_bright", "linear_invert",
+    "lv_enclosed", "lv_bright", "linear_invert", "rv_confident",
 )  # fmt: skip
 
 
@@ -182,6 +183,7 @@ def predict(
     lv_enclosed: bool = DEFAULT_LV_ENCLOSED,
     lv_bright: float | None = DEFAULT_LV_BRIGHT,
     linear_invert: bool = DEFAULT_LINEAR_INVERT,
+    rv_confident: float | None = DEFAULT_RV_CONFIDENT,
 ) -> Path:
     """Segment volumes with the run's stage-3 network; return ``output_dir/predictions``.
 
@@ -212,6 +214,8 @@ def predict(
             (:func:`~acdc_wsss.seg.components.inference_postprocessing`).
         linear_invert: carry the masks back to the scan's grid as one-hot channels, linearly interpolated,
             then the argmax (False: nearest-neighbour); cross-validated (``bench/inference.py``).
+        rv_confident: the ES RV cut keeps a slice's RV whose mean probability is at least this (None:
+            always cut); cross-validated (``bench/anatomy.py --rv_confident``).
     """
     out = Path(output_dir)
     run = RunLayout(out)

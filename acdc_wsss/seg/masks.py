@@ -47,22 +47,37 @@ def base_first(labels: np.ndarray) -> bool:
 
 
 def rv_after_descent(
-    es_labels: np.ndarray, ed_labels: np.ndarray, slice_mm: float, descent_mm: float
+    es_labels: np.ndarray,
+    ed_labels: np.ndarray,
+    slice_mm: float,
+    descent_mm: float,
+    rv_prob: np.ndarray | None = None,
+    confident: float | None = None,
 ) -> np.ndarray:
     """An ES frame's ``(H, W, S)`` labels with the RV turned to background on every slice basal to
     ``descent_mm`` below the ED frame's most basal RV slice (``round(descent_mm / slice_mm)`` slices from it,
-    it included). The base's side is read from the ED labels (:func:`base_first`). Unchanged when the ED
-    labels hold no RV, their shape differs, or the descent rounds to no slice."""
+    it included). The base's side is read from the ED labels (:func:`base_first`). With the ES frame's RV
+    probabilities ``rv_prob`` ``(H, W, S)`` and ``confident``, a slice's RV whose mean probability is at least
+    ``confident`` is kept: there the annulus has not moved that far. Unchanged when the ED labels hold no
+    RV, their shape differs, or the descent rounds to no slice."""
     n = round(descent_mm / slice_mm) if slice_mm > 0 else 0
     rv_slices = np.flatnonzero((ed_labels == RV).any(axis=(0, 1)))
     if n <= 0 or rv_slices.size == 0 or ed_labels.shape != es_labels.shape:
         return es_labels
     out = np.array(es_labels, copy=True)
-    if base_first(ed_labels):
-        above = out[..., : rv_slices[0] + n]
-    else:
-        above = out[..., max(rv_slices[-1] - n + 1, 0) :]
-    above[above == RV] = 0
+    depth = out.shape[-1]
+    cut = (
+        range(0, min(rv_slices[0] + n, depth))
+        if base_first(ed_labels)
+        else range(max(rv_slices[-1] - n + 1, 0), depth)
+    )
+    for z in cut:
+        rv = out[..., z] == RV
+        if not rv.any():
+            continue
+        if confident is not None and rv_prob is not None and float(rv_prob[..., z][rv].mean()) >= confident:
+            continue
+        out[..., z][rv] = 0
     return out
 
 
