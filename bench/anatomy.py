@@ -1,11 +1,13 @@
 """Sweep the stage-3 inference fusions (``--infer_anatomy``, ``--infer_temporal``), the CRF
 (``--infer_crf``) and the rules on the predicted masks (``--infer_lv_hull``, ``--infer_epi_px``,
-``--infer_rv_attached``, ``--infer_lv_enclosed``, ``--infer_lv_bright``, ``--infer_rv_descent``) on a
+``--infer_rv_attached``, ``--infer_lv_enclosed``, ``--infer_lv_bright``, ``--infer_rv_descent``,
+``--infer_rv_confident``) on a
 finished run's validation patients.
 
     python bench/anatomy.py --run runs/acdc-chain [--values None,0.5,0.6,0.7,0.8,0.9] \
         [--temporal None] [--crf None] [--lv_hull false] [--epi_px 0] [--rv_attached false] \
-        [--lv_enclosed false] [--lv_bright None] [--rv_descent None] [--split validation] [--side_deg 60]
+        [--lv_enclosed false] [--lv_bright None] [--rv_descent None] [--rv_confident None] \
+        [--split validation] [--side_deg 60]
     python bench/anatomy.py --run runs/acdc-stage3/default runs/acdc-stage3/cv1 runs/acdc-stage3/cv2 ...
 
 For every volume of ``--split`` (default: validation, the only split a setting may be chosen on), the run's
@@ -20,9 +22,11 @@ made convex over the myocardium), of ``--epi_px`` (the epicardium pulled in by t
 outline) and of ``--lv_bright`` (a share: on ED frames, the bright myocardium next to the LV made LV,
 :func:`acdc_wsss.seg.masks.bright_endocardium`; ``None``: not) then acts on the labels' largest components, in
 that order (:func:`acdc_wsss.seg.masks.slice_rules`); each value of ``--rv_descent`` (mm) then removes an ES
-frame's RV from the slices basal to that distance below its ED frame's basal RV slice (``None``: kept; with
-more than one value, the keys go on
-``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_attached>/<lv_enclosed>/<lv_bright>/<rv_descent>"``, an
+frame's RV from the slices basal to that distance below its ED frame's basal RV slice (``None``: kept),
+except, for each value of ``--rv_confident``, a slice's RV whose mean probability is at least that share of
+the frame's RV's on the other slices (``None``: always removed); with more than one value, the keys go on
+``"<anatomy>/<temporal>/<crf>/<lv_hull>/<epi_px>/<rv_attached>/<lv_enclosed>/<lv_bright>/<rv_descent>/
+<rv_confident>"``, an
 axis written only where more than one value is swept); the result is scored as mean 3D Dice over the volumes
 and the foreground classes, on the chain's preprocessed grid. Nothing is written into the run. Prints one JSON
 line: ``sweep`` (value -> mean Dice), ``per_class``, ``per_phase``, ``volume_ratio`` (each class's predicted
@@ -75,7 +79,7 @@ def _value(text: str) -> float | None:
 #: The swept settings, in the order of a result's key: the rules' weight, the ED frame's weight, the CRF's
 #: strength, the LV made convex, the epicardium's pull (pixels), the RV's detached pieces removed, the basal
 #: LV removed where the wall does not surround it, the ED frame's bright endocardium made LV (a share), the
-#: ES RV's descent (mm), the cut ES RV kept where the network is this sure of it.
+#: ES RV's descent (mm), the cut ES RV kept where the network is sure of it (a share of the rest's).
 AXES = (
     "anatomy", "temporal", "crf", "lv_hull", "epi_px", "rv_attached", "lv_enclosed", "lv_bright",
     "rv_descent", "rv_confident",
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lv_bright", default="None", help="ED bright endocardium to LV: shares (None: off)")
     parser.add_argument("--rv_descent", default="None", help="the ES RV's descents to try (mm)")
     parser.add_argument(
-        "--rv_confident", default="None", help="the cut ES RV kept at this mean probability (None: cut)"
+        "--rv_confident", default="None", help="the cut ES RV kept at this share of the rest's probability"
     )
     parser.add_argument("--split", default="validation", help="split to choose on (validation)")
     parser.add_argument("--checkpoint", default="last", choices=["last", "best"])

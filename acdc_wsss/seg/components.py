@@ -58,10 +58,10 @@ DEFAULT_TEMPORAL = 0.4
 #: below.
 DEFAULT_RV_DESCENT = 10.0
 #: An ES slice's RV that the cut above would remove is kept where the network's mean probability over it
-#: is at least this: where the tricuspid annulus moves little (a failing RV), the ES basal slice still
-#: shows RV, and the network is sure of it (cross-validated, ``bench/anatomy.py --rv_confident``; None:
-#: always cut).
-DEFAULT_RV_CONFIDENT: float | None = 0.9
+#: is at least this share of its mean probability over the frame's RV on the other slices: where the
+#: tricuspid annulus moves little (a failing RV), the ES basal slice still shows RV, and the network is as
+#: sure of it as of the rest (cross-validated, ``bench/anatomy.py --rv_confident``; None: always cut).
+DEFAULT_RV_CONFIDENT: float | None = 1.0
 #: The predicted LV made convex over the myocardium, and the epicardium pulled in by this many pixels of the
 #: chain's grid: the network draws the wall too thick on both sides (chosen on the validation patients and
 #: cross-validated, ``bench/anatomy.py --lv_hull --epi_px``).
@@ -275,8 +275,8 @@ class RVDescentd(MapTransform):
     labels and remove from its ES frame the RV on the slices basal to ``descent_mm`` below the ED frame's
     basal RV slice (:func:`rv_after_descent`; the slice spacing is read from ``image``'s ``pixdim``), except
     a slice's RV whose mean probability in ``probs`` (the probabilities before the argmax, ``(K, H, W, S)``)
-    is at least ``confident``. ED frames must come first, as for :class:`AnatomyFusiond`. ``descent_mm``
-    None: unchanged; ``confident`` None: every such slice cut."""
+    is at least ``confident`` times the frame's uncut RV's. ED frames must come first, as for
+    :class:`AnatomyFusiond`. ``descent_mm`` None: unchanged; ``confident`` None: every such slice cut."""
 
     def __init__(
         self,
@@ -290,9 +290,9 @@ class RVDescentd(MapTransform):
             raise ValueError(
                 f"the RV's descent at inference (infer_rv_descent) must be >= 0 mm, got {descent_mm}"
             )
-        if confident is not None and not 0 <= confident <= 1:
+        if confident is not None and confident < 0:
             raise ValueError(
-                f"the kept RV's probability (infer_rv_confident) must be in [0, 1], got {confident}"
+                f"the kept RV's share of probability (infer_rv_confident) must be >= 0, got {confident}"
             )
         self.descent_mm, self.confident, self.probs = descent_mm, confident, probs
         self._ed: dict[str, np.ndarray] = {}
@@ -439,8 +439,9 @@ def inference_postprocessing(
     """Probabilities to written masks: anatomy fusion and ED-ES mixing (:class:`AnatomyFusiond`, ``septal``
     as there), optional CRF, argmax, each class's largest 3D component (26-connected), the rules on each
     slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``, ``lv_bright``: :class:`WallRulesd`),
-    the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm, except where its probability
-    is ``rv_confident`` (:class:`RVDescentd`, reading a copy of the probabilities before the argmax), inverse
+    the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm, except where the network is
+    as sure of it as of the rest (``rv_confident``; :class:`RVDescentd`, reading a copy of the probabilities
+    before the argmax), inverse
     of ``preprocessing`` (:func:`mask_inverter`, ``linear_invert``), ``writer``. An ``anatomy`` weight outside
     ``[1/K, 1]`` is refused here, before any volume."""
     check_anatomy(anatomy, num_classes + 1)

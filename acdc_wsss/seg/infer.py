@@ -214,8 +214,8 @@ def predict(
             (:func:`~acdc_wsss.seg.components.inference_postprocessing`).
         linear_invert: carry the masks back to the scan's grid as one-hot channels, linearly interpolated,
             then the argmax (False: nearest-neighbour); cross-validated (``bench/inference.py``).
-        rv_confident: the ES RV cut keeps a slice's RV whose mean probability is at least this (None:
-            always cut); cross-validated (``bench/anatomy.py --rv_confident``).
+        rv_confident: the ES RV cut keeps a slice's RV whose mean probability is at least this share of
+            the frame's RV's on the uncut slices (None: always cut); cross-validated (``bench/anatomy.py``).
     """
     out = Path(output_dir)
     run = RunLayout(out)

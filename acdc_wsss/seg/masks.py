@@ -57,27 +57,30 @@ def rv_after_descent(
     """An ES frame's ``(H, W, S)`` labels with the RV turned to background on every slice basal to
     ``descent_mm`` below the ED frame's most basal RV slice (``round(descent_mm / slice_mm)`` slices from it,
     it included). The base's side is read from the ED labels (:func:`base_first`). With the ES frame's RV
-    probabilities ``rv_prob`` ``(H, W, S)`` and ``confident``, a slice's RV whose mean probability is at least
-    ``confident`` is kept: there the annulus has not moved that far. Unchanged when the ED labels hold no
-    RV, their shape differs, or the descent rounds to no slice."""
+    probabilities ``rv_prob`` ``(H, W, S)`` and ``confident``, a slice's RV is kept where its mean probability
+    is at least ``confident`` times the mean probability of the frame's RV on the slices left uncut (1 where
+    there is none): the network is as sure of it as of the rest of the ventricle, so the annulus has not
+    moved that far. Unchanged when the ED labels hold no RV, their shape differs, or the descent rounds to
+    no slice."""
     n = round(descent_mm / slice_mm) if slice_mm > 0 else 0
     rv_slices = np.flatnonzero((ed_labels == RV).any(axis=(0, 1)))
     if n <= 0 or rv_slices.size == 0 or ed_labels.shape != es_labels.shape:
         return es_labels
     out = np.array(es_labels, copy=True)
     depth = out.shape[-1]
-    cut = (
-        range(0, min(rv_slices[0] + n, depth))
-        if base_first(ed_labels)
-        else range(max(rv_slices[-1] - n + 1, 0), depth)
-    )
+    if base_first(ed_labels):
+        cut = list(range(0, min(rv_slices[0] + n, depth)))
+    else:
+        cut = list(range(max(rv_slices[-1] - n + 1, 0), depth))
+    level = None
+    if confident is not None and rv_prob is not None:
+        kept = out == RV
+        kept[..., cut] = False
+        level = confident * (float(rv_prob[kept].mean()) if kept.any() else 1.0)
     for z in cut:
         rv = out[..., z] == RV
-        if not rv.any():
-            continue
-        if confident is not None and rv_prob is not None and float(rv_prob[..., z][rv].mean()) >= confident:
-            continue
-        out[..., z][rv] = 0
+        if rv.any() and (level is None or float(rv_prob[..., z][rv].mean()) < level):
+            out[..., z][rv] = 0
     return out
 
 

@@ -422,21 +422,24 @@ def test_the_es_rv_is_cut_where_the_tricuspid_annulus_has_descended() -> None:
     assert np.array_equal(rv_after_descent(es, _stack(range(0)), 10.0, 10.0), es)
     flipped = rv_after_descent(es[..., ::-1], ed[..., ::-1], 10.0, 10.0)
     assert rv_kept(flipped) == [1, 2, 3]  # slices 4, 3, 2 of the reversed stack hold the base's 0, 1, 2
-    # where the network is sure of a cut slice's RV (mean probability >= confident), that slice keeps it
+    # where the network is as sure of a cut slice's RV as of the frame's RV on the uncut slices, it stays
     prob = np.zeros(es.shape, np.float32)
-    prob[..., 0], prob[..., 1] = 0.875, 0.5
-    prob[0, 0, 1] = 1.0  # one sure pixel of 4: the slice's mean 0.625
-    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 0.875)) == [0, 2, 3, 4]
-    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 0.625)) == [0, 1, 2, 3, 4]
-    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 0.876)) == [2, 3, 4]
+    prob[..., 2:] = 0.5  # the uncut RV (slices 2-4): mean 0.5
+    prob[..., 0], prob[..., 1] = 0.5, 0.25
+    prob[0, 0, 1] = 1.0  # one sure pixel of 4: slice 1's mean 0.4375
+    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 1.0)) == [0, 2, 3, 4]  # 0.5 >= 1.0 x 0.5
+    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 0.875)) == [0, 1, 2, 3, 4]  # 0.4375 >= 0.4375
+    assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, 1.25)) == [2, 3, 4]
     assert rv_kept(rv_after_descent(es, ed, 10.0, 10.0, prob, None)) == [2, 3, 4]
+    alone = _stack(range(0, 2))  # no RV left uncut: the level is the share itself
+    assert rv_kept(rv_after_descent(alone, ed, 10.0, 10.0, prob, 0.5)) == [0]
 
 
 def test_rv_descent_at_inference_reads_the_ed_frame_and_the_slice_spacing() -> None:
     """``RVDescentd``: an ED frame passes unchanged and is kept; its ES frame's RV is cut by the ED frame's
     basal RV slice and the image's slice spacing (``pixdim``), except a slice whose RV the probabilities
-    before the argmax (``probs``) are sure of; a frame without its pair, or None, is left alone; a negative
-    descent, or a probability outside [0, 1], is refused when inference is built."""
+    before the argmax (``probs``) are as sure of as of the uncut RV; a frame without its pair, or None, is
+    left alone; a negative descent, or a negative share, is refused when inference is built."""
     from monai.data import MetaTensor
     from monai.transforms import Compose
 
@@ -465,9 +468,10 @@ def test_rv_descent_at_inference_reads_the_ed_frame_and_the_slice_spacing() -> N
     cut(item(ed, "ED", pair=False))
     assert cut._ed == {}
     probs = np.zeros((4, *es.shape), np.float32)
-    probs[1, ..., 0] = 0.95  # slice 0's RV: sure
+    probs[1] = 0.5
+    probs[1, ..., 0], probs[1, ..., 1:3] = 0.75, 0.4  # slice 0's RV: surer than the uncut RV's 0.5
     for confident, kept in (
-        (0.88, [True, False, False, True, True, False]),
+        (1.0, [True, False, False, True, True, False]),
         (None, [False] * 3 + [True] * 2 + [False]),
     ):
         sure = RVDescentd("pred", 10.0, confident)
@@ -477,7 +481,7 @@ def test_rv_descent_at_inference_reads_the_ed_frame_and_the_slice_spacing() -> N
     with pytest.raises(ValueError, match="infer_rv_descent"):
         inference_postprocessing(Compose([]), None, rv_descent=-1.0)
     with pytest.raises(ValueError, match="infer_rv_confident"):
-        inference_postprocessing(Compose([]), None, rv_confident=1.5)
+        inference_postprocessing(Compose([]), None, rv_confident=-0.5)
 
 
 def test_wall_rules_fill_the_lv_round_its_papillary_muscles_and_pull_the_epicardium_in() -> None:
