@@ -302,9 +302,6 @@ class RVDescentd(MapTransform):
         if self.descent_mm is None or not bool(d.get("has_pair")):
             return d
         patient, phase = str(d["patient"]), str(d["phase"])
-        rv_prob = None
-        if self.confident is not None and self.probs in d:
-            rv_prob = np.asarray(d[self.probs][RV].detach().cpu(), dtype=np.float32)
         for key in self.key_iterator(d):
             labels = d[key][0].detach().cpu().numpy()
             if phase == "ED":
@@ -313,6 +310,9 @@ class RVDescentd(MapTransform):
             ed = self._ed.pop(patient, None)
             if ed is None:
                 continue
+            rv_prob = None
+            if self.confident is not None and self.probs in d:
+                rv_prob = np.asarray(d[self.probs][RV].detach().cpu(), dtype=np.float32)
             slice_mm = float(d["image"].pixdim[-1])
             cut = rv_after_descent(labels, ed, slice_mm, self.descent_mm, rv_prob, self.confident)
             d[key] = _with_labels(d[key], cut)
@@ -355,7 +355,7 @@ class WallRulesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         phase = str(d.get("phase"))
-        bright = self.lv_bright is not None and phase in BRIGHT_PHASES
+        bright = self.lv_bright is not None and phase in BRIGHT_PHASES  # only then is the image read
         if not (self.lv_hull or self.epi_px or self.rv_attached or self.lv_enclosed or bright):
             return d
         image = np.asarray(d["image"][0].detach().cpu(), dtype=np.float32) if bright else None
