@@ -29,6 +29,8 @@ from acdc_wsss.errors import USER_ERRORS, DatasetError, describe
 from acdc_wsss.l2g import L2GConfig, run_l2g
 from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
+from acdc_wsss.pseudo.evaluate import chosen_setting
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, SUMMARY_ROWS
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
 from acdc_wsss.seg.infer import POSTPROCESSING
@@ -116,6 +118,7 @@ def _steps(
     baseline_run: str | None,
     baseline: bool,
     train_baseline: bool,
+    pseudo_table: str = "summary",
 ) -> list[Step]:
     """The chain's steps in order, each with its done-check: stage 1 (and the baseline classifier),
     stage 2 (CAMs, also of ``baseline_run`` when ``baseline``; evaluation; export), stage 3, inference and
@@ -159,16 +162,19 @@ def _steps(
     if baseline_run is not None and baseline:
         steps.append(Step("stage 2: baseline CAMs", lambda: False, run_cam, cams(baseline_run)))
     evaluation, masks = run.cam.evaluation("training"), run.predictions.manifest
+    rows = _table_rows(pseudo_table)
     return [
         *steps,
         Step(
             "stage 2: pseudo-label evaluation",
-            lambda: _newer(evaluation, run.cam.manifest),
-            lambda _: evaluate_pseudo(out, "training", baseline_run=baseline_run, progress=progress),
+            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows),
+            lambda _: evaluate_pseudo(
+                out, "training", baseline_run=baseline_run, progress=progress, rows=rows
+            ),
         ),
         Step(
             "stage 2: pseudo-label export",
-            lambda: _newer(run.cam.pseudo_manifest, evaluation),
+            lambda: _exported_as_chosen(run),
             lambda _: export_pseudo(out, progress=progress),
         ),
         Step(
@@ -188,6 +194,35 @@ def _steps(
             lambda _: evaluate_seg(out, "testing", progress=progress),
         ),
     ]
+
+
+#: The stage-2 tables the chain can score: ``summary`` (the CAM rows, the priors and the exported row) or
+#: ``full`` (every row: the scan rules step by step as well).
+PSEUDO_TABLES = ("summary", "full")
+
+
+def _table_rows(pseudo_table: str) -> list[str] | None:
+    """The rows :func:`~acdc_wsss.pseudo.evaluate_pseudo` scores for ``pseudo_table`` (None: all)."""
+    if pseudo_table not in PSEUDO_TABLES:
+        raise ValueError(f"pseudo_table is one of {list(PSEUDO_TABLES)}, got {pseudo_table!r}.")
+    return SUMMARY_ROWS["acdc"] if pseudo_table == "summary" else None
+
+
+def _exported_as_chosen(run: RunLayout) -> bool:
+    """Whether the exported pseudo labels are newer than the CAMs and made by the exported row at the
+    setting the latest table chose: a table scored again on the same CAMs (``--pseudo_table full`` on a
+    finished run) leaves them, and stage 3, as they are."""
+    if not _newer(run.cam.pseudo_manifest, run.cam.manifest):
+        return False
+    made = read_json(run.cam.pseudo_manifest)
+    row = made.get("row")
+    return row == DEFAULT_ROWS["acdc"] and made.get("value") == chosen_setting(run.root, row)
+
+
+def _scored(evaluation: Path, rows: list[str] | None) -> bool:
+    """Whether the stored table holds ``rows`` (None: the whole ACDC row set, the baseline aside)."""
+    want = set(rows if rows is not None else ROW_SETS["acdc"]) - {"baseline"}
+    return want <= {r["row"] for r in read_json(evaluation).get("rows", [])}
 
 
 #: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to
@@ -231,6 +266,7 @@ def run_chain(
     seg: dict[str, Any] | None = None,
     baseline_run: str | None = None,
     baseline: bool = False,
+    pseudo_table: str = "summary",
 ) -> dict[str, Any]:
     """Run every step that has no valid output yet; return the summary (also in ``RUN/summary.json``).
 
@@ -245,8 +281,12 @@ def run_chain(
         seg: extra stage-3 settings (:class:`~acdc_wsss.seg.SegConfig` fields).
         baseline_run: a plain-CAM run with CAMs of the same volumes, for the stage-2 table and figure.
         baseline: train that plain-CAM classifier too, in ``RUN/baseline`` (when ``baseline_run`` is None).
+        pseudo_table: the stage-2 table scored on the training patients: ``summary`` (the CAM rows, the
+            priors and the exported row) or ``full`` (the scan rules step by step too; about 3 min more on
+            2 AVX2 cores). The exported labels are the same.
     """
     out = Path(output_dir)
+    _table_rows(pseudo_table)  # refused before any work
     run = RunLayout(out)
     times: dict[str, float] = {}
     done: dict[str, str] = {}
@@ -264,7 +304,8 @@ def run_chain(
     train_baseline = baseline and baseline_run is None
     if train_baseline:
         baseline_run = str(run.baseline.root)
-    for step in _steps(run, l2g_cfg, seg or {}, overwrite, baseline_run, baseline, train_baseline):
+    steps = _steps(run, l2g_cfg, seg or {}, overwrite, baseline_run, baseline, train_baseline, pseudo_table)
+    for step in steps:
         _take(step, overwrite, times, done)
     summary = {
         "dataset_dir": dataset_dir,
@@ -330,6 +371,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str | None) -
             metavar="KEY=VALUE",
             help=f"a stage setting ({cls} field), repeatable, e.g. --{stage} width=0.5",
         )
+    parser.add_argument(
+        "--pseudo_table",
+        choices=PSEUDO_TABLES,
+        default="summary",
+        help="stage-2 table on the training patients: summary (CAM rows, priors, the exported row) or full "
+        "(the scan rules step by step too; slower, the same labels)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -363,6 +411,7 @@ def run_from_arguments(args: argparse.Namespace, baseline: bool) -> int:
             seg=seg,
             baseline_run=getattr(args, "baseline_run", None),
             baseline=baseline,
+            pseudo_table=args.pseudo_table,
         )
     except USER_ERRORS as e:
         print(f"error: {describe(e)}", file=sys.stderr)

@@ -119,6 +119,19 @@ def _tables(run: RunLayout) -> list[str]:
         _table(cam.evaluation("training", ".md")),
         "",
         f"All numbers and every swept setting: {_link(root, cam.evaluation('training'))}.",
+        *_full_table_hint(cam.evaluation("training")),
+    ]
+
+
+def _full_table_hint(evaluation: Path) -> list[str]:
+    """A line saying how to score the scan rules step by step, when the table holds the summary rows only."""
+    rows = {r["row"] for r in read_json(evaluation).get("rows", [])} if evaluation.is_file() else set()
+    if "scan_es" not in rows or "scan" in rows:  # not an ACDC table, or the full one
+        return []
+    return [
+        "",
+        "The scan rules step by step (LV, epicardium, RV, before the ED-ES fusion): run the chain command "
+        "again with `--pseudo_table full`; the labels and the network are kept.",
     ]
 
 

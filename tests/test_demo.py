@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_report_links_tables_figures_curves_and_masks(chain_run: tuple[Path, dict]) -> None:
     out, summary = chain_run
     report = (out / "report.md").read_text()
-    assert "| all |" in report and "+ dense CRF" in report and "baseline CAM" in report
+    assert "| all |" in report and "+ ES labels fused" in report and "baseline CAM" in report
+    assert "+ dense CRF" not in report and "`--pseudo_table full`" in report  # the summary table, and how
     links = ("figures/panels.png", "figures/curves.png", "figures/data.png", "predictions/acdc_labels.ctbl")
     for link in links:
         assert f"({link})" in report, link

@@ -193,6 +193,17 @@ def selects(select_split: str | None, split: str, splits: Mapping[str, object]) 
     return bool(select_split) and select_split != split and select_split in splits
 
 
+def _rows(kind: str, asked: Sequence[str] | None) -> list[str]:
+    """The rows to score of row set ``kind``, in its order: ``asked`` (None: all) and the exported row."""
+    rows = [r for r in ROW_SETS[kind] if r != "baseline"]
+    if asked is None:
+        return rows
+    unknown = sorted(set(asked) - set(rows))
+    if unknown:
+        raise ValueError(f"unknown pseudo-label rows {unknown}; expected some of {rows}.")
+    return [r for r in rows if r in asked or r == _EXPORT_ROWS[kind]]
+
+
 def evaluate_pseudo(
     output_dir: str | os.PathLike,
     split: str = "training",
@@ -200,6 +211,7 @@ def evaluate_pseudo(
     baseline_run: str | os.PathLike | None = None,
     progress: bool = True,
     workers: int | None = None,
+    rows: Sequence[str] | None = None,
 ) -> dict:
     """Score the stored CAMs of one split as pseudo labels; write ``cam/evaluation_<split>.{json,md}``.
 
@@ -212,6 +224,8 @@ def evaluate_pseudo(
         baseline_run: a plain-CAM run (``--l2g False``) with CAMs of the same volumes: adds its row.
         progress: progress bars on a terminal.
         workers: processes that score patients side by side (None: one per CPU core; 1: this process).
+        rows: the rows scored, in the table's order (None: every row of the data set; the exported row is
+            always scored, since the export reads its kept labels and chosen setting).
 
     Returns:
         ``{"rows": [{"row", "name", "setting", "dice", "mean_dice", "iou", "miou", "sweep", "per_volume"}],
@@ -220,7 +234,7 @@ def evaluate_pseudo(
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
     classes = manifest["classes"]
-    rows = [r for r in ROW_SETS[row_set(manifest)] if r != "baseline"]
+    rows = _rows(row_set(manifest), rows)
     if baseline_run is not None:
         base_manifest = read_cam_manifest(baseline_run)
         missing = sorted(set(manifest["volumes"]) - set(base_manifest["volumes"]))

@@ -118,6 +118,8 @@ def test_pseudo_label_evaluation_tables_and_the_kept_labels(stage1: Path) -> Non
     assert patient_groups(items) == [[0, 1], [2], [3], [4], [5]]  # runs of one patient, in order
     with pytest.raises(ValueError, match="no split 'testing'"):
         evaluate_pseudo(stage1, "testing", progress=False)
+    with pytest.raises(ValueError, match=r"unknown pseudo-label rows \['scan_x'\]"):
+        evaluate_pseudo(stage1, "training", progress=False, rows=["cam", "scan_x"])
     _the_export_reads_the_kept_labels(stage1)
 
 

@@ -21,6 +21,7 @@ from acdc_wsss.data.acdc import read_datalist
 from acdc_wsss.l2g import L2GConfig
 from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.nifti import write_colour_table
+from acdc_wsss.pseudo.rows import ROW_SETS, SUMMARY_ROWS
 from acdc_wsss.seg import SegConfig, SegNet, evaluate_seg, largest_components, load_seg, predict, run_seg
 from acdc_wsss.seg.data import augmentation
 from tests.commands import rank_logs, run_command, torchrun
@@ -63,6 +64,7 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     assert fourth["steps"]["inference: test patients"] == "ran"
     assert fourth["steps"]["stage 3: segmentation network"] == "kept"
     assert json.loads(masks.read_text())["rv_descent"] == 10.0
+    _the_full_table_is_scored_on_a_finished_run(summary, out, phantom_dir, tiny)
     # another stage-3 setting is not a valid output: stage 3 trains again with it, and what follows it
     other = {**tiny, "seg": {**tiny["seg"], "ensemble": 2}}
     third = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **other)
@@ -72,6 +74,29 @@ def test_chain_runs_every_stage_and_keeps_valid_outputs(
     assert json.loads((out / "seg" / "manifest.json").read_text())["config"]["ensemble"] == 2
     assert (out / "seg_members" / "member1" / "last.pt").is_file()
     assert "The network is an ensemble of 2" in (out / "report.md").read_text()
+
+
+def _the_full_table_is_scored_on_a_finished_run(
+    summary: dict, out: Path, phantom_dir: Path, tiny: dict
+) -> None:
+    """The chain scores the summary rows by default; ``pseudo_table="full"`` on the finished run scores every
+    row, with the same exported row's scores, and keeps the exported labels and the network."""
+    rows = summary["pseudo_labels_training"]
+    assert set(rows) - {"baseline"} == set(SUMMARY_ROWS["acdc"])
+    labels = out / "cam" / "pseudo" / "manifest.json"
+    made = labels.stat().st_mtime_ns
+    full = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, pseudo_table="full", **tiny)
+    ran = {k for k, v in full["steps"].items() if v == "ran"}
+    assert ran == {"stage 2: CAMs", "stage 2: baseline CAMs", "stage 2: pseudo-label evaluation", "report"}
+    assert list(full["pseudo_labels_training"]) == ROW_SETS["acdc"]
+    assert all(full["pseudo_labels_training"][r] == rows[r] for r in rows)  # the same rows, the same scores
+    assert labels.stat().st_mtime_ns == made and full["test"] == pytest.approx(summary["test"], nan_ok=True)
+    # the full table holds the summary's rows: asked for again, the table is kept
+    again = run_chain(str(phantom_dir), str(out), progress=False, baseline=True, **tiny)
+    assert again["steps"]["stage 2: pseudo-label evaluation"] == "kept"
+    with pytest.raises(ValueError, match="pseudo_table is one of"):
+        run_chain(str(phantom_dir), str(out.parent / "other"), progress=False, pseudo_table="all")
+    assert not (out.parent / "other").exists()
 
 
 def test_a_stage_counts_as_trained_with_the_settings_its_manifest_records(tmp_path: Path) -> None:
