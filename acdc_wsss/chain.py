@@ -161,22 +161,10 @@ def _steps(
     steps.append(Step("stage 2: CAMs", lambda: False, run_cam, cams(out)))  # run_cam keeps up-to-date CAMs
     if baseline_run is not None and baseline:
         steps.append(Step("stage 2: baseline CAMs", lambda: False, run_cam, cams(baseline_run)))
-    evaluation, masks = run.cam.evaluation("training"), run.predictions.manifest
-    rows = _table_rows(pseudo_table)
+    masks = run.predictions.manifest
     return [
         *steps,
-        Step(
-            "stage 2: pseudo-label evaluation",
-            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows),
-            lambda _: evaluate_pseudo(
-                out, "training", baseline_run=baseline_run, progress=progress, rows=rows
-            ),
-        ),
-        Step(
-            "stage 2: pseudo-label export",
-            lambda: _exported_as_chosen(run),
-            lambda _: export_pseudo(out, progress=progress),
-        ),
+        *_label_steps(run, baseline_run, progress, pseudo_table),
         Step(
             "stage 3: segmentation network",
             lambda: run.seg.complete and not seg_config().overwrite,
@@ -206,6 +194,25 @@ def _table_rows(pseudo_table: str) -> list[str] | None:
     if pseudo_table not in PSEUDO_TABLES:
         raise ValueError(f"pseudo_table is one of {list(PSEUDO_TABLES)}, got {pseudo_table!r}.")
     return SUMMARY_ROWS["acdc"] if pseudo_table == "summary" else None
+
+
+def _label_steps(run: RunLayout, baseline_run: str | None, progress: bool, pseudo_table: str) -> list[Step]:
+    """Stage 2's table on the training patients (``pseudo_table``'s rows) and the export of the labels."""
+    out, evaluation, rows = str(run.root), run.cam.evaluation("training"), _table_rows(pseudo_table)
+    return [
+        Step(
+            "stage 2: pseudo-label evaluation",
+            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows),
+            lambda _: evaluate_pseudo(
+                out, "training", baseline_run=baseline_run, progress=progress, rows=rows
+            ),
+        ),
+        Step(
+            "stage 2: pseudo-label export",
+            lambda: _exported_as_chosen(run),
+            lambda _: export_pseudo(out, progress=progress),
+        ),
+    ]
 
 
 def _exported_as_chosen(run: RunLayout) -> bool:
