@@ -29,8 +29,8 @@ from acdc_wsss.errors import USER_ERRORS, DatasetError, describe
 from acdc_wsss.l2g import L2GConfig, run_l2g
 from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
-from acdc_wsss.pseudo.evaluate import chosen_setting
-from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, SUMMARY_ROWS
+from acdc_wsss.pseudo.evaluate import chosen_setting, table_rows
+from acdc_wsss.pseudo.rows import DEFAULT_ROWS, SUMMARY_ROWS
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
 from acdc_wsss.seg.infer import POSTPROCESSING
@@ -189,11 +189,11 @@ def _steps(
 PSEUDO_TABLES = ("summary", "full")
 
 
-def _table_rows(pseudo_table: str) -> list[str] | None:
-    """The rows :func:`~acdc_wsss.pseudo.evaluate_pseudo` scores for ``pseudo_table`` (None: all)."""
+def _table_rows(pseudo_table: str) -> list[str]:
+    """The rows :func:`~acdc_wsss.pseudo.evaluate_pseudo` scores for ``pseudo_table``."""
     if pseudo_table not in PSEUDO_TABLES:
         raise ValueError(f"pseudo_table is one of {list(PSEUDO_TABLES)}, got {pseudo_table!r}.")
-    return SUMMARY_ROWS["acdc"] if pseudo_table == "summary" else None
+    return table_rows("acdc", SUMMARY_ROWS if pseudo_table == "summary" else None)
 
 
 def _label_steps(run: RunLayout, baseline_run: str | None, progress: bool, pseudo_table: str) -> list[Step]:
@@ -226,10 +226,9 @@ def _exported_as_chosen(run: RunLayout) -> bool:
     return row == DEFAULT_ROWS["acdc"] and made.get("value") == chosen_setting(run.root, row)
 
 
-def _scored(evaluation: Path, rows: list[str] | None) -> bool:
-    """Whether the stored table holds ``rows`` (None: the whole ACDC row set, the baseline aside)."""
-    want = set(rows if rows is not None else ROW_SETS["acdc"]) - {"baseline"}
-    return want <= {r["row"] for r in read_json(evaluation).get("rows", [])}
+def _scored(evaluation: Path, rows: list[str]) -> bool:
+    """Whether the stored table holds ``rows``."""
+    return set(rows) <= {r["row"] for r in read_json(evaluation).get("rows", [])}
 
 
 #: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to

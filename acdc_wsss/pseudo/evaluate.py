@@ -31,7 +31,7 @@ from acdc_wsss.pseudo.rules.temporal import registration_workers
 from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, identity, moved, progress_bar, write_json
 
-__all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table", "selects"]
+__all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table", "selects", "table_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +193,9 @@ def selects(select_split: str | None, split: str, splits: Mapping[str, object]) 
     return bool(select_split) and select_split != split and select_split in splits
 
 
-def _rows(kind: str, asked: Sequence[str] | None) -> list[str]:
-    """The rows to score of row set ``kind``, in its order: ``asked`` (None: all) and the exported row."""
+def table_rows(kind: str, asked: Sequence[str] | None = None) -> list[str]:
+    """The rows :func:`evaluate_pseudo` scores of row set ``kind`` (``acdc`` or ``rgb``), in the table's
+    order: ``asked`` (None: all but the baseline) and the exported row; an unknown row is refused."""
     rows = [r for r in ROW_SETS[kind] if r != "baseline"]
     if asked is None:
         return rows
@@ -234,7 +235,7 @@ def evaluate_pseudo(
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
     classes = manifest["classes"]
-    rows = _rows(row_set(manifest), rows)
+    rows = table_rows(row_set(manifest), rows)
     if baseline_run is not None:
         base_manifest = read_cam_manifest(baseline_run)
         missing = sorted(set(manifest["volumes"]) - set(base_manifest["volumes"]))
