@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from acdc_wsss.labels import argmax_labels
+
 __all__ = ["CAM_SCALES", "cam_labels", "cam_scores", "max_normalise", "multiscale_cam"]
 
 
@@ -38,7 +40,7 @@ def cam_labels(scores: torch.Tensor, background: float) -> torch.Tensor:
     """Label map ``(B, H, W)`` (0 background, ``k`` class ``k``): argmax of a constant background score
     and the class scores ``(B, C, H, W)``."""
     bg = torch.full_like(scores[:, :1], background)
-    return torch.cat([bg, scores], dim=1).argmax(dim=1)
+    return argmax_labels(torch.cat([bg, scores], dim=1))
 
 
 #: Default inference scales of CAM inference (times a horizontal flip each).

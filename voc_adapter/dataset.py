@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from acdc_wsss.data.registry import register_dataset, register_seg_data, register_volumes
 from acdc_wsss.errors import DatasetError
+from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.data import StageData
@@ -260,7 +261,7 @@ def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
         acc = DiceAccumulator(range(len(VOC_CLASSES) + 1))
         for i in range(len(val)):
             s = val[i]
-            pred = model(s["image"][None].to(device))["logits"].argmax(1)[0].cpu()
+            pred = argmax_labels(model(s["image"][None].to(device))["logits"])[0].cpu()
             ref = s["label"][0]
             acc.update(torch.where(ref == 255, 255, pred), ref)
         return {"miou": float(np.nanmean(acc.compute_iou()))}

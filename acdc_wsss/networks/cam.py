@@ -96,8 +96,13 @@ class CAMNet(nn.Module):
         )
         f = self.pcm_proj(f).flatten(2)  # (B, F, hw)
         f = f / (f.norm(dim=1, keepdim=True) + 1e-5)
-        aff = torch.relu(f.transpose(1, 2) @ f)  # (B, hw, hw)
-        aff = aff / (aff.sum(dim=1, keepdim=True) + 1e-5)
+        aff = f.transpose(1, 2) @ f  # (B, hw, hw)
+        if torch.is_grad_enabled():
+            aff = torch.relu(aff)
+            aff = aff / (aff.sum(dim=1, keepdim=True) + 1e-5)
+        else:  # the same values in place: no second (B, hw, hw) matrix at inference
+            aff.relu_()
+            aff.div_(aff.sum(dim=1, keepdim=True) + 1e-5)
         return (cam.flatten(2) @ aff).view(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from acdc_wsss.pseudo.evaluate import chosen_setting
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, run_septal, volume_contexts
 from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
 from acdc_wsss.pseudo.store import KeptLabels, inference_volumes, read_cam_manifest
-from acdc_wsss.utils import atomic_write, progress_bar, write_json
+from acdc_wsss.utils import atomic_write, progress_bar, write_json, write_npz
 
 __all__ = ["export_pseudo"]
 
@@ -86,8 +86,7 @@ def export_pseudo(
         tags = ds.volumes[v]["tags"].numpy()
         target = uncertain_to_ignore(labels, tags, ignore_band)
         confidence = label_confidence(labels, tags).astype(np.float16)
-        with atomic_write(stage.pseudo_labels(key)) as tmp:
-            np.savez_compressed(tmp, labels=labels, target=target, confidence=confidence)
+        write_npz(stage.pseudo_labels(key), labels=labels, target=target, confidence=confidence)
         if (
             kind == "rgb"
         ):  # photos: PNGs of class indices (labels; training target with 255) beside the arrays

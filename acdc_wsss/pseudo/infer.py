@@ -31,7 +31,7 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.l2g.model import load_l2g
 from acdc_wsss.layout import CAM_STAGE, RunLayout
 from acdc_wsss.pseudo.store import inference_volumes
-from acdc_wsss.utils import atomic_write, moved, progress_bar, write_json
+from acdc_wsss.utils import moved, progress_bar, write_json, write_npz
 
 __all__ = ["CamConfig", "run_cam", "stage1_fingerprint"]
 
@@ -135,15 +135,13 @@ def run_cam(config: CamConfig | dict[str, Any]) -> Path:
         x = plain(vol["image"]).permute(3, 0, 1, 2).float().to(device)  # (S, C, H, W)
         tags = vol["tags"].to(device)
         res = multiscale_cam(net, x, tags, tuple(cfg.scales), cfg.flip, cfg.resize, cfg.relu)
-        path = run.cam.cam(volume_key(ds.items[v]))
-        with atomic_write(path) as tmp:
-            np.savez_compressed(
-                tmp,
-                scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
-                raw_scores=res["raw_scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
-                bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
-                tags=vol["tags"].numpy(),
-            )
+        write_npz(
+            run.cam.cam(volume_key(ds.items[v])),
+            scores=res["scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
+            raw_scores=res["raw_scores"].permute(1, 2, 3, 0).cpu().numpy().astype(np.float16),
+            bg_prob=res["bg_prob"][:, 0].permute(1, 2, 0).cpu().numpy().astype(np.float16),
+            tags=vol["tags"].numpy(),
+        )
     write_json(
         {
             "stage": STAGE,

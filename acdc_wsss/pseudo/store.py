@@ -21,7 +21,7 @@ import numpy as np
 from acdc_wsss.data.registry import get_volumes, register_volumes
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.utils import atomic_write
+from acdc_wsss.utils import write_npz
 
 __all__ = [
     "KeptLabels",
@@ -122,8 +122,7 @@ class KeptLabels:
     def put(self, key: str, labels: np.ndarray) -> None:
         """Keep one volume's labels (written atomically)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.path(key)) as tmp:
-            np.savez_compressed(tmp, labels=np.asarray(labels, np.uint8))
+        write_npz(self.path(key), labels=np.asarray(labels, np.uint8))
 
     def discard(self) -> None:
         """Remove this row's and setting's labels (a setting the evaluation did not choose)."""

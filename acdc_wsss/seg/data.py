@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from acdc_wsss.data.registry import register_seg_data
 from acdc_wsss.data.slices import SliceDataset, volume_key
+from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.config import SegConfig
@@ -164,7 +165,7 @@ def _validation(
     agree, truth = DiceAccumulator(list(range(k))), DiceAccumulator(list(range(k)))
     for v, vol in enumerate(ds.volumes):
         x = volume_slices(vol["image"].as_tensor(), model.context)
-        pred = predict_slices(model, x, device).argmax(1).permute(1, 2, 0).numpy()
+        pred = argmax_labels(predict_slices(model, x, device)).permute(1, 2, 0).numpy()
         agree.update(pred, pseudo[v])
         if vol["label"] is not None:
             truth.update(pred, vol["label"][0].numpy())

@@ -37,7 +37,7 @@ from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
 from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, recorded_on_validation, volume_slices
-from acdc_wsss.utils import atomic_write, progress_bar, read_json, write_json
+from acdc_wsss.utils import progress_bar, read_json, write_json, write_npz
 
 __all__ = ["RELABEL_FUSE", "labels_dice", "relabel", "relabel_volume", "self_train"]
 
@@ -121,8 +121,9 @@ def relabel(
             fused = with_ed({**frame, "pred": pred, "has_pair": True})["pred"].numpy().transpose(3, 0, 1, 2)
         labels, conf = relabel_volume(fused, source[v], tags, 0.0)  # fused above
         target = uncertain_to_ignore(labels, tags, ignore_band)
-        with atomic_write(dest / f"{volume_key(item)}.npz") as tmp:
-            np.savez_compressed(tmp, labels=labels, target=target, confidence=conf.astype(np.float16))
+        write_npz(
+            dest / f"{volume_key(item)}.npz", labels=labels, target=target, confidence=conf.astype(np.float16)
+        )
     record = {
         "source": str(source_dir or run.cam.pseudo),
         "fuse": fuse,

@@ -58,6 +58,8 @@ def test_cam_net_outputs_and_pcm() -> None:
     assert (revised.amin(dim=(2, 3)) >= cam.amin(dim=(2, 3)) - 1e-4).all()
     assert (revised.amax(dim=(2, 3)) <= cam.amax(dim=(2, 3)) + 1e-4).all()
     assert not torch.allclose(revised, cam)
+    with torch.no_grad():  # inference revises in place: the same values, bit for bit
+        assert torch.equal(net(x)["pcm"], out["pcm"])
     plain = CAMNet(num_classes=5, width=0.25, pcm=False)
     o = plain(x)
     assert o["cam"].shape[1] == 6 and torch.equal(o["pcm"], o["cam"])
