@@ -18,7 +18,8 @@ being off, and how much rounder the chain on the anti-septal side must be), on t
 and names the best values: how the defaults were chosen. ``--groups es_fusion`` (or ``boundaries``,
 ``side``, ``swap``, ``registration``: the ED-ES registration's box margin and its coarse-to-fine levels;
 ``threshold``: the blood-pool threshold, two-class Otsu, three-class upper cut, or per volume the one whose
-LV chain scores best) sweeps that group alone (the others at their defaults).
+LV chain scores best; ``schedule``: the registration's coarse-to-fine levels and iterations per level, each
+setting's seconds telling its cost) sweeps that group alone (the others at their defaults).
 Both print one JSON line.
 """
 
@@ -67,6 +68,11 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
         "fusion.levels": ((1,), (2, 1)),
     },
     "threshold": {"es_step": ("fused",), "thresholds": (("otsu",), ("upper",), ("otsu", "upper"))},
+    "schedule": {
+        "es_step": ("fused",),
+        "fusion.levels": ((1,), (2, 1), (4, 2, 1)),
+        "fusion.iterations": (100, 200),
+    },
 }
 #: The rules the sweep starts from: each frame's own rules; the last group switches the ES fusion on.
 SWEEP_START = ScanRules(es_step="scan")
