@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margins", nargs="+", type=int, default=[16, 32, 48, 64], help="box margins (px)")
     parser.add_argument("--levels", nargs="+", default=["1", "2,1"], help="shrink factors, coarse to fine")
     parser.add_argument(
-        "--iterations", nargs="+", type=int, default=None, help="demons iterations per level (default: 200)"
+        "--iterations", nargs="+", type=int, default=None, help="iterations per level (FusionRules' default)"
     )
     args = parser.parse_args(argv)
     if args.split == "testing":

@@ -323,3 +323,18 @@ def test_registration_bench_carries_the_ed_masks_better_than_as_they_lie(
     assert max(r["mean"] for r in result["results"]) > result["unregistered"] + 0.02, result
     assert _refuses_testing("registration.py", run)
     assert _digest(run) == before
+
+
+def test_speed_bench_makes_the_same_label_maps_both_ways_and_leaves_the_run_as_it_was(
+    chain_run: tuple[Path, dict],
+) -> None:
+    run, _ = chain_run
+    before = _digest(run)
+    result = _bench("speed.py", "--run", str(run), "--cams", "2")  # exits 1 if the two label maps differ
+    for part in ("stage1_validation", "stage3_validation"):
+        assert set(result[part]) >= {"argmax_s", "argmax_labels_s"}
+        assert min(result[part].values()) >= 0
+    files = result["cam_files"]
+    assert files["files"] == 2 and files["savez_compressed_bytes"] > 0
+    assert abs(files["write_npz_bytes"] / files["savez_compressed_bytes"] - 1) < 0.1  # about as small
+    assert _digest(run) == before
