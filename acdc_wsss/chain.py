@@ -3,7 +3,8 @@
 Stage 1 (L2G classifiers), stage 2 (CAMs, pseudo-label evaluation and export), stage 3 (DeepLab-v2 on the
 pseudo labels), inference on the test patients and their evaluation, in that order. Each step is skipped
 when its valid output is already there (a finished run, CAMs of the same checkpoint and settings, pseudo
-labels newer than the CAMs, a finished network, masks newer than it), and an interrupted training resumes
+labels made from those CAMs by the current rules, a finished network, masks newer than it made with the
+current settings and rules), and an interrupted training resumes
 from its ``last.pt``; ``--overwrite`` redoes everything. The patient split (``--splits``) is made once, by
 patient and stratified by group: test patients are never seen by any training step, and their masks are
 read only by the final evaluation. ``RUN/summary.json`` records the wall time of every step.
@@ -31,6 +32,7 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.pseudo.evaluate import chosen_setting, table_rows
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, SUMMARY_ROWS
+from acdc_wsss.pseudo.store import labels_fingerprint, rules_source
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
 from acdc_wsss.seg.infer import POSTPROCESSING
@@ -202,7 +204,7 @@ def _label_steps(run: RunLayout, baseline_run: str | None, progress: bool, pseud
     return [
         Step(
             "stage 2: pseudo-label evaluation",
-            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows),
+            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows, run),
             lambda _: evaluate_pseudo(
                 out, "training", baseline_run=baseline_run, progress=progress, rows=rows
             ),
@@ -217,18 +219,25 @@ def _label_steps(run: RunLayout, baseline_run: str | None, progress: bool, pseud
 
 def _exported_as_chosen(run: RunLayout) -> bool:
     """Whether the exported pseudo labels are newer than the CAMs and made by the exported row at the
-    setting the latest table chose: a table scored again on the same CAMs (``--pseudo_table full`` on a
-    finished run) leaves them, and stage 3, as they are."""
+    setting the latest table chose, by the current rules: a table scored again on the same CAMs
+    (``--pseudo_table full`` on a finished run) leaves them, and stage 3, as they are."""
     if not _newer(run.cam.pseudo_manifest, run.cam.manifest):
         return False
     made = read_json(run.cam.pseudo_manifest)
     row = made.get("row")
-    return row == DEFAULT_ROWS["acdc"] and made.get("value") == chosen_setting(run.root, row)
+    return (
+        row == DEFAULT_ROWS["acdc"]
+        and made.get("value") == chosen_setting(run.root, row)
+        and made.get("labels_fingerprint") == labels_fingerprint(run.root)
+    )
 
 
-def _scored(evaluation: Path, rows: list[str]) -> bool:
-    """Whether the stored table holds ``rows``."""
-    return set(rows) <= {r["row"] for r in read_json(evaluation).get("rows", [])}
+def _scored(evaluation: Path, rows: list[str], run: RunLayout) -> bool:
+    """Whether the stored table holds ``rows``, scored with the current rules on the current CAMs
+    (:func:`~acdc_wsss.pseudo.store.labels_fingerprint`; a table made before the rules changed is not)."""
+    table = read_json(evaluation)
+    scored = {r["row"] for r in table.get("rows", [])}
+    return set(rows) <= scored and table.get("labels_fingerprint") == labels_fingerprint(run.root)
 
 
 #: What the chain's inference records (``predictions/manifest.json``): the settings it leaves to
@@ -241,10 +250,11 @@ CHAIN_INFERENCE = {
 
 
 def _predicted_as_the_chain_does(masks: Path) -> bool:
-    """The masks were made from the test patients with the settings the chain's inference uses now (masks
-    made by another command, or before a default changed, are made again)."""
+    """The masks were made from the test patients with the settings and the rules the chain's inference uses
+    now (masks made by another command, or before a default or a rule changed, are made again)."""
     record = read_json(masks)
-    return all(record.get(k) == v for k, v in CHAIN_INFERENCE.items())
+    current = {**CHAIN_INFERENCE, "rules_source": rules_source()}
+    return all(record.get(k) == v for k, v in current.items())
 
 
 def _take(step: Step, overwrite: bool, times: dict[str, float], done: dict[str, str]) -> None:

@@ -33,8 +33,20 @@ from PIL import Image
 
 FIXTURE = Path(__file__).parent / "fixtures" / "phantom_chain_digest.json"
 #: JSON and checkpoint keys left out of the comparison: wall times, file-time fingerprints, digests of
-#: settings that include paths, software versions (the machine fingerprint covers those that matter).
-VOLATILE = frozenset({"wall_s", "total_wall_s", "epoch_s", "stage1_fingerprint", "config_digest", "versions"})
+#: settings that include paths, digests of the source, software versions (the machine fingerprint covers
+#: those that matter).
+VOLATILE = frozenset(
+    {
+        "wall_s",
+        "total_wall_s",
+        "epoch_s",
+        "stage1_fingerprint",
+        "config_digest",
+        "labels_fingerprint",
+        "rules_source",
+        "versions",
+    }
+)
 #: Files whose content is not compared (only their presence): paths and wall times throughout.
 PRESENCE_ONLY = frozenset({"report.md"})
 

@@ -28,7 +28,7 @@ from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS as _EXPORT_ROWS
 from acdc_wsss.pseudo.rows import ROW_SETS, ROWS, row_set, volume_contexts
 from acdc_wsss.pseudo.rules.temporal import registration_workers
-from acdc_wsss.pseudo.store import KeptLabels, load_cams, read_cam_manifest, split_dataset
+from acdc_wsss.pseudo.store import KeptLabels, labels_fingerprint, load_cams, read_cam_manifest, split_dataset
 from acdc_wsss.utils import atomic_write, identity, moved, progress_bar, write_json
 
 __all__ = ["FIXED_DEFAULT", "chosen_setting", "evaluate_pseudo", "markdown_table", "selects", "table_rows"]
@@ -230,7 +230,7 @@ def evaluate_pseudo(
 
     Returns:
         ``{"rows": [{"row", "name", "setting", "dice", "mean_dice", "iou", "miou", "sweep", "per_volume"}],
-        "selected_on", ...}``.
+        "selected_on", "labels_fingerprint" (:func:`~acdc_wsss.pseudo.store.labels_fingerprint`), ...}``.
     """
     out = Path(output_dir)
     manifest = read_cam_manifest(out)
@@ -273,6 +273,7 @@ def evaluate_pseudo(
         "volumes": n_volumes,
         "slices": n_slices,
         "classes": classes,
+        "labels_fingerprint": labels_fingerprint(out),
         "rows": table,
     }
     stage = RunLayout(out).cam

@@ -30,7 +30,7 @@ from acdc_wsss.nifti import save_nifti
 from acdc_wsss.pseudo.evaluate import chosen_setting
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, ROW_SETS, row_labels, row_set, run_septal, volume_contexts
 from acdc_wsss.pseudo.rules import label_confidence, uncertain_to_ignore
-from acdc_wsss.pseudo.store import KeptLabels, inference_volumes, read_cam_manifest
+from acdc_wsss.pseudo.store import KeptLabels, inference_volumes, labels_fingerprint, read_cam_manifest
 from acdc_wsss.utils import atomic_write, progress_bar, write_json, write_npz
 
 __all__ = ["export_pseudo"]
@@ -103,6 +103,7 @@ def export_pseudo(
             "ignore_band": ignore_band,
             "septal": None if kind == "rgb" else run_septal(out),
             "seed": manifest.get("seed"),
+            "labels_fingerprint": labels_fingerprint(out),
             "volumes": [volume_key(it) for it in ds.items],
             "classes": manifest["classes"],
         },

@@ -4,11 +4,14 @@ The CAM manifest (:func:`read_cam_manifest`, :func:`cam_splits`), the stored CAM
 (:func:`load_cams`), the volumes of a split that have CAMs (:func:`split_dataset`), which are the
 run's preprocessed volumes for ACDC and, for a data set an adapter registers (VOC), whole images
 (:func:`inference_volumes`), and the labels the evaluation made with the exported row, kept so that the
-export does not make them again (:class:`KeptLabels`).
+export does not make them again (:class:`KeptLabels`), filed under :func:`labels_fingerprint`: what the
+labels depend on besides the images, recorded in the table and the export's manifest so that the chain
+makes labels again after the rules change (:func:`rules_source`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,8 +31,10 @@ __all__ = [
     "acdc_volumes",
     "cam_splits",
     "inference_volumes",
+    "labels_fingerprint",
     "load_cams",
     "read_cam_manifest",
+    "rules_source",
     "split_dataset",
 ]
 
@@ -91,6 +96,27 @@ def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
         return {k: z[k].astype(np.float32) for k in z.files}
 
 
+@functools.cache
+def rules_source() -> str:
+    """A digest of the source of :mod:`acdc_wsss.pseudo` (the rules, their defaults, the registration):
+    what every stage-2 label and the inference's fusions with the rules depend on besides their inputs.
+    Any edit changes it, so labels recorded under another digest count as made by other rules."""
+    digest = hashlib.sha1()
+    for src in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(src.relative_to(Path(__file__).parent).as_posix().encode())
+        digest.update(src.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def labels_fingerprint(output_dir: str | os.PathLike) -> str:
+    """What a run's stage-2 labels depend on besides the images: its CAM manifest (stage 1's fingerprint,
+    the preprocessing, the volumes) and :func:`rules_source`. The table and the export record it; the
+    chain makes them again when it differs."""
+    digest = hashlib.sha1(RunLayout(output_dir).cam.manifest.read_bytes())
+    digest.update(rules_source().encode())
+    return digest.hexdigest()[:16]
+
+
 class KeptLabels:
     """The labels one row made at one setting, per volume, kept in ``cam/kept_labels/`` between the
     pseudo-label evaluation (which makes them for the training and validation patients) and the export
@@ -98,19 +124,15 @@ class KeptLabels:
     minutes). The evaluation keeps the export row's labels at each of its settings and discards those of the
     settings it did not choose.
 
-    They are filed under a fingerprint of everything else they depend on: the CAM manifest (stage 1's
-    fingerprint, the preprocessing, the volumes) and the source of :mod:`acdc_wsss.pseudo`; labels under
-    another fingerprint are never read, and a writer (``clear=True``) removes them.
+    They are filed under :func:`labels_fingerprint`, everything else they depend on; labels under another
+    fingerprint are never read, and a writer (``clear=True``) removes them.
     """
 
     def __init__(self, output_dir: str | os.PathLike, row: str, value: Any, clear: bool = False) -> None:
         cam = RunLayout(output_dir).cam
         root = cam.kept_labels
-        digest = hashlib.sha1(cam.manifest.read_bytes())
-        for src in sorted(Path(__file__).parent.rglob("*.py")):
-            digest.update(src.read_bytes())
         self.row, self.value = row, value
-        self.folder = root / digest.hexdigest()[:16] / f"{row}-{value}"
+        self.folder = root / labels_fingerprint(output_dir) / f"{row}-{value}"
         if clear and root.is_dir():
             for old in root.iterdir():
                 if old.name != self.folder.parent.name:

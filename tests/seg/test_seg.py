@@ -145,6 +145,38 @@ def test_a_finished_stage_1_is_kept_only_with_the_settings_asked_for(
     assert json.loads(run.l2g.manifest.read_text())["config"] == recorded
 
 
+def test_labels_and_masks_made_by_other_rules_are_made_again(
+    chain_run: tuple[Path, dict], tiny: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import acdc_wsss.chain as chain
+    import acdc_wsss.pseudo.store as store
+
+    out, _ = chain_run
+    run = RunLayout(out)
+    recorded = json.loads(run.l2g.manifest.read_text())["config"]
+    cfg = L2GConfig(**{**recorded, "progress": False})
+
+    def done() -> dict[str, bool]:
+        steps = _steps(run, cfg, tiny["seg"], False, str(run.baseline.root), True, True)
+        return {s.name: s.done() for s in steps if not s.name.startswith("stage 2: baseline")}
+
+    # what the table, the export and the inference recorded is the current rules' digest
+    fingerprint = store.labels_fingerprint(out)
+    assert json.loads(run.cam.evaluation("training").read_text())["labels_fingerprint"] == fingerprint
+    assert json.loads(run.cam.pseudo_manifest.read_text())["labels_fingerprint"] == fingerprint
+    assert json.loads(run.predictions.manifest.read_text())["rules_source"] == store.rules_source()
+    before = done()
+    assert all(v for k, v in before.items() if k != "stage 2: CAMs"), before
+    # the rules changed (a new version of the package): the table, the export and the inference are not
+    # done, the classifiers are; stage 3 trains again once the export has written newer labels
+    monkeypatch.setattr(store, "rules_source", lambda: "0" * 16)
+    monkeypatch.setattr(chain, "rules_source", lambda: "0" * 16)
+    assert store.labels_fingerprint(out) != fingerprint
+    after = done()
+    redone = {"stage 2: pseudo-label evaluation", "stage 2: pseudo-label export", "inference: test patients"}
+    assert {k for k, v in after.items() if not v} == redone | {"stage 2: CAMs"}, after
+
+
 def test_predictions_lie_on_the_source_grid_with_a_colour_table(chain_run: tuple[Path, dict]) -> None:
     out, _ = chain_run
     items = read_datalist(out / "datalist.json", "testing")
