@@ -32,7 +32,8 @@ from acdc_wsss.layout import RunLayout, StageLayout
 from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, run_cam
 from acdc_wsss.pseudo.evaluate import chosen_setting, table_rows
 from acdc_wsss.pseudo.rows import DEFAULT_ROWS, SUMMARY_ROWS
-from acdc_wsss.pseudo.store import labels_fingerprint, rules_source
+from acdc_wsss.pseudo.rules import rules_source
+from acdc_wsss.pseudo.store import labels_fingerprint
 from acdc_wsss.report import write_report
 from acdc_wsss.seg import SegConfig, evaluate_seg, predict, run_seg
 from acdc_wsss.seg.infer import POSTPROCESSING

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import json
 import logging
@@ -116,6 +118,18 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
             with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     return path
+
+
+@functools.cache
+def source_digest(folder: str | os.PathLike) -> str:
+    """A digest of the Python source under ``folder`` (file names and contents): what outputs made by that
+    code depend on besides their inputs and settings. Any edit changes it."""
+    root = Path(folder)
+    digest = hashlib.sha1()
+    for src in sorted(root.rglob("*.py")):
+        digest.update(src.relative_to(root).as_posix().encode())
+        digest.update(src.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def ensure_writable(folder: str | os.PathLike) -> Path:

@@ -6,12 +6,11 @@ run's preprocessed volumes for ACDC and, for a data set an adapter registers (VO
 (:func:`inference_volumes`), and the labels the evaluation made with the exported row, kept so that the
 export does not make them again (:class:`KeptLabels`), filed under :func:`labels_fingerprint`: what the
 labels depend on besides the images, recorded in the table and the export's manifest so that the chain
-makes labels again after the rules change (:func:`rules_source`).
+makes labels again after the rules change (:func:`labels_source`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 from acdc_wsss.data.registry import get_volumes, register_volumes
 from acdc_wsss.data.slices import SliceDataset, volume_key
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.utils import write_npz
+from acdc_wsss.utils import source_digest, write_npz
 
 __all__ = [
     "KeptLabels",
@@ -32,9 +31,9 @@ __all__ = [
     "cam_splits",
     "inference_volumes",
     "labels_fingerprint",
+    "labels_source",
     "load_cams",
     "read_cam_manifest",
-    "rules_source",
     "split_dataset",
 ]
 
@@ -96,24 +95,18 @@ def load_cams(output_dir: str | os.PathLike, key: str) -> dict[str, np.ndarray]:
         return {k: z[k].astype(np.float32) for k in z.files}
 
 
-@functools.cache
-def rules_source() -> str:
-    """A digest of the source of :mod:`acdc_wsss.pseudo` (the rules, their defaults, the registration):
-    what every stage-2 label and the inference's fusions with the rules depend on besides their inputs.
-    Any edit changes it, so labels recorded under another digest count as made by other rules."""
-    digest = hashlib.sha1()
-    for src in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(src.relative_to(Path(__file__).parent).as_posix().encode())
-        digest.update(src.read_bytes())
-    return digest.hexdigest()[:16]
+def labels_source() -> str:
+    """A digest of the source of :mod:`acdc_wsss.pseudo` (the rules, their defaults, the registration, the
+    table's rows): what every stage-2 label depends on besides its inputs."""
+    return source_digest(Path(__file__).parent)
 
 
 def labels_fingerprint(output_dir: str | os.PathLike) -> str:
     """What a run's stage-2 labels depend on besides the images: its CAM manifest (stage 1's fingerprint,
-    the preprocessing, the volumes) and :func:`rules_source`. The table and the export record it; the
+    the preprocessing, the volumes) and :func:`labels_source`. The table and the export record it; the
     chain makes them again when it differs."""
     digest = hashlib.sha1(RunLayout(output_dir).cam.manifest.read_bytes())
-    digest.update(rules_source().encode())
+    digest.update(labels_source().encode())
     return digest.hexdigest()[:16]
 
 

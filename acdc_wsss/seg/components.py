@@ -41,8 +41,7 @@ from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
-from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, scan_labels
-from acdc_wsss.pseudo.store import rules_source
+from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, rules_source, scan_labels
 from acdc_wsss.seg.masks import BRIGHT_PHASES, RV, rv_after_descent, slice_rules
 from acdc_wsss.seg.model import predict_slices, volume_slices
 from acdc_wsss.utils import write_json
@@ -484,7 +483,7 @@ def mask_inverter(
 class PredictionRecord:
     """When the evaluator finishes (or on :meth:`write`), write the colour table and
     ``predictions/manifest.json``: the files ``writer`` wrote, the settings that made them and the digest of
-    the rules the fusions ran (:func:`~acdc_wsss.pseudo.store.rules_source`)."""
+    the rules the fusions ran (:func:`~acdc_wsss.pseudo.rules.rules_source`)."""
 
     def __init__(self, writer: WriteMaskd, settings: Mapping[str, Any]) -> None:
         self.writer, self.settings = writer, dict(settings)

@@ -150,6 +150,7 @@ def test_labels_and_masks_made_by_other_rules_are_made_again(
 ) -> None:
     import acdc_wsss.chain as chain
     import acdc_wsss.pseudo.store as store
+    from acdc_wsss.pseudo.rules import rules_source
 
     out, _ = chain_run
     run = RunLayout(out)
@@ -164,12 +165,12 @@ def test_labels_and_masks_made_by_other_rules_are_made_again(
     fingerprint = store.labels_fingerprint(out)
     assert json.loads(run.cam.evaluation("training").read_text())["labels_fingerprint"] == fingerprint
     assert json.loads(run.cam.pseudo_manifest.read_text())["labels_fingerprint"] == fingerprint
-    assert json.loads(run.predictions.manifest.read_text())["rules_source"] == store.rules_source()
+    assert json.loads(run.predictions.manifest.read_text())["rules_source"] == rules_source()
     before = done()
     assert all(v for k, v in before.items() if k != "stage 2: CAMs"), before
     # the rules changed (a new version of the package): the table, the export and the inference are not
     # done, the classifiers are; stage 3 trains again once the export has written newer labels
-    monkeypatch.setattr(store, "rules_source", lambda: "0" * 16)
+    monkeypatch.setattr(store, "labels_source", lambda: "0" * 16)
     monkeypatch.setattr(chain, "rules_source", lambda: "0" * 16)
     assert store.labels_fingerprint(out) != fingerprint
     after = done()

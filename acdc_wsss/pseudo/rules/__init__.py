@@ -12,10 +12,13 @@
 - :mod:`.crf`: dense-CRF refinement (MRI and RGB);
 - :mod:`.targets`: the stage-3 training target (uncertain pixels ignored).
 
-Which rules make which row of the stage-2 table: :mod:`acdc_wsss.pseudo.rows`.
+Which rules make which row of the stage-2 table: :mod:`acdc_wsss.pseudo.rows`. :func:`rules_source`: a
+digest of these modules, which the inference's masks record (they run the rules in its fusions).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from acdc_wsss.pseudo.rules.anatomy import priors_labels
 from acdc_wsss.pseudo.rules.background import labels_constant, labels_learned, motion_labels
@@ -25,6 +28,7 @@ from acdc_wsss.pseudo.rules.crf import crf_labels, rgb_crf_labels
 from acdc_wsss.pseudo.rules.scan import ScanRules, label_confidence, scan_labels
 from acdc_wsss.pseudo.rules.targets import missing_tagged, uncertain_to_ignore
 from acdc_wsss.pseudo.rules.temporal import FusionRules, carry_labels, carry_probabilities, fuse_es_labels
+from acdc_wsss.utils import source_digest
 
 __all__ = [
     "FusionRules",
@@ -43,6 +47,13 @@ __all__ = [
     "otsu_threshold",
     "priors_labels",
     "rgb_crf_labels",
+    "rules_source",
     "scan_labels",
     "uncertain_to_ignore",
 ]
+
+
+def rules_source() -> str:
+    """A digest of the source of the stage-2 rules (this package): the masks of an inference that fuses the
+    network with the rules record it, so masks made by other rules are known."""
+    return source_digest(Path(__file__).parent)
