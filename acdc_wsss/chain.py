@@ -205,7 +205,7 @@ def _label_steps(run: RunLayout, baseline_run: str | None, progress: bool, pseud
     return [
         Step(
             "stage 2: pseudo-label evaluation",
-            lambda: _newer(evaluation, run.cam.manifest) and _scored(evaluation, rows, run),
+            lambda: _newer(evaluation, run.cam.manifest) and _scored(run, rows),
             lambda _: evaluate_pseudo(
                 out, "training", baseline_run=baseline_run, progress=progress, rows=rows
             ),
@@ -233,10 +233,11 @@ def _exported_as_chosen(run: RunLayout) -> bool:
     )
 
 
-def _scored(evaluation: Path, rows: list[str], run: RunLayout) -> bool:
-    """Whether the stored table holds ``rows``, scored with the current rules on the current CAMs
-    (:func:`~acdc_wsss.pseudo.store.labels_fingerprint`; a table made before the rules changed is not)."""
-    table = read_json(evaluation)
+def _scored(run: RunLayout, rows: list[str]) -> bool:
+    """Whether the run's table of the training patients holds ``rows``, scored with the current rules on
+    the current CAMs (:func:`~acdc_wsss.pseudo.store.labels_fingerprint`; a table made before the rules
+    changed is not)."""
+    table = read_json(run.cam.evaluation("training"))
     scored = {r["row"] for r in table.get("rows", [])}
     return set(rows) <= scored and table.get("labels_fingerprint") == labels_fingerprint(run.root)
 
