@@ -212,7 +212,7 @@ def _score_run(
         range(len(ds.items)), key=lambda i: (ds.items[i]["patient"], ds.items[i]["phase"] != "ED")
     ):
         vol, item = ds.volumes[v], ds.items[v]
-        probs = inferer(vol["image"][None], model)[0].numpy()  # (K, H, W, S)
+        probs = inferer(vol["image"][None], model, motion=vol["motion"][None])[0].numpy()  # (K, H, W, S)
         image = vol["image"][0].numpy()
         frame = {"image": vol["image"], "motion": vol["motion"], "patient": item["patient"]}
         rules = fusion.rules({**frame, "phase": item["phase"]}) if item.get("pair") else None

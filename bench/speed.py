@@ -35,7 +35,7 @@ from acdc_wsss.l2g.evaluate import BG_SWEEP, evaluate_classifier
 from acdc_wsss.l2g.model import load_l2g, pool_weight
 from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.seg.model import load_seg, predict_slices, volume_slices
+from acdc_wsss.seg.model import load_seg, network_slices, predict_slices
 from acdc_wsss.utils import read_json, write_npz
 
 
@@ -83,7 +83,8 @@ def stage3(run: RunLayout, ds: Any) -> dict[str, Any]:
 
     def predict() -> None:
         for vol in ds.volumes:
-            probs.append(predict_slices(model, volume_slices(vol["image"].as_tensor(), model.context), "cpu"))
+            x = network_slices(model, vol["image"].as_tensor(), vol["motion"])
+            probs.append(predict_slices(model, x, "cpu"))
 
     return {"network_s": _timed(predict), **_both_ways(probs)}
 

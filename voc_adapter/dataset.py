@@ -226,9 +226,10 @@ class _Targets(Dataset):
 def voc_seg_data(out: Path, manifest: dict[str, Any], cfg: Any) -> Any:
     """Stage 3 on VOC: random crops of the training images with their exported pseudo-label targets
     (``cam/pseudo/<id>_target.png``); validation mIoU against the val masks (evaluation only)."""
-    if cfg.context_slices or cfg.rounds:
+    if cfg.context_slices or cfg.rounds or cfg.motion_input:
         raise ValueError(
-            "Stage 3 config: context_slices and rounds apply to volumes (ACDC); a photo data set takes 0."
+            "Stage 3 config: context_slices, rounds and motion_input apply to volumes (ACDC); a photo data"
+            " set takes 0 / false."
         )
     if cfg.train_on_validation:
         raise ValueError(

@@ -43,7 +43,7 @@ from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
 from acdc_wsss.pseudo.rules import ScanRules, carry_probabilities, es_lv_region, rules_source, scan_labels
 from acdc_wsss.seg.masks import BRIGHT_PHASES, RV, rv_after_descent, slice_rules
-from acdc_wsss.seg.model import predict_slices, volume_slices
+from acdc_wsss.seg.model import network_slices, predict_slices
 from acdc_wsss.utils import write_json
 
 # The inference fusions' defaults, chosen by cross-validation over the 64 non-test patients of the default
@@ -96,6 +96,7 @@ __all__ = [
     "WriteMaskd",
     "fuse_volume",
     "fuse_with_rules",
+    "image_and_motion",
     "inference_evaluator",
     "inference_postprocessing",
     "inference_preprocessing",
@@ -155,19 +156,47 @@ def inference_preprocessing(config: PreprocessConfig | Mapping[str, Any], num_cl
 class VolumeSliceInferer(Inferer):
     """Segment volumes ``(B, C, H, W, S)`` slice by slice with a 2D network: softmax probabilities
     ``(B, K, H, W, S)``, averaged with the flipped slice when ``flip``. A 2.5D network (``context``
-    attribute, see :func:`acdc_wsss.seg.model.volume_slices`) gets its neighbour slices as channels."""
+    attribute, see :func:`acdc_wsss.seg.model.volume_slices`) gets its neighbour slices as channels, and a
+    network that reads the ED-ES motion map (``motion`` attribute) the ``motion`` ``(B, 1, H, W, S)`` that
+    :func:`image_and_motion` hands over."""
 
     def __init__(self, flip: bool = True, batch: int = 32) -> None:
         super().__init__()
         self.flip, self.batch = flip, batch
 
-    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        context = int(getattr(network, "context", 0))
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        network: Any,
+        *args: Any,
+        motion: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         out = [
-            predict_slices(network, volume_slices(v, context), inputs.device, self.flip, self.batch)
-            for v in inputs
+            predict_slices(
+                network,
+                network_slices(network, v, None if motion is None else motion[b]),
+                inputs.device,
+                self.flip,
+                self.batch,
+            )
+            for b, v in enumerate(inputs)
         ]
         return torch.stack([p.permute(1, 2, 3, 0) for p in out])
+
+
+def image_and_motion(
+    batchdata: Mapping[str, Any],
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None, tuple, dict[str, torch.Tensor]]:
+    """The evaluator's ``prepare_batch`` for :class:`VolumeSliceInferer`: the batch's ``image`` as the
+    inputs, and its ED-ES ``motion`` map (all zeros for a frame without its partner) handed to the inferer
+    for a network that reads it."""
+    image = batchdata["image"].to(device=device, non_blocking=non_blocking)
+    motion = batchdata["motion"].to(device=device, non_blocking=non_blocking)
+    return image, None, (), {"motion": motion}
 
 
 class AnatomyFusiond(MapTransform):
@@ -536,6 +565,7 @@ def inference_evaluator(
         val_data_loader=loader,
         network=network,
         inferer=VolumeSliceInferer(flip),
+        prepare_batch=image_and_motion,
         postprocessing=postprocessing,
         val_handlers=list(handlers),
     )

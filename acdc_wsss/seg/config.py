@@ -42,9 +42,12 @@ class SegConfig:
     (never their masks) join the training set, once every setting has been chosen on them (the default:
     every labelled patient for the shipped network; then the validation Dice is no longer held out, so
     every benchmark that chooses a setting trains with False). ``context_slices``: neighbouring slices on each
-    side given to the network as extra input channels (2.5D; 0: plain 2D). ``ensemble``: networks trained
-    alike but for their seeds (``seed``, ``seed + 1``, ...), whose softmax probabilities inference
-    averages (1: one network). Engine: as stage 1.
+    side given to the network as extra input channels (2.5D; 0: plain 2D). ``motion_input``: the ED-ES
+    motion map (the smoothed difference of a frame and its ED/ES partner, all zeros for a frame without
+    one) as one more input channel per slice; ``motion_dropout``: the share of training slices whose motion
+    channel is zeroed, so a single file, whose map is empty, stays within what the network saw.
+    ``ensemble``: networks trained alike but for their seeds (``seed``, ``seed + 1``, ...), whose softmax
+    probabilities inference averages (1: one network). Engine: as stage 1.
     """
 
     output_dir: str = "runs/l2g_acdc"
@@ -74,6 +77,8 @@ class SegConfig:
     rounds: int = 0
     train_on_validation: bool = True
     context_slices: int = 0
+    motion_input: bool = False
+    motion_dropout: float = 0.2
     ensemble: int = 1
     val_interval: int = 1
     resume: bool = False
@@ -99,6 +104,7 @@ class SegConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.rounds >= 0, "rounds must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),
+            (0 <= self.motion_dropout < 1, "motion_dropout must be in [0, 1)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.input_scale > 0, "input_scale must be > 0"),

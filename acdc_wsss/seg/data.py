@@ -23,6 +23,7 @@ from monai.transforms import (
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
+    RandLambdad,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
@@ -35,7 +36,7 @@ from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.metrics import DiceAccumulator
 from acdc_wsss.seg.config import SegConfig
-from acdc_wsss.seg.model import SegNet, predict_slices, slice_input, volume_slices
+from acdc_wsss.seg.model import SegNet, input_channels, network_slices, predict_slices, slice_input
 
 __all__ = [
     "PseudoLabelSlices",
@@ -70,26 +71,33 @@ class PseudoLabelSlices(Dataset):
         transform: Any | None = None,
         weights: list[np.ndarray] | None = None,
         context: int = 0,
+        motion: bool = False,
     ):
         self.slices, self.targets, self.transform, self.weights = slices, targets, transform, weights
-        self.context = context
+        self.context, self.motion = context, motion
 
     def __len__(self) -> int:
         return len(self.slices)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v, z = self.slices.index[i]
+        vol = self.slices.volumes[v]
         d = {
-            "image": slice_input(self.slices.volumes[v]["image"], z, self.context),
+            "image": slice_input(vol["image"], z, self.context),
             "target": torch.as_tensor(self.targets[v][None, :, :, z].astype(np.float32)),
             "weight": torch.ones(1, *self.targets[v].shape[:2])
             if self.weights is None
             else torch.as_tensor(self.weights[v][None, :, :, z].astype(np.float32)),
         }
+        if self.motion:
+            d["motion"] = slice_input(vol["motion"], z, self.context)
         if self.transform is not None:
             d = self.transform(d)
+        image = torch.as_tensor(d["image"])
+        if self.motion:  # the motion map's channels follow the image's, as at inference (slice_input)
+            image = torch.cat([image, torch.as_tensor(d["motion"])])
         return {
-            "image": torch.as_tensor(d["image"]),
+            "image": image,
             "target": torch.as_tensor(d["target"])[0].long(),
             "weight": torch.as_tensor(d["weight"])[0].float(),
         }
@@ -97,18 +105,21 @@ class PseudoLabelSlices(Dataset):
 
 def augmentation(cfg: SegConfig) -> Compose:
     """Training augmentation: scale and rotation (targets nearest, loss weights bilinear, padding weighted
-    0), flip, intensity scale and shift, gamma (contrast)."""
-    keys = ["image", "target", "weight"]
+    0), flip, intensity scale and shift, gamma (contrast); with ``motion_input`` the motion map moves with
+    the image, keeps its values, and is zeroed on a ``motion_dropout`` share of the slices."""
+    keys = ["image", "target", "weight"] + (["motion"] if cfg.motion_input else [])
     steps: list[Any] = [
         RandAffined(
             keys,
             prob=0.7,
             rotate_range=(math.radians(cfg.aug_rotate),),
             scale_range=(cfg.aug_scale, cfg.aug_scale),
-            mode=("bilinear", "nearest", "bilinear"),
+            mode=("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)],
             padding_mode="zeros",
         ),
     ]
+    if cfg.motion_input and cfg.motion_dropout > 0:
+        steps.append(RandLambdad("motion", torch.zeros_like, prob=cfg.motion_dropout))
     if cfg.aug_flip:
         steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
     if cfg.aug_intensity > 0:
@@ -164,7 +175,7 @@ def _validation(
     k = ds.num_classes + 1
     agree, truth = DiceAccumulator(list(range(k))), DiceAccumulator(list(range(k)))
     for v, vol in enumerate(ds.volumes):
-        x = volume_slices(vol["image"].as_tensor(), model.context)
+        x = network_slices(model, vol["image"].as_tensor(), vol["motion"])
         pred = argmax_labels(predict_slices(model, x, device)).permute(1, 2, 0).numpy()
         agree.update(pred, pseudo[v])
         if vol["label"] is not None:
@@ -205,8 +216,8 @@ def acdc_seg_data(out: Path, manifest2: dict[str, Any], cfg: SegConfig) -> Stage
     weights = read_targets(out, train_ds, "confidence", cfg.pseudo_dir) if cfg.confidence_weight else None
     aug = augmentation(cfg)
     return StageData(
-        train=PseudoLabelSlices(train_ds, train_targets, aug, weights, cfg.context_slices),
-        in_channels=int(train_ds.volumes[0]["image"].shape[0]) * (2 * cfg.context_slices + 1),
+        train=PseudoLabelSlices(train_ds, train_targets, aug, weights, cfg.context_slices, cfg.motion_input),
+        in_channels=input_channels(int(train_ds.volumes[0]["image"].shape[0]), cfg),
         augmentation=aug,
         validate=(lambda model, device: _validation(model, val_ds, val_pseudo, device)) if val_ds else None,
         key_metric="pseudo_dice" if val_ds is not None else None,

@@ -28,9 +28,11 @@ __all__ = [
     "SegNet",
     "checkpoint_file",
     "ensemble_size",
+    "input_channels",
     "load_seg",
     "member_layouts",
     "network_def",
+    "network_slices",
     "predict_slices",
     "recorded_on_validation",
     "recorded_septal",
@@ -41,20 +43,50 @@ __all__ = [
 ]
 
 
-def slice_input(image: torch.Tensor, z: int, context: int = 0) -> torch.Tensor:
-    """The network input ``(C * (2 * context + 1), H, W)`` of slice ``z`` of a ``(C, H, W, S)`` volume: the
-    slice with its ``context`` neighbours on each side as extra channels (2.5D; the end slices repeated),
-    in slice order ``z - context ... z + context``, each slice's ``C`` channels together."""
+def slice_input(
+    image: torch.Tensor, z: int, context: int = 0, motion: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The network input of slice ``z`` of a ``(C, H, W, S)`` volume: the slice with its ``context``
+    neighbours on each side as extra channels (2.5D; the end slices repeated), in slice order
+    ``z - context ... z + context``, each slice's ``C`` channels together: ``(C * (2 * context + 1), H,
+    W)``; with ``motion`` (the volume's ``(1, H, W, S)`` ED-ES motion map), the map's same slices follow as
+    ``2 * context + 1`` more channels."""
     if hasattr(image, "as_tensor"):  # a MetaTensor: plain data for the network
         image = image.as_tensor()
     near = [min(max(z + d, 0), image.shape[-1] - 1) for d in range(-context, context + 1)]
-    return image[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()
+    x = image[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()
+    if motion is None:
+        return x
+    m = motion.as_tensor() if hasattr(motion, "as_tensor") else torch.as_tensor(motion)
+    return torch.cat([x, m[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()])
 
 
-def volume_slices(image: torch.Tensor, context: int = 0) -> torch.Tensor:
-    """The network inputs ``(S, C * (2 * context + 1), H, W)`` of every slice of a ``(C, H, W, S)`` volume
+def volume_slices(image: torch.Tensor, context: int = 0, motion: torch.Tensor | None = None) -> torch.Tensor:
+    """The network inputs ``(S, C', H, W)`` of every slice of a ``(C, H, W, S)`` volume
     (:func:`slice_input`)."""
-    return torch.stack([slice_input(image, z, context) for z in range(image.shape[-1])])
+    return torch.stack([slice_input(image, z, context, motion) for z in range(image.shape[-1])])
+
+
+def input_channels(image_channels: int, cfg: SegConfig) -> int:
+    """How many channels a stage-3 network of ``cfg`` reads from volumes of ``image_channels`` channels:
+    each of the ``2 * context_slices + 1`` slices' image channels, and its motion map with
+    ``motion_input``."""
+    return (image_channels + int(cfg.motion_input)) * (2 * cfg.context_slices + 1)
+
+
+def network_slices(
+    network: nn.Module, image: torch.Tensor, motion: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The inputs ``(S, C', H, W)`` that ``network`` (a stage-3 network: its ``context`` and ``motion``
+    attributes) reads for every slice of a ``(C, H, W, S)`` volume; a network that reads the motion map
+    refuses a volume given without one."""
+    context, wants = int(getattr(network, "context", 0)), bool(getattr(network, "motion", False))
+    if wants and motion is None:
+        raise ValueError(
+            "this stage-3 network reads the ED-ES motion map as an input channel (motion_input), "
+            "but none was given with the image."
+        )
+    return volume_slices(image, context, motion if wants else None)
 
 
 class SegNet(nn.Module):
@@ -62,13 +94,15 @@ class SegNet(nn.Module):
 
     ``forward(x)`` returns ``logits`` ``(B, num_classes, H, W)`` at the input size (and, for multi-scale
     DeepLab in training, ``scales``). ``in_channels`` counts the neighbour slices of a 2.5D network
-    (``context``: neighbours on each side, see :func:`volume_slices`).
+    (``context``: neighbours on each side, see :func:`volume_slices`) and the motion map's channels
+    (``motion``: ``cfg.motion_input``; :func:`input_channels`).
     """
 
     def __init__(self, num_classes: int, in_channels: int, cfg: SegConfig) -> None:
         super().__init__()
         self.input_scale = cfg.input_scale
         self.context = cfg.context_slices
+        self.motion = cfg.motion_input
         if cfg.network == "deeplab":
             self.net: nn.Module = DeepLabV2(
                 num_classes,
@@ -123,6 +157,7 @@ class SegEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one network.")
         self.members = nn.ModuleList(members)
         self.context = int(getattr(members[0], "context", 0))
+        self.motion = bool(getattr(members[0], "motion", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         outs = [m(x) for m in self.members]

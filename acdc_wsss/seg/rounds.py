@@ -36,7 +36,7 @@ from acdc_wsss.seg.components import AnatomyFusiond
 from acdc_wsss.seg.config import SegConfig
 from acdc_wsss.seg.data import read_targets, training_items
 from acdc_wsss.seg.infer import fuse_with_rules, largest_components
-from acdc_wsss.seg.model import SegNet, load_seg, predict_slices, recorded_on_validation, volume_slices
+from acdc_wsss.seg.model import SegNet, load_seg, network_slices, predict_slices, recorded_on_validation
 from acdc_wsss.utils import progress_bar, read_json, write_json, write_npz
 
 __all__ = ["RELABEL_FUSE", "labels_dice", "relabel", "relabel_volume", "self_train"]
@@ -110,9 +110,8 @@ def relabel(
     with_ed = AnatomyFusiond(confidence=None, temporal=temporal) if temporal is not None else None
     for v in progress_bar(range(len(ds.volumes)), "relabelling the training volumes", progress):
         vol, item = ds.volumes[v], ds.items[v]
-        probs = predict_slices(
-            model, volume_slices(vol["image"].as_tensor(), model.context), dev, True
-        ).numpy()
+        x = network_slices(model, vol["image"].as_tensor(), vol["motion"])
+        probs = predict_slices(model, x, dev, True).numpy()
         tags = vol["tags"].numpy()
         fused = fuse_with_rules(probs, source[v].transpose(2, 0, 1), fuse) if fuse > 0 else probs
         if with_ed is not None:

@@ -16,8 +16,17 @@ from acdc_wsss.data.slices import volume_key
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.layout import RunLayout
 from acdc_wsss.report import write_report
-from acdc_wsss.seg import SegConfig, SegEnsemble, load_seg, network_def, predict, run_seg, with_checkpoint
-from acdc_wsss.seg.model import slice_input, volume_slices
+from acdc_wsss.seg import (
+    SegConfig,
+    SegEnsemble,
+    SegNet,
+    load_seg,
+    network_def,
+    predict,
+    run_seg,
+    with_checkpoint,
+)
+from acdc_wsss.seg.model import network_slices, slice_input, volume_slices
 from acdc_wsss.seg.rounds import labels_dice, relabel, relabel_volume
 from acdc_wsss.seg.train import SegLoss
 
@@ -155,12 +164,55 @@ def test_volume_slices_stack_neighbours_as_channels() -> None:
     assert torch.equal(slice_input(image, 2, context=1), x[2])  # a training sample is its slice's input
 
 
-def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:
+def test_the_motion_map_follows_the_image_channels() -> None:
+    image = torch.arange(3.0)[None, None, None, :].expand(1, 1, 1, 3)  # slice z holds z
+    motion = 10 + image  # slice z's motion map holds 10 + z
+    x = volume_slices(image, context=1, motion=motion)
+    assert x[:, :, 0, 0].tolist() == [[0, 0, 1, 10, 10, 11], [0, 1, 2, 10, 11, 12], [1, 2, 2, 11, 12, 12]]
+    assert torch.equal(slice_input(image, 1, 1, motion), x[1])
+    net = SegNet(4, 2, SegConfig(width=0.125, motion_input=True))
+    assert torch.equal(network_slices(net, image, motion), volume_slices(image, 0, motion))
+    with pytest.raises(ValueError, match="motion map"):
+        network_slices(net, image)  # a network that reads the map refuses a volume without one
+    assert torch.equal(network_slices(SegNet(4, 1, SegConfig(width=0.125)), image, motion), x[:, 1:2])
+
+
+def test_the_motion_map_moves_with_the_image_and_drops_out() -> None:
+    from acdc_wsss.seg.data import PseudoLabelSlices, augmentation
+
+    img = torch.rand(1, 32, 32, 4)
+
+    class Volumes:  # what the training slices read of a SliceDataset
+        def __init__(self) -> None:
+            self.volumes = [{"image": img, "motion": img.clone().half()}]
+            self.index = [(0, z) for z in range(4)]
+
+        def __len__(self) -> int:
+            return 4
+
+    targets = [np.zeros((32, 32, 4), np.uint8)]
+    keep = SegConfig(motion_input=True, motion_dropout=0.0, aug_intensity=0.0, aug_gamma=0.0)
+    aug = augmentation(keep)
+    aug.set_random_state(0)
+    ds = PseudoLabelSlices(Volumes(), targets, aug, motion=True)  # type: ignore[arg-type]
+    samples = [ds[i % 4]["image"] for i in range(12)]
+    assert all(s.shape == (2, 32, 32) for s in samples)
+    assert any(not torch.equal(s[0], img[0, ..., i % 4]) for i, s in enumerate(samples))  # moved
+    assert all(torch.allclose(s[0], s[1], atol=2e-3) for s in samples)  # ...and the map with it
+    drop = augmentation(SegConfig(motion_input=True, motion_dropout=0.5, aug_intensity=0.0, aug_gamma=0.0))
+    drop.set_random_state(0)
+    ds = PseudoLabelSlices(Volumes(), targets, drop, motion=True)  # type: ignore[arg-type]
+    zeroed = [bool((ds[i % 4]["image"][1] == 0).all()) for i in range(40)]
+    assert 8 <= sum(zeroed) <= 32  # about half the slices lose their map
+
+
+def test_a_2_5d_network_with_the_motion_map_trains_and_segments(run_copy: Path, tiny: dict) -> None:
     run = RunLayout(run_copy)
     shutil.rmtree(run.seg.path)
-    run_seg(SegConfig(output_dir=str(run_copy), context_slices=1, progress=False, **tiny["seg"]))
+    both = {"context_slices": 1, "motion_input": True}
+    run_seg(SegConfig(output_dir=str(run_copy), progress=False, **both, **tiny["seg"]))
     manifest, model = load_seg(run_copy)
-    assert manifest["in_channels"] == 3 and model.context == 1
+    assert manifest["in_channels"] == 6 and model.context == 1 and model.motion  # (image + map) x 3 slices
     (row,) = json.loads(run.rounds.read_text())["rounds"]  # no self-training: a one-line table
     assert (
         row["round"] == 0 and row["labels"] == "stage 2" and row["training_labels"] == labels_dice(run_copy)
@@ -168,6 +220,9 @@ def test_a_2_5d_network_trains_and_segments(run_copy: Path, tiny: dict) -> None:
     where = predict(run_copy, split="testing", progress=False)
     masks = sorted(where.glob("*_seg.nii.gz"))
     assert masks and len(masks) == len(run.split("testing"))
+    frame = run.split("testing")[0]["image"]  # a single file: no partner, so an empty map
+    single = predict(run_copy, images=[frame], progress=False)
+    assert len(json.loads((single / "manifest.json").read_text())["files"]) == 1
 
 
 def test_an_ensemble_trains_each_network_and_answers_their_mean(run_copy: Path, tiny: dict) -> None:
