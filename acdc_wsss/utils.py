@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
@@ -122,14 +123,30 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
 
 @functools.cache
 def source_digest(folder: str | os.PathLike) -> str:
-    """A digest of the Python source under ``folder`` (file names and contents): what outputs made by that
-    code depend on besides their inputs and settings. Any edit changes it."""
+    """A digest of the Python code under ``folder`` (file names and syntax trees): what outputs made by that
+    code depend on besides their inputs and settings. Any change to the code changes it; docstrings,
+    comments and layout do not (the digest reads each file's syntax tree without its docstrings, so a
+    change of Python version that prints trees otherwise may change it too)."""
     root = Path(folder)
     digest = hashlib.sha1()
     for src in sorted(root.rglob("*.py")):
         digest.update(src.relative_to(root).as_posix().encode())
-        digest.update(src.read_bytes())
+        digest.update(code_tree(src.read_text(encoding="utf-8"), str(src)).encode())
     return digest.hexdigest()[:16]
+
+
+def code_tree(source: str, filename: str = "<source>") -> str:
+    """``source``'s syntax tree as text, without docstrings (the module's, each class's and function's);
+    comments and layout are not in a syntax tree. A file that does not parse raises ``SyntaxError``
+    naming ``filename``."""
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def ensure_writable(folder: str | os.PathLike) -> Path:

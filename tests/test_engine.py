@@ -19,7 +19,7 @@ from torch import nn
 
 from acdc_wsss.engine import NonFiniteLossError, build_trainer, resume, training_loader
 from acdc_wsss.safeload import UnsafeFileError, from_plain, load_pt, to_plain
-from acdc_wsss.utils import progress_bar, write_npz
+from acdc_wsss.utils import code_tree, progress_bar, source_digest, write_npz
 
 
 def _linear_run(out: Path, nan_epoch: int | None, epochs: int = 3, progress: bool = False) -> Any:
@@ -252,3 +252,26 @@ def test_write_npz_round_trip_atomic_and_a_full_disk_names_the_file(
         write_npz(path, labels=arrays["labels"])
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.npz"]
+
+
+def test_the_source_digest_follows_the_code_not_its_docstrings_or_comments(tmp_path: Path) -> None:
+    code = '"""About m."""\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "m.py").write_text(code)
+    before = source_digest(tmp_path / "a")
+    variants = {
+        "b": code.replace("Doc.", "Another doc.").replace("# one", "# two").replace("x + 1", "x+1"),
+        "c": code.replace("x + 1", "x + 2"),  # the code changed
+        "d": code.replace('    """Doc."""\n', ""),  # a docstring removed: the same code
+    }
+    for name, text in variants.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.py").write_text(text)
+    assert source_digest(tmp_path / "b") == before == source_digest(tmp_path / "d")
+    assert source_digest(tmp_path / "c") != before
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "n.py").write_text(code)  # the same code under another name
+    assert source_digest(tmp_path / "e") != before
+    assert "About m" not in code_tree(code) and "Doc." not in code_tree(code)
+    with pytest.raises(SyntaxError, match=r"broken\.py"):
+        code_tree("def f(:\n", "broken.py")
