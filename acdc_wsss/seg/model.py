@@ -51,14 +51,14 @@ def slice_input(
     ``z - context ... z + context``, each slice's ``C`` channels together: ``(C * (2 * context + 1), H,
     W)``; with ``motion`` (the volume's ``(1, H, W, S)`` ED-ES motion map), the map's same slices follow as
     ``2 * context + 1`` more channels."""
-    if hasattr(image, "as_tensor"):  # a MetaTensor: plain data for the network
-        image = image.as_tensor()
     near = [min(max(z + d, 0), image.shape[-1] - 1) for d in range(-context, context + 1)]
-    x = image[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()
-    if motion is None:
-        return x
-    m = motion.as_tensor() if hasattr(motion, "as_tensor") else torch.as_tensor(motion)
-    return torch.cat([x, m[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()])
+
+    def stacked(volume: torch.Tensor) -> torch.Tensor:
+        data = volume.as_tensor() if hasattr(volume, "as_tensor") else volume  # a MetaTensor: plain data
+        return data[..., near].permute(3, 0, 1, 2).flatten(0, 1).float()
+
+    x = stacked(image)
+    return x if motion is None else torch.cat([x, stacked(motion)])
 
 
 def volume_slices(image: torch.Tensor, context: int = 0, motion: torch.Tensor | None = None) -> torch.Tensor:
