@@ -14,7 +14,8 @@ the other cardiac phase of the same scan):
    minimum, label and motion with 0).
 
 Everything geometric is invertible: :func:`invert` maps any ``(C, H, W, S)`` array in the preprocessed
-grid back to the source image's grid (same shape and affine) with MONAI's ``Invertd``.
+grid back to the source image's grid (same shape and affine) with MONAI's ``Invertd``; :func:`invert_labels`
+(with :func:`label_inverter`, the one way every stage carries labels back) maps a label map.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, DeleteItemsd, Invertd, LoadImaged, Spacingd
+from monai.transforms import AsDiscreted, Compose, DeleteItemsd, Invertd, LoadImaged, Spacingd
 from monai.utils import TraceKeys
 
 from acdc_wsss.data.transforms import (
@@ -36,7 +37,15 @@ from acdc_wsss.data.transforms import (
     SliceTagsd,
 )
 
-__all__ = ["CENTRE_MODES", "PreprocessConfig", "build_preprocessing", "forget_transform_ids", "invert"]
+__all__ = [
+    "CENTRE_MODES",
+    "PreprocessConfig",
+    "build_preprocessing",
+    "forget_transform_ids",
+    "invert",
+    "invert_labels",
+    "label_inverter",
+]
 
 #: How the crop centre is chosen: the ED-ES motion map's heart centre, or the image centre.
 CENTRE_MODES: tuple[str, ...] = ("motion", "image")
@@ -161,3 +170,33 @@ def invert(
     inverter = Invertd("pred", transform=transform, orig_keys="image", nearest_interp=nearest)
     data: Mapping[Hashable, Any] = {"image": reference, "pred": MetaTensor(torch.as_tensor(values))}
     return inverter(dict(data))["pred"]
+
+
+def label_inverter(transform: Compose, num_classes: int, linear: bool = True) -> Compose:
+    """Carry the labels (0..``num_classes``) in ``pred`` back through ``transform``'s inverse onto the source
+    grid (``image``'s recorded transforms): with ``linear``, as one-hot channels each interpolated linearly,
+    then the argmax, so a boundary falls between the chain's pixels where the source grid is finer; else
+    nearest-neighbour (which gives back a mask that came onto the chain's grid by nearest-neighbour)."""
+    if not linear:
+        return Compose([Invertd("pred", transform, orig_keys="image", nearest_interp=True)])
+    return Compose(
+        [
+            AsDiscreted("pred", to_onehot=num_classes + 1),
+            Invertd("pred", transform, orig_keys="image", nearest_interp=False),
+            AsDiscreted("pred", argmax=True),
+        ]
+    )
+
+
+def invert_labels(
+    labels: torch.Tensor, reference: MetaTensor, transform: Compose, num_classes: int, linear: bool = True
+) -> MetaTensor:
+    """Map a ``(1, H, W, S)`` label map on the preprocessed grid back to the source image's grid with
+    :func:`label_inverter`; returns ``(1, X, Y, S)`` labels with the source's shape and affine."""
+    if tuple(labels.shape) != (1, *reference.shape[1:]):
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} are not one channel on the reference grid "
+            f"{tuple(reference.shape)}."
+        )
+    data = {"image": reference, "pred": MetaTensor(torch.as_tensor(labels, dtype=torch.float32))}
+    return label_inverter(transform, num_classes, linear)(data)["pred"]

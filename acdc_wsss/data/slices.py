@@ -37,7 +37,13 @@ from torch.utils.data import DataLoader, Dataset
 
 import acdc_wsss
 from acdc_wsss.data.acdc import ACDC_CLASSES, PATH_KEYS
-from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, forget_transform_ids, invert
+from acdc_wsss.data.preprocess import (
+    PreprocessConfig,
+    build_preprocessing,
+    forget_transform_ids,
+    invert,
+    invert_labels,
+)
 from acdc_wsss.errors import DatasetError
 from acdc_wsss.labels import IGNORE
 from acdc_wsss.metrics import dice_per_class
@@ -333,6 +339,13 @@ class SliceDataset(Dataset):
         """
         chain = build_preprocessing(self.config, self.num_classes)
         return invert(values, self.volumes[volume]["image"], chain, nearest=nearest)
+
+    def labels_to_original(self, volume: int, labels: torch.Tensor, linear: bool = True) -> MetaTensor:
+        """Map a ``(1, H, W, S)`` label map of one volume back onto its source image's grid
+        (:func:`~acdc_wsss.data.preprocess.invert_labels`: linearly as one-hot channels, as the stage-3
+        masks are; ``linear=False``: nearest-neighbour)."""
+        chain = build_preprocessing(self.config, self.num_classes)
+        return invert_labels(labels, self.volumes[volume]["image"], chain, self.num_classes, linear)
 
 
 def label_round_trip(ds: SliceDataset, atol: float = 1e-6) -> dict[str, Any]:

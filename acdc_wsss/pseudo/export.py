@@ -10,7 +10,8 @@ row's rule (see :data:`acdc_wsss.pseudo.rows.ROWS`) and writes, atomically:
   (:func:`acdc_wsss.pseudo.rules.label_confidence`);
 - ``cam/nifti/<patientXXX_frameYY>_pseudo.nii.gz``: the same labels mapped back through the inverse of the
   preprocessing onto the source image's grid (same shape, affine and orientation; uint8; 0 background,
-  1 RV, 2 Myo, 3 LV), ready to lay over the scan in 3D Slicer.
+  1 RV, 2 Myo, 3 LV), as the stage-3 masks are: one-hot channels interpolated linearly, then the argmax
+  (:meth:`~acdc_wsss.data.slices.SliceDataset.labels_to_original`), ready to lay over the scan in 3D Slicer.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def export_pseudo(
                 with atomic_write(path) as tmp:
                     Image.fromarray(arr[..., 0]).save(tmp, format="PNG")
             continue
-        back = ds.to_original(v, torch.as_tensor(labels[None], dtype=torch.float32))
+        back = ds.labels_to_original(v, torch.as_tensor(labels[None]))
         save_nifti(back[0].numpy().round(), back.affine.numpy(), stage.pseudo_nifti(key))
     write_json(
         {

@@ -31,13 +31,12 @@ from monai.transforms import (
     Compose,
     CopyItemsd,
     DeleteItemsd,
-    Invertd,
     KeepLargestConnectedComponentd,
     MapTransform,
 )
 
 from acdc_wsss.crf import CRF_SEG, CRFParams, dense_crf
-from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing
+from acdc_wsss.data.preprocess import PreprocessConfig, build_preprocessing, label_inverter
 from acdc_wsss.data.slices import volume_key
 from acdc_wsss.layout import PredictionLayout
 from acdc_wsss.nifti import save_nifti, save_seg_nrrd, write_colour_table
@@ -100,7 +99,6 @@ __all__ = [
     "inference_evaluator",
     "inference_postprocessing",
     "inference_preprocessing",
-    "mask_inverter",
     "mask_name",
     "mix_with_ed",
     "slice_crf",
@@ -470,9 +468,9 @@ def inference_postprocessing(
     slice (``lv_hull``, ``epi_px``, ``rv_attached``, ``lv_enclosed``, ``lv_bright``: :class:`WallRulesd`),
     the ES frame's RV cut at its ED frame's base moved by ``rv_descent`` mm, except where the network is
     as sure of it as of the rest (``rv_confident``; :class:`RVDescentd`, reading a copy of the probabilities
-    before the argmax), inverse
-    of ``preprocessing`` (:func:`mask_inverter`, ``linear_invert``), ``writer``. An ``anatomy`` weight outside
-    ``[1/K, 1]`` is refused here, before any volume."""
+    before the argmax), inverse of ``preprocessing`` (:func:`~acdc_wsss.data.preprocess.label_inverter`,
+    ``linear_invert``), ``writer``. An ``anatomy`` weight outside ``[1/K, 1]`` is refused here, before any
+    volume."""
     check_anatomy(anatomy, num_classes + 1)
     steps: list[Any] = [AnatomyFusiond("pred", anatomy, spacing, temporal, septal)]
     if crf:
@@ -488,25 +486,7 @@ def inference_postprocessing(
     steps.append(RVDescentd("pred", rv_descent, rv_confident))
     if keep_probs:
         steps.append(DeleteItemsd("probs"))
-    return Compose([*steps, mask_inverter(preprocessing, num_classes, linear_invert), writer])
-
-
-def mask_inverter(
-    preprocessing: Compose, num_classes: int = 3, linear: bool = DEFAULT_LINEAR_INVERT
-) -> Compose:
-    """The masks in ``pred`` (labels 0..``num_classes``) carried back through ``preprocessing``'s inverse
-    onto the scan's grid (``image``'s recorded transforms): with ``linear``, as one-hot channels each
-    interpolated linearly, then the argmax, so a boundary falls between the chain's pixels where the scan's
-    grid is finer; else nearest-neighbour."""
-    if not linear:
-        return Compose([Invertd("pred", preprocessing, orig_keys="image", nearest_interp=True)])
-    return Compose(
-        [
-            AsDiscreted("pred", to_onehot=num_classes + 1),
-            Invertd("pred", preprocessing, orig_keys="image", nearest_interp=False),
-            AsDiscreted("pred", argmax=True),
-        ]
-    )
+    return Compose([*steps, label_inverter(preprocessing, num_classes, linear_invert), writer])
 
 
 class PredictionRecord:

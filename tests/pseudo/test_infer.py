@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
 from acdc_wsss.data.acdc import read_datalist
@@ -21,7 +22,7 @@ from acdc_wsss.pseudo import CamConfig, evaluate_pseudo, export_pseudo, load_cam
 from acdc_wsss.pseudo.evaluate import FIXED_DEFAULT, chosen_setting, patient_groups
 from acdc_wsss.pseudo.rows import ROWS
 from acdc_wsss.pseudo.rules import labels_constant, labels_learned
-from acdc_wsss.pseudo.store import KeptLabels
+from acdc_wsss.pseudo.store import KeptLabels, inference_volumes, read_cam_manifest
 from tests.commands import run_command
 
 
@@ -183,6 +184,15 @@ def test_export_2d_and_nifti_on_the_source_grid(stage1: Path) -> None:
         assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
         with np.load(stage / "pseudo" / f"{key}.npz") as z:
             assert z["labels"].shape[:2] == (128, 128) and z["labels"].shape[2] == src.shape[2]
+    # the NIfTI labels are carried back as the stage-3 masks are: one-hot channels linearly, not nearest
+    key = nifti[0].name.removesuffix("_pseudo.nii.gz")
+    ds = inference_volumes(read_cam_manifest(stage1), [items[key]], stage1, False)
+    with np.load(stage / "pseudo" / f"{key}.npz") as z:
+        labels = torch.as_tensor(z["labels"][None])
+    written = np.asarray(nib.load(nifti[0]).dataobj)
+    linear, nearest = (ds.labels_to_original(0, labels, lin)[0].numpy() for lin in (True, False))
+    assert np.array_equal(written, linear) and not np.array_equal(written, nearest)
+    assert (written == nearest).mean() > 0.97  # the two differ at the boundaries only
     ignored = 0
     for key in keys:
         with np.load(stage / "pseudo" / f"{key}.npz") as z:

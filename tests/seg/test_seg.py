@@ -668,15 +668,16 @@ def test_slice_rules_drop_an_rv_piece_away_from_the_heart_and_an_open_lv_at_the_
 
 
 def test_masks_carried_back_to_a_finer_grid_follow_their_boundaries_linearly() -> None:
-    """``mask_inverter``: an LV disc of radius 10 mm in a myocardial ring to 16 mm, drawn on the chain's 1.5
-    mm grid, carried back onto a 1 mm scan grid: the one-hot channels interpolated linearly, then the
-    argmax, lie nearer the same rings drawn on the 1 mm grid than nearest-neighbour's 1.5 mm steps (Dice
-    Myo 0.955 -> 0.967, LV 0.974 -> 0.981), on the scan's grid, with the labels alone."""
+    """``label_inverter`` (the stage-3 masks and the stage-2 NIfTI labels): an LV disc of radius 10 mm in a
+    myocardial ring to 16 mm, drawn on the chain's 1.5 mm grid, carried back onto a 1 mm scan grid: the
+    one-hot channels interpolated linearly, then the argmax, lie nearer the same rings drawn on the 1 mm
+    grid than nearest-neighbour's 1.5 mm steps (Dice Myo 0.955 -> 0.967, LV 0.974 -> 0.981), on the scan's
+    grid, with the labels alone."""
     from monai.data import MetaTensor
     from monai.transforms import Compose, Spacingd
 
+    from acdc_wsss.data.preprocess import label_inverter
     from acdc_wsss.metrics import dice_per_class
-    from acdc_wsss.seg.components import mask_inverter
 
     def rings(n: int, mm: float) -> np.ndarray:
         c = (n - 1) / 2
@@ -693,7 +694,7 @@ def test_masks_carried_back_to_a_finer_grid_follow_their_boundaries_linearly() -
     dice = {}
     for linear in (False, True):
         data = {"image": image, "pred": MetaTensor(torch.as_tensor(rings(41, 1.5)[None]))}
-        back = mask_inverter(chain, 3, linear)(data)["pred"]
+        back = label_inverter(chain, 3, linear)(data)["pred"]
         assert tuple(back.shape) == (1, 61, 61, 1) and set(np.unique(back.numpy())) == {0, 2, 3}
         dice[linear] = dice_per_class(back[0].numpy(), truth, (2, 3))
     assert (dice[True] > dice[False] + 0.005).all() and (dice[False] > 0.95).all(), dice
