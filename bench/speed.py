@@ -8,6 +8,10 @@ On the run's validation patients:
   epoch runs it), and inside it the label maps of every background score of the sweep made with
   ``torch.argmax`` and with :func:`acdc_wsss.labels.argmax_labels` (the same maps, checked);
 - ``stage3_validation``: stage 3's network (``seg/last.pt``) on each volume, and its label maps both ways;
+- ``stage3_augmentation``: the training augmentation over the same slices with their pseudo targets, with
+  MONAI's metadata tracking on (the old way) and off (:func:`acdc_wsss.seg.data.untracked`, the current
+  way), the same random draws (the samples checked equal); per batch of 8 beside one training step of a
+  fresh stage-3 network on a batch of 8 (forward, backward, AdamW), for scale;
 - ``cam_files``: ``--cams`` of the run's CAM files written again into a temporary folder with
   ``numpy.savez_compressed`` and with :func:`acdc_wsss.utils.write_npz`: seconds and bytes.
 
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import set_track_meta
 from torch.utils.data import DataLoader
 
 from acdc_wsss.cam_maps import cam_scores
@@ -35,7 +40,9 @@ from acdc_wsss.l2g.evaluate import BG_SWEEP, evaluate_classifier
 from acdc_wsss.l2g.model import load_l2g, pool_weight
 from acdc_wsss.labels import argmax_labels
 from acdc_wsss.layout import RunLayout
-from acdc_wsss.seg.model import load_seg, network_slices, predict_slices
+from acdc_wsss.seg.config import SegConfig
+from acdc_wsss.seg.data import PseudoLabelSlices, augmentation, read_targets
+from acdc_wsss.seg.model import SegNet, load_seg, network_slices, predict_slices
 from acdc_wsss.utils import read_json, write_npz
 
 
@@ -89,6 +96,51 @@ def stage3(run: RunLayout, ds: Any) -> dict[str, Any]:
     return {"network_s": _timed(predict), **_both_ways(probs)}
 
 
+def stage3_augmentation(run: RunLayout, ds: Any, steps: int = 5) -> dict[str, Any]:
+    """The training augmentation over ``ds``'s slices both ways (module docstring), and a training step."""
+    cfg = SegConfig()
+    targets = read_targets(run.root, ds)
+    samples: dict[str, list[dict[str, torch.Tensor]]] = {}
+
+    def one_pass(way: str) -> None:
+        aug = augmentation(cfg)
+        aug.set_random_state(0)
+
+        def tracked(d: Any) -> Any:  # the old way: tracking on inside untracked's switch
+            set_track_meta(True)
+            try:
+                return aug(d)
+            finally:
+                set_track_meta(False)
+
+        data = PseudoLabelSlices(ds, targets, aug if way == "untracked" else tracked)
+        samples[way] = [data[i] for i in range(len(data))]
+
+    seconds = {way: _timed(lambda w=way: one_pass(w)) for way in ("tracked", "untracked")}
+    same = all(all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(*samples.values(), strict=True))
+    net = SegNet(4, 1, cfg)
+    opt = torch.optim.AdamW(net.parameters(), cfg.lr)
+    x, y = torch.randn(8, 1, 128, 128), torch.randint(0, 4, (8, 128, 128))
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(net(x)["logits"], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    per_batch = {way: round(t / len(samples[way]) * 8, 4) for way, t in seconds.items()}
+    return {
+        "slices": len(samples["tracked"]),
+        "tracked_s": seconds["tracked"],
+        "untracked_s": seconds["untracked"],
+        "same_samples": same,
+        "tracked_per_batch_s": per_batch["tracked"],
+        "untracked_per_batch_s": per_batch["untracked"],
+        "training_step_s": round(_timed(lambda: [step() for _ in range(steps)]) / steps, 4),
+    }
+
+
 def cam_files(run: RunLayout, count: int) -> dict[str, Any]:
     """``count`` CAM files written again both ways."""
     paths = sorted(run.cam.cams.glob("*.npz"))[:count]
@@ -130,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "stage1_validation": stage1(run, ds),
         "stage3_validation": stage3(run, ds),
+        "stage3_augmentation": stage3_augmentation(run, ds),
         "cam_files": cam_files(run, args.cams),
     }
     print(json.dumps(result))

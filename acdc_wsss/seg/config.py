@@ -27,6 +27,10 @@ class SegConfig:
     (fraction), ``aug_rotate`` (degrees), ``aug_flip``, ``aug_intensity`` (fraction), ``aug_gamma`` (the
     image's contrast curve raised to a power drawn from ``[1 / (1 + g), 1 + g]``, half the time; 0: off;
     the stronger scale, rotation and gamma defaults were chosen on the validation patients with two seeds);
+    ``aug_bias``: a smooth multiplicative intensity field (MRI coil shading), its polynomial coefficients
+    drawn from ``[-aug_bias, aug_bias]``, half the time (0: off); ``aug_elastic``: a smooth elastic
+    deformation of image and target, control points 24 pixels apart moved by up to this many pixels, on
+    a third of the slices (0: off);
     ``image_size``: the training crop of photo data sets (VOC). Loss: ``loss`` (``ce``: cross-entropy;
     ``dice_ce``: plus MONAI's masked Dice loss; ``bootstrap``: soft bootstrapping, the target mixed 80/20
     with the network's own detached prediction, so confident disagreement with a noisy label costs less),
@@ -69,6 +73,8 @@ class SegConfig:
     aug_flip: bool = True
     aug_intensity: float = 0.1
     aug_gamma: float = 0.5
+    aug_bias: float = 0.0
+    aug_elastic: float = 0.0
     loss: str = "ce"
     label_smoothing: float = 0.0
     ema: float = 0.0
@@ -111,8 +117,9 @@ class SegConfig:
             (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
             (self.lr_schedule in ("poly", "step", "none"), "lr_schedule must be 'poly', 'step' or 'none'"),
             (
-                0 <= self.aug_scale < 1 and self.aug_rotate >= 0 and self.aug_gamma >= 0,
-                "aug_scale must be in [0, 1), aug_rotate and aug_gamma >= 0",
+                0 <= self.aug_scale < 1
+                and min(self.aug_rotate, self.aug_gamma, self.aug_bias, self.aug_elastic) >= 0,
+                "aug_scale must be in [0, 1); aug_rotate, aug_gamma, aug_bias and aug_elastic >= 0",
             ),
             (len(self.unet_features) == 6, "unet_features needs 6 numbers"),
         ]

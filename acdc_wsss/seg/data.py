@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
+    Rand2DElasticd,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
+    RandCoarseDropoutd,
     RandFlipd,
-    RandLambdad,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
@@ -45,6 +48,7 @@ __all__ = [
     "augmentation",
     "read_targets",
     "training_items",
+    "untracked",
 ]
 
 
@@ -92,7 +96,7 @@ class PseudoLabelSlices(Dataset):
         if self.motion:
             d["motion"] = slice_input(vol["motion"], z, self.context)
         if self.transform is not None:
-            d = self.transform(d)
+            d = untracked(self.transform, d)
         image = torch.as_tensor(d["image"])
         if self.motion:  # the motion map's channels follow the image's, as at inference (slice_input)
             image = torch.cat([image, torch.as_tensor(d["motion"])])
@@ -103,9 +107,21 @@ class PseudoLabelSlices(Dataset):
         }
 
 
+def untracked(transform: Callable[[Any], Any], data: Any) -> Any:
+    """``transform(data)`` with MONAI's metadata tracking off: training slices need no affine or transform
+    history, and keeping them costs more than the warping itself (``bench/speed.py``)."""
+    was = get_track_meta()
+    set_track_meta(False)
+    try:
+        return transform(data)
+    finally:
+        set_track_meta(was)
+
+
 def augmentation(cfg: SegConfig) -> Compose:
     """Training augmentation: scale and rotation (targets nearest, loss weights bilinear, padding weighted
-    0), flip, intensity scale and shift, gamma (contrast); with ``motion_input`` the motion map moves with
+    0), an elastic deformation (``aug_elastic``), flip, intensity scale and shift, gamma (contrast), a
+    smooth intensity field (``aug_bias``); with ``motion_input`` the motion map moves with
     the image, keeps its values, and is zeroed on a ``motion_dropout`` share of the slices."""
     keys = ["image", "target", "weight"] + (["motion"] if cfg.motion_input else [])
     steps: list[Any] = [
@@ -118,8 +134,24 @@ def augmentation(cfg: SegConfig) -> Compose:
             padding_mode="zeros",
         ),
     ]
+    if cfg.aug_elastic > 0:
+        steps.append(
+            Rand2DElasticd(
+                keys,
+                spacing=(24, 24),
+                magnitude_range=(0.0, cfg.aug_elastic),
+                prob=1 / 3,
+                mode=("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)],
+                padding_mode="zeros",
+            )
+        )
     if cfg.motion_input and cfg.motion_dropout > 0:
-        steps.append(RandLambdad("motion", torch.zeros_like, prob=cfg.motion_dropout))
+        # one hole the size of the slice: the whole map zeroed
+        steps.append(
+            RandCoarseDropoutd(
+                "motion", holes=1, spatial_size=(-1, -1), fill_value=0.0, prob=cfg.motion_dropout
+            )
+        )
     if cfg.aug_flip:
         steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
     if cfg.aug_intensity > 0:
@@ -130,6 +162,8 @@ def augmentation(cfg: SegConfig) -> Compose:
     if cfg.aug_gamma > 0:
         gamma = (1 / (1 + cfg.aug_gamma), 1 + cfg.aug_gamma)
         steps.append(RandAdjustContrastd("image", prob=0.5, gamma=gamma))
+    if cfg.aug_bias > 0:
+        steps.append(RandBiasFieldd("image", degree=3, coeff_range=(-cfg.aug_bias, cfg.aug_bias), prob=0.5))
     return Compose(steps)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,41 @@ def test_the_motion_map_moves_with_the_image_and_drops_out() -> None:
     ds = PseudoLabelSlices(Volumes(), targets, drop, motion=True)  # type: ignore[arg-type]
     zeroed = [bool((ds[i % 4]["image"][1] == 0).all()) for i in range(40)]
     assert 8 <= sum(zeroed) <= 32  # about half the slices lose their map
+
+
+def test_the_elastic_and_bias_field_augmentations_keep_the_target_with_the_image() -> None:
+    from acdc_wsss.seg.data import augmentation
+
+    def steps(cfg: SegConfig) -> list[str]:
+        return [type(t).__name__ for t in augmentation(cfg).transforms]
+
+    assert not {"Rand2DElasticd", "RandBiasFieldd"} & set(steps(SegConfig()))  # off by default
+    quiet = dict(aug_scale=0.0, aug_rotate=0.0, aug_flip=False, aug_intensity=0.0, aug_gamma=0.0)
+    image = 1 + torch.linspace(0, 1, 48)[None, :, None].expand(1, 48, 48).clone()  # a ramp from 1 to 2
+    target = (image > 1.5).float()  # label 1 on the ramp's bright half
+
+    def sample(aug: Callable) -> tuple[np.ndarray, np.ndarray]:
+        d = aug({"image": image.clone(), "target": target.clone(), "weight": torch.ones(1, 48, 48)})
+        return np.asarray(d["image"]), np.asarray(d["target"])
+
+    elastic = augmentation(SegConfig(aug_elastic=4.0, **quiet))
+    elastic.set_random_state(0)
+    moved = 0
+    for _ in range(30):
+        img, tgt = sample(elastic)
+        assert set(np.unique(tgt)) <= {0.0, 1.0}  # nearest: labels stay labels
+        assert ((img > 1.5) == (tgt == 1)).mean() > 0.97  # the boundary moved with the image
+        moved += not np.array_equal(tgt, target.numpy())
+    assert 4 <= moved <= 18  # about a third of the slices
+    bias = augmentation(SegConfig(aug_bias=0.5, **quiet))
+    bias.set_random_state(0)
+    shaded = 0
+    for _ in range(20):
+        img, tgt = sample(bias)
+        assert np.array_equal(tgt, target.numpy())  # intensity only
+        ratio = img / image.numpy()
+        shaded += ratio.std() > 1e-3  # a field that varies over the slice, not a constant gain
+    assert 4 <= shaded <= 16  # about half the slices
 
 
 def test_a_2_5d_network_with_the_motion_map_trains_and_segments(run_copy: Path, tiny: dict) -> None:
