@@ -124,14 +124,18 @@ def augmentation(cfg: SegConfig) -> Compose:
     smooth intensity field (``aug_bias``); with ``motion_input`` the motion map moves with
     the image, keeps its values, and is zeroed on a ``motion_dropout`` share of the slices."""
     keys = ["image", "target", "weight"] + (["motion"] if cfg.motion_input else [])
+    # every spatial step: targets nearest, the rest bilinear, zeros outside
+    warp: dict[str, Any] = {
+        "mode": ("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)],
+        "padding_mode": "zeros",
+    }
     steps: list[Any] = [
         RandAffined(
             keys,
             prob=0.7,
             rotate_range=(math.radians(cfg.aug_rotate),),
             scale_range=(cfg.aug_scale, cfg.aug_scale),
-            mode=("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)],
-            padding_mode="zeros",
+            **warp,
         ),
     ]
     if cfg.aug_elastic > 0:
@@ -141,8 +145,7 @@ def augmentation(cfg: SegConfig) -> Compose:
                 spacing=(24, 24),
                 magnitude_range=(0.0, cfg.aug_elastic),
                 prob=1 / 3,
-                mode=("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)],
-                padding_mode="zeros",
+                **warp,
             )
         )
     if cfg.motion_input and cfg.motion_dropout > 0:
