@@ -360,7 +360,7 @@ def label_round_trip(ds: SliceDataset, atol: float = 1e-6) -> dict[str, Any]:
     for v, item in enumerate(ds.items):
         if ds.volumes[v]["label"] is None:
             continue
-        back = ds.to_original(v, ds.volumes[v]["label"].float())
+        back = ds.labels_to_original(v, ds.volumes[v]["label"], linear=False)  # came by nearest
         src = nib.load(item["label"])
         if tuple(back.shape[1:]) != src.shape or not np.allclose(back.affine.numpy(), src.affine, atol=atol):
             mismatch.append(item["label"])
